@@ -1,0 +1,104 @@
+"""One exception base, narrow subclasses that carry their data as attributes."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodiQueueError",
+    "InvalidOperation",
+    "SpoolError",
+    "CorruptRecord",
+    "ConsumerRunning",
+    "SchemaTooNew",
+    "UnsafePath",
+]
+
+
+class CodiQueueError(Exception):
+    """Base of every error codi-queue raises on purpose."""
+
+
+class InvalidOperation(CodiQueueError, ValueError):
+    """An operation was refused at the boundary: which record, which field, why.
+
+    ``record`` is the 1-based line or item number inside one invocation
+    (``None`` for a single operation), ``field`` the body field at fault
+    (``None`` when the fault is the record as a whole).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        op: str | None = None,
+        field: str | None = None,
+        record: int | None = None,
+    ) -> None:
+        self.reason = reason
+        self.op = op
+        self.field = field
+        self.record = record
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        parts = []
+        if self.record is not None:
+            parts.append(f"record {self.record}")
+        if self.op is not None:
+            parts.append(f"op {self.op}")
+        if self.field is not None:
+            parts.append(f"field {self.field}")
+        where = ", ".join(parts)
+        return f"{where}: {self.reason}" if where else self.reason
+
+
+class SpoolError(CodiQueueError, OSError):
+    """The spool could not be written or read (disk full, permissions, I/O)."""
+
+    def __init__(self, message: str, *, path: str | None = None, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "spool error"
+
+
+class CorruptRecord(CodiQueueError):
+    """A stored frame failed its checksum or structure check."""
+
+    def __init__(self, message: str, *, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class ConsumerRunning(CodiQueueError):
+    """Another consumer already owns this home."""
+
+    def __init__(self, pid: int | None, lock_path: str) -> None:
+        self.pid = pid
+        self.lock_path = lock_path
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"a consumer is already running for this home ({who}, lock {lock_path})")
+
+
+class SchemaTooNew(CodiQueueError):
+    """A tier database was migrated by a newer codi-queue than this one."""
+
+    def __init__(self, tier: str, path: str, found: int, supported: int) -> None:
+        self.tier = tier
+        self.path = path
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{tier} database {path} is at schema version {found}, newer than the "
+            f"{supported} this codi-queue knows: upgrade codi-queue, or restore a backup"
+        )
+
+
+class UnsafePath(CodiQueueError):
+    """A state path is owned by another user or writable by group or others."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        self.why = why
+        super().__init__(f"refusing {path}: {why}")

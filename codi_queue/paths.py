@@ -1,0 +1,89 @@
+"""Where everything lives, and which rule chose it.
+
+Order: ``--home`` > ``CODI_QUEUE_HOME`` > platformdirs defaults. With a home,
+everything sits under it; without, data (spool, archive, databases) goes to
+the user data directory and logs, state and config to their own platform
+directories. User data is never placed inside the installed package.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["Paths", "resolve", "DATABASE_FILES"]
+
+APP = "codi-queue"
+ENV_HOME = "CODI_QUEUE_HOME"
+DATABASE_FILES = {
+    "platform": "platform.db",
+    "org": "org.db",
+    "sessions": "sessions.db",
+    "project": "project.db",
+    "state": "state.db",
+}
+
+
+class Paths:
+    __slots__ = ("home", "source", "spool", "archive", "logs", "state", "config", "db_dir")
+
+    def __init__(self, home: str, source: str, *, logs: str, state: str, config_dir: str) -> None:
+        self.home = home
+        self.source = source  # which rule chose the home: "--home", "CODI_QUEUE_HOME", "platformdirs"
+        self.spool = os.path.join(home, "spool")
+        self.archive = os.path.join(home, "archive")
+        self.db_dir = os.path.join(home, "db")
+        self.logs = logs
+        self.state = state
+        self.config = os.path.join(config_dir, "config.toml")
+
+    def database(self, tier: str) -> str:
+        return os.path.join(self.db_dir, DATABASE_FILES[tier])
+
+    @property
+    def error_log(self) -> str:
+        return os.path.join(self.logs, "errors.jsonl")
+
+    @property
+    def consumer_lock(self) -> str:
+        return os.path.join(self.state, "consumer.lock")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "home": self.home,
+            "source": self.source,
+            "spool": self.spool,
+            "archive": self.archive,
+            "logs": self.logs,
+            "state": self.state,
+            "config": self.config,
+            "databases": {t: self.database(t) for t in ("platform", "org", "sessions", "project")},
+            "state_db": self.database("state"),
+        }
+
+
+def resolve(home: str | None = None) -> Paths:
+    if home:
+        return _under(home, "--home")
+    env = os.environ.get(ENV_HOME)
+    if env:
+        return _under(env, ENV_HOME)
+    import platformdirs  # only the default-path case pays for it
+
+    return Paths(
+        platformdirs.user_data_dir(APP, appauthor=False),
+        "platformdirs",
+        logs=platformdirs.user_log_dir(APP, appauthor=False),
+        state=platformdirs.user_state_dir(APP, appauthor=False),
+        config_dir=platformdirs.user_config_dir(APP, appauthor=False),
+    )
+
+
+def _under(home: str, source: str) -> Paths:
+    home = os.path.abspath(os.path.expanduser(home))
+    return Paths(
+        home,
+        source,
+        logs=os.path.join(home, "logs"),
+        state=os.path.join(home, "state"),
+        config_dir=home,
+    )

@@ -1,0 +1,58 @@
+"""The Python producer API: ``enqueue`` and ``enqueue_many``.
+
+Fire-and-forget for the caller, but never silent: an invalid operation is a
+programming error and raises ``InvalidOperation``; an infrastructure fault
+(spool unwritable, disk full) is recorded in the error log that ``status``
+reports and the call returns False, so the hook that called it keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import SpoolError
+from ..paths import Paths, resolve
+from .validate import encode_records, validate
+
+__all__ = ["enqueue", "enqueue_many", "append_records"]
+
+_spools: dict[str, Any] = {}
+
+
+def append_records(paths: Paths, records: list[bytes]) -> None:
+    """Durably append encoded records; raises ``SpoolError``."""
+    spool = _spools.get(paths.spool)
+    if spool is None:
+        from ..queue.spool import Spool
+
+        spool = _spools[paths.spool] = Spool(paths.spool, paths.archive)
+    spool.append(records)
+
+
+def enqueue(op: str, body: Mapping[str, Any], *, home: str | None = None, producer: str | None = None) -> bool:
+    """Validate one operation and append it durably; True once it is on disk."""
+    return enqueue_many(op, (body,), home=home, producer=producer)
+
+
+def enqueue_many(
+    op: str, bodies: Iterable[Mapping[str, Any]], *, home: str | None = None, producer: str | None = None
+) -> bool:
+    """Validate every body first, then append them all in one durable step.
+
+    Raises ``InvalidOperation`` (nothing is appended) if any body is invalid;
+    its ``record`` is the 1-based position of the first bad body.
+    """
+    items = [validate(op, body, record=i) for i, body in enumerate(bodies, 1)]
+    if not items:
+        return True
+    records = encode_records(op, items, producer)
+    paths = resolve(home)
+    try:
+        append_records(paths, records)
+    except SpoolError as exc:
+        from ..errorlog import record_error
+
+        record_error(paths.error_log, "producer", str(exc), op=op, operations=len(items), errno=exc.errno)
+        return False
+    return True

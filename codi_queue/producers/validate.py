@@ -1,0 +1,110 @@
+"""Turn producer input into validated, encoded records, with errors that say where and why."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from ..errors import InvalidOperation
+from ..schemas.envelope import Envelope, Record, new_op_id
+from ..schemas.registry import OPS, OpSpec
+from ..schemas.types import OpBase
+
+__all__ = [
+    "MAX_OP_BYTES",
+    "MAX_RECORD_BYTES",
+    "validate",
+    "decode_json",
+    "encode_records",
+    "default_producer",
+    "invalid_from_msgspec",
+]
+
+MAX_OP_BYTES = 1024 * 1024  # one encoded operation body; documented in the README
+MAX_RECORD_BYTES = 32 * 1024 * 1024  # a larger batch is split into several records
+
+_encode = msgspec.msgpack.Encoder().encode
+_AT = re.compile(r"^(?P<reason>.*?) - at `\$(?:\.)?(?P<path>[^`]*)`$", re.S)
+_NAMED = re.compile(r"field `(?P<field>[^`]+)`")
+_json_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+
+
+def default_producer() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    return f"{name}@{os.uname().nodename}:{os.getpid()}"
+
+
+def spec_or_raise(op: str, record: int | None = None) -> OpSpec:
+    spec = OPS.get(op)
+    if spec is None:
+        known = ", ".join(sorted(OPS))
+        raise InvalidOperation(f"unknown operation {op!r} (known: {known})", op=op, record=record)
+    return spec
+
+
+def invalid_from_msgspec(exc: msgspec.DecodeError, op: str, record: int | None) -> InvalidOperation:
+    text = str(exc)
+    m = _AT.match(text)
+    if m:
+        return InvalidOperation(m.group("reason"), op=op, field=m.group("path") or None, record=record)
+    named = _NAMED.search(text)
+    if named and isinstance(exc, msgspec.ValidationError):
+        return InvalidOperation(text, op=op, field=named.group("field"), record=record)
+    return InvalidOperation(text, op=op, record=record)
+
+
+def validate(op: str, body: Mapping[str, Any], *, record: int | None = None) -> OpBase:
+    """The body as its operation's Struct; ``InvalidOperation`` saying which field and why."""
+    spec = spec_or_raise(op, record)
+    if not isinstance(body, Mapping):
+        raise InvalidOperation(f"body must be an object, not {type(body).__name__}", op=op, record=record)
+    try:
+        return msgspec.convert(body if isinstance(body, dict) else dict(body), spec.type)
+    except msgspec.ValidationError as exc:
+        raise invalid_from_msgspec(exc, op, record) from None
+
+
+def decode_json(op: str, line: bytes | str, *, record: int | None = None) -> OpBase:
+    """Decode and validate one JSON object straight into its Struct (no dict in between)."""
+    spec = spec_or_raise(op, record)
+    dec = _json_decoders.get(op)
+    if dec is None:
+        dec = _json_decoders[op] = msgspec.json.Decoder(spec.type)
+    try:
+        return dec.decode(line)
+    except msgspec.ValidationError as exc:
+        raise invalid_from_msgspec(exc, op, record) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidOperation(f"not valid JSON: {exc}", op=op, record=record) from None
+
+
+def encode_records(
+    op: str, ops: Iterable[OpBase], producer: str | None = None, *, first_record: int = 1
+) -> list[bytes]:
+    """Envelope and encode validated operations into spool records of bounded size."""
+    spec = OPS[op]
+    who = producer or default_producer()
+    records: list[bytes] = []
+    batch: list[Envelope] = []
+    size = 0
+    now = time.time()
+    for i, item in enumerate(ops, first_record):
+        body = _encode(item)
+        if len(body) > MAX_OP_BYTES:
+            raise InvalidOperation(
+                f"operation is {len(body)} bytes encoded, over the {MAX_OP_BYTES}-byte limit", op=op, record=i
+            )
+        if batch and size + len(body) > MAX_RECORD_BYTES:
+            records.append(_encode(Record(len(batch), batch[0].ts, batch)))
+            batch, size = [], 0
+        batch.append(Envelope(new_op_id(), op, spec.version, now, who, msgspec.Raw(body)))
+        size += len(body) + 64
+    if batch:
+        records.append(_encode(Record(len(batch), batch[0].ts, batch)))
+    return records

@@ -1,0 +1,108 @@
+"""persist-queue's file ``Queue``, made durable and cheap to import.
+
+Two things differ from using ``persistqueue.Queue`` directly:
+
+* ``import persistqueue`` runs the package ``__init__``, which imports the
+  asyncio and sqlite3 backends we never use (tens of milliseconds on every
+  hook call). We load only ``persistqueue.queue`` by giving the import system
+  the package's spec without executing its ``__init__``, then step aside so a
+  later plain ``import persistqueue`` still gets the real package.
+* ``Queue`` never fsyncs on put and renames ``info`` without syncing it
+  (persist-queue #180). ``DurableQueue._saveinfo`` syncs the data, then the new
+  ``info``, then the directory, in that order: the pointer never names bytes
+  that are not on disk. ``_openchunk`` creates chunk files 0600.
+
+Both overrides rely on persist-queue 1.1 internals; pyproject pins the minor
+version and ``tests/test_pq_format.py`` guards the layout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import IO, Any
+
+from ..errors import CorruptRecord
+from ..fsutil import FILE_MODE, fsync_dir
+from . import frame
+
+__all__ = ["durable_queue_class", "CHUNK_RECORDS", "read_info"]
+
+# Records per chunk file. The inbox is usually claimed long before a chunk
+# fills; when the consumer is down for days this keeps the file count sane.
+CHUNK_RECORDS = 1000
+
+_durable: type | None = None
+
+
+def _queue_module() -> Any:
+    mod = sys.modules.get("persistqueue.queue")
+    if mod is not None:
+        return mod
+    if "persistqueue" in sys.modules:
+        return importlib.import_module("persistqueue.queue")
+    spec = importlib.util.find_spec("persistqueue")
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError("persist-queue is not installed")
+    stub = importlib.util.module_from_spec(spec)  # a package with __path__, __init__ not run
+    sys.modules["persistqueue"] = stub
+    try:
+        return importlib.import_module("persistqueue.queue")
+    finally:
+        if sys.modules.get("persistqueue") is stub:
+            del sys.modules["persistqueue"]
+
+
+def durable_queue_class() -> type:
+    """The ``DurableQueue`` class (built on first use so importing us stays cheap)."""
+    global _durable
+    if _durable is not None:
+        return _durable
+    base = _queue_module().Queue
+
+    class DurableQueue(base):  # type: ignore[misc, valid-type]
+        def _openchunk(self, number: int, mode: str = "rb") -> IO[bytes]:
+            path = self._qfile(number)
+            if mode == "rb":
+                return open(path, "rb")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+            return os.fdopen(fd, mode)
+
+        def _saveinfo(self) -> None:
+            self.headf.flush()
+            os.fsync(self.headf.fileno())
+            info = os.path.join(self.path, "info")
+            tmp = info + ".tmp"  # fixed name: only the holder of the spool lock writes here
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            with os.fdopen(fd, "wb") as fp:
+                frame.dump(self.info, fp)
+                fp.flush()
+                os.fsync(fp.fileno())
+            os.replace(tmp, info)
+            fsync_dir(self.path)
+            self._clear_tail_file()
+
+        def close(self) -> None:
+            for fp in (getattr(self, "headf", None), getattr(self, "tailf", None)):
+                if fp is not None and not fp.closed:
+                    try:
+                        fp.close()
+                    except OSError:
+                        # A buffered write that already failed (ENOSPC) fails again
+                        # on close; the caller has that error, and the next opener
+                        # truncates the chunk back to what info acknowledges.
+                        pass
+
+    _durable = DurableQueue
+    return DurableQueue
+
+
+def read_info(path: str) -> dict[str, Any]:
+    """The decoded ``info`` of a queue directory; raises OSError or CorruptRecord."""
+    with open(os.path.join(path, "info"), "rb") as fp:
+        info = frame.load(fp)
+    if not isinstance(info, dict) or not {"head", "tail", "size", "chunksize"} <= info.keys():
+        raise CorruptRecord("queue info lacks head/tail/size/chunksize")
+    return info

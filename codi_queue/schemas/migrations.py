@@ -1,0 +1,291 @@
+"""Versioned SQL migrations per tier database, applied in order under ``PRAGMA user_version``.
+
+Migration N takes a database from user_version N-1 to N. Migrations are
+frozen once released: a change is a new migration appended to its tier
+(``ALTER TABLE ... ADD COLUMN`` for a new Struct field). A test checks that
+the migrated tables have exactly the columns the Structs declare, so the two
+cannot drift apart.
+
+Tables the platform already uses keep their names and columns; we add
+``op_id`` (the operation that wrote the row) and, where useful, columns the
+producers carry (``session_id``, ``tool_use_id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Union
+
+__all__ = ["MIGRATIONS", "Step", "latest_version"]
+
+# A step is SQL, or a function of the connection for what SQL cannot say
+# conditionally (adopting tables an existing database already has).
+Step = Union[str, Callable[[Any], None]]
+
+# The consumer's bookkeeping, in every database it writes, so that a batch,
+# its dead letters and its cursor commit in one transaction.
+_META = """
+CREATE TABLE cq_cursor (
+    segment TEXT PRIMARY KEY,
+    pos INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE cq_applied (
+    tbl TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE cq_dead_letters (
+    id INTEGER PRIMARY KEY,
+    op_id TEXT NOT NULL UNIQUE,
+    op TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    envelope BLOB NOT NULL,
+    segment TEXT,
+    pos INTEGER,
+    first_failed REAL NOT NULL,
+    last_failed REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1
+);
+"""
+
+_SESSIONS_LEGACY = """
+CREATE TABLE IF NOT EXISTS tool_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    tool_name TEXT NOT NULL,
+    success INTEGER NOT NULL,
+    duration_ms INTEGER,
+    error_message TEXT,
+    context TEXT
+);
+CREATE TABLE IF NOT EXISTS activity_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    data TEXT,
+    session_id TEXT
+);
+CREATE TABLE IF NOT EXISTS git_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    repo TEXT,
+    branch TEXT,
+    commit_hash TEXT,
+    message TEXT,
+    files_changed INTEGER,
+    additions INTEGER,
+    deletions INTEGER,
+    author TEXT
+);
+CREATE TABLE IF NOT EXISTS routing_metrics_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    query_id TEXT,
+    predicted_model TEXT,
+    actual_model TEXT,
+    dq_score REAL,
+    complexity REAL,
+    accuracy INTEGER,
+    cost_saved REAL,
+    reasoning TEXT,
+    query_text TEXT
+);
+CREATE TABLE IF NOT EXISTS session_outcome_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    session_id TEXT,
+    outcome TEXT,
+    quality REAL,
+    complexity REAL,
+    intent TEXT,
+    model TEXT,
+    messages_count INTEGER,
+    duration_minutes INTEGER,
+    cost_usd REAL,
+    success INTEGER,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS self_heal_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    error_pattern TEXT NOT NULL,
+    fix_applied TEXT,
+    success INTEGER NOT NULL,
+    execution_time_ms INTEGER,
+    error_message TEXT,
+    context TEXT,
+    severity TEXT
+);
+CREATE TABLE IF NOT EXISTS recovery_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    error_type TEXT NOT NULL,
+    recovery_strategy TEXT,
+    success INTEGER NOT NULL,
+    attempts INTEGER DEFAULT 1,
+    time_to_recover_ms INTEGER,
+    error_details TEXT,
+    recovery_method TEXT
+);
+"""
+
+_SESSIONS_NEW = """
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    session_id TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'system')),
+    content TEXT NOT NULL,
+    uuid TEXT,
+    model TEXT,
+    request_id TEXT,
+    op_id TEXT UNIQUE
+);
+CREATE INDEX messages_session ON messages (session_id, timestamp);
+CREATE TABLE tool_analytics (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    tool_name TEXT NOT NULL,
+    session_id TEXT,
+    calls INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    total_duration_ms INTEGER,
+    op_id TEXT UNIQUE
+);
+CREATE TABLE token_economics (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    session_id TEXT,
+    model TEXT,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_creation_input_tokens INTEGER NOT NULL,
+    cache_read_input_tokens INTEGER NOT NULL,
+    cost_usd REAL,
+    op_id TEXT NOT NULL,
+    UNIQUE (message_id, request_id)
+);
+CREATE INDEX token_economics_session ON token_economics (session_id);
+"""
+
+_ORG_1 = """
+CREATE TABLE decisions (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    decision_id TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    context TEXT,
+    rationale TEXT,
+    status TEXT NOT NULL,
+    tags TEXT,
+    op_id TEXT NOT NULL
+);
+CREATE TABLE skill_learnings (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    skill TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    learning TEXT NOT NULL,
+    confidence REAL,
+    source TEXT,
+    occurrences INTEGER NOT NULL,
+    op_id TEXT NOT NULL,
+    UNIQUE (skill, pattern)
+);
+CREATE TABLE error_solutions (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    error_signature TEXT NOT NULL UNIQUE,
+    solution TEXT NOT NULL,
+    error_type TEXT,
+    success_count INTEGER NOT NULL,
+    failure_count INTEGER NOT NULL,
+    context TEXT,
+    op_id TEXT NOT NULL
+);
+"""
+
+_PLATFORM_1 = """
+CREATE TABLE components (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    path TEXT,
+    description TEXT,
+    tags TEXT,
+    language TEXT,
+    op_id TEXT NOT NULL,
+    UNIQUE (kind, name)
+);
+CREATE VIRTUAL TABLE components_fts USING fts5(
+    name, description, tags, path, content='components', content_rowid='id'
+);
+CREATE TRIGGER components_ai AFTER INSERT ON components BEGIN
+    INSERT INTO components_fts (rowid, name, description, tags, path)
+    VALUES (new.id, new.name, new.description, new.tags, new.path);
+END;
+CREATE TRIGGER components_ad AFTER DELETE ON components BEGIN
+    INSERT INTO components_fts (components_fts, rowid, name, description, tags, path)
+    VALUES ('delete', old.id, old.name, old.description, old.tags, old.path);
+END;
+CREATE TRIGGER components_au AFTER UPDATE ON components BEGIN
+    INSERT INTO components_fts (components_fts, rowid, name, description, tags, path)
+    VALUES ('delete', old.id, old.name, old.description, old.tags, old.path);
+    INSERT INTO components_fts (rowid, name, description, tags, path)
+    VALUES (new.id, new.name, new.description, new.tags, new.path);
+END;
+"""
+
+_PROJECT_1 = """
+CREATE TABLE tasks (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    task_id TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER,
+    project TEXT,
+    assignee TEXT,
+    description TEXT,
+    op_id TEXT NOT NULL
+);
+CREATE INDEX tasks_status ON tasks (status);
+"""
+
+# Columns we add to the platform's existing event tables.
+_LEGACY_ADDITIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "tool_events": (("session_id", "TEXT"), ("tool_use_id", "TEXT"), ("op_id", "TEXT")),
+    "activity_events": (("op_id", "TEXT"),),
+    "git_events": (("op_id", "TEXT"),),
+    "routing_metrics_events": (("op_id", "TEXT"),),
+    "session_outcome_events": (("op_id", "TEXT"),),
+    "self_heal_events": (("op_id", "TEXT"),),
+    "recovery_events": (("op_id", "TEXT"),),
+}
+
+
+def _adopt_legacy(conn: Any) -> None:
+    """Give existing event tables the columns and the op_id index the consumer needs."""
+    for table, additions in _LEGACY_ADDITIONS.items():
+        have = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+        for column, decl in additions:
+            if column not in have:
+                conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {decl}')
+        conn.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "{table}_op_id" ON "{table}" (op_id)')
+
+
+MIGRATIONS: dict[str, tuple[tuple[Step, ...], ...]] = {
+    "platform": ((_META, _PLATFORM_1),),
+    "org": ((_META, _ORG_1),),
+    "sessions": ((_META, _SESSIONS_LEGACY, _adopt_legacy, _SESSIONS_NEW),),
+    "project": ((_META, _PROJECT_1),),
+    "state": ((_META,),),
+}
+
+
+def latest_version(tier: str) -> int:
+    return len(MIGRATIONS[tier])

@@ -1,0 +1,230 @@
+"""One msgspec Struct per operation type: the tagged union every producer and the consumer share.
+
+An operation's fields are its table's columns (minus ``id`` and the
+consumer's ``op_id``), so the body a producer sends uses the column names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Union
+
+import msgspec
+
+from .types import Count, JsonText, LongText, Money, Name, OpBase, Real, Text, Unit
+
+__all__ = [
+    "ToolEvent",
+    "ActivityEvent",
+    "GitEvent",
+    "RoutingMetric",
+    "SessionOutcome",
+    "SelfHeal",
+    "Recovery",
+    "Message",
+    "ToolAnalytics",
+    "TokenEconomics",
+    "Decision",
+    "SkillLearning",
+    "ErrorSolution",
+    "Component",
+    "Task",
+    "Operation",
+    "OPERATION_TYPES",
+]
+
+# -- tier 3: sessions (events are inserts) ----------------------------------------------
+
+
+class ToolEvent(OpBase, tag="tool_event"):
+    tool_name: Name
+    success: bool
+    duration_ms: Count | None = None
+    error_message: Text | None = None
+    context: JsonText = None
+    session_id: Name | None = None
+    tool_use_id: Name | None = None
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
+
+
+class ActivityEvent(OpBase, tag="activity_event"):
+    event_type: Name
+    data: JsonText = None
+    session_id: Name | None = None
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("data",)
+
+
+class GitEvent(OpBase, tag="git_event"):
+    event_type: Literal["commit", "push", "pr", "branch", "merge"]
+    repo: Text | None = None
+    branch: Text | None = None
+    commit_hash: Name | None = None
+    message: Text | None = None
+    files_changed: Count | None = None
+    additions: Count | None = None
+    deletions: Count | None = None
+    author: Text | None = None
+
+
+class RoutingMetric(OpBase, tag="routing_metric"):
+    query_id: Name | None = None
+    predicted_model: Name | None = None
+    actual_model: Name | None = None
+    dq_score: Real | None = None
+    complexity: Unit | None = None
+    accuracy: bool | None = None
+    cost_saved: Real | None = None
+    reasoning: Text | None = None
+    query_text: Text | None = None
+
+
+class SessionOutcome(OpBase, tag="session_outcome"):
+    session_id: Name | None = None
+    outcome: Literal["success", "partial", "failure", "abandoned"] | None = None
+    quality: Real | None = None
+    complexity: Unit | None = None
+    intent: Text | None = None
+    model: Name | None = None
+    messages_count: Count | None = None
+    duration_minutes: Count | None = None
+    cost_usd: Money | None = None
+    success: bool | None = None
+    summary: Text | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.quality is not None and not 1.0 <= self.quality <= 5.0:
+            raise ValueError("Expected `float` between 1 and 5 - at `$.quality`")
+
+
+class SelfHeal(OpBase, tag="self_heal"):
+    error_pattern: Text
+    success: bool
+    fix_applied: Text | None = None
+    execution_time_ms: Count | None = None
+    error_message: Text | None = None
+    context: JsonText = None
+    severity: Literal["low", "medium", "high", "critical"] | None = None
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
+
+
+class Recovery(OpBase, tag="recovery"):
+    error_type: Name
+    success: bool
+    recovery_strategy: Text | None = None
+    attempts: Count = 1
+    time_to_recover_ms: Count | None = None
+    error_details: Text | None = None
+    recovery_method: Name | None = None
+
+
+class Message(OpBase, tag="message"):
+    session_id: Name
+    role: Literal["user", "assistant", "system"]
+    content: LongText
+    uuid: Name | None = None
+    model: Name | None = None
+    request_id: Name | None = None
+
+
+class ToolAnalytics(OpBase, tag="tool_analytics"):
+    tool_name: Name
+    session_id: Name | None = None
+    calls: Count = 1
+    failures: Count = 0
+    total_duration_ms: Count | None = None
+
+
+class TokenEconomics(OpBase, tag="token_economics"):
+    # Keyed on (message_id, request_id): a response split over several
+    # transcript lines is counted once however often it is enqueued.
+    message_id: Name
+    request_id: Name
+    session_id: Name | None = None
+    model: Name | None = None
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cache_creation_input_tokens: Count = 0
+    cache_read_input_tokens: Count = 0
+    cost_usd: Money | None = None
+
+
+# -- tier 2: org (keyed entities are upserts) --------------------------------------------
+
+
+class Decision(OpBase, tag="decision"):
+    decision_id: Name
+    title: Text
+    decision: Text
+    context: Text | None = None
+    rationale: Text | None = None
+    status: Literal["proposed", "accepted", "superseded", "rejected"] = "accepted"
+    tags: Text | None = None
+
+
+class SkillLearning(OpBase, tag="skill_learning"):
+    skill: Name
+    pattern: Text
+    learning: Text
+    confidence: Unit | None = None
+    source: Text | None = None
+    occurrences: Count = 1
+
+
+class ErrorSolution(OpBase, tag="error_solution"):
+    error_signature: Text
+    solution: Text
+    error_type: Name | None = None
+    success_count: Count = 0
+    failure_count: Count = 0
+    context: Text | None = None
+
+
+# -- tier 1: platform --------------------------------------------------------------------
+
+
+class Component(OpBase, tag="component"):
+    kind: Name
+    name: Name
+    path: Text | None = None
+    description: Text | None = None
+    tags: Text | None = None
+    language: Name | None = None
+
+
+# -- tier 4: project ---------------------------------------------------------------------
+
+Priority = Annotated[int, msgspec.Meta(ge=0, le=4)]  # 0 = most urgent
+
+
+class Task(OpBase, tag="task"):
+    task_id: Name
+    title: Text
+    status: Literal["pending", "in_progress", "blocked", "done", "cancelled"] = "pending"
+    priority: Priority | None = None
+    project: Name | None = None
+    assignee: Name | None = None
+    description: Text | None = None
+
+
+Operation = Union[
+    ToolEvent,
+    ActivityEvent,
+    GitEvent,
+    RoutingMetric,
+    SessionOutcome,
+    SelfHeal,
+    Recovery,
+    Message,
+    ToolAnalytics,
+    TokenEconomics,
+    Decision,
+    SkillLearning,
+    ErrorSolution,
+    Component,
+    Task,
+]
+
+OPERATION_TYPES: tuple[type[OpBase], ...] = Operation.__args__  # type: ignore[attr-defined]

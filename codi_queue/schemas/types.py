@@ -1,0 +1,106 @@
+"""Constrained field types and the normalisation every operation shares."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Annotated, Any, ClassVar, Union
+
+import msgspec
+
+__all__ = [
+    "Name",
+    "Text",
+    "LongText",
+    "Count",
+    "Real",
+    "Unit",
+    "Money",
+    "JsonText",
+    "Timestamp",
+    "OpBase",
+    "normalize_timestamp",
+    "TEXT_MAX",
+    "LONG_TEXT_MAX",
+]
+
+TEXT_MAX = 64 * 1024
+LONG_TEXT_MAX = 1024 * 1024
+_MS_FROM = 100_000_000_000  # 1e11: as seconds that is year 5138, as milliseconds 1973
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX)]
+LongText = Annotated[str, msgspec.Meta(max_length=LONG_TEXT_MAX)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+# Bounded so NaN and infinities fail validation (SQLite would store NaN as NULL).
+Real = Annotated[float, msgspec.Meta(ge=-1e15, le=1e15)]
+Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Money = Annotated[float, msgspec.Meta(ge=0.0, le=1e9)]
+# Free-form JSON stored as TEXT: producers may pass a string or a structure.
+JsonText = Union[Text, dict[str, Any], list[Any], None]
+Timestamp = Union[int, float, str, None]
+
+
+def normalize_timestamp(value: Any) -> int:
+    """Unix seconds from unix seconds, unix milliseconds or ISO 8601; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected unix seconds, unix milliseconds or ISO 8601, got a boolean")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.replace(".", "", 1).isdigit():
+            value = float(text)
+        else:
+            return _parse_iso(text)
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("timestamp must be finite")
+        if value < 0:
+            raise ValueError(f"timestamp {value} is before 1970")
+        if value >= _MS_FROM:
+            value = value / 1000
+        if value >= _MS_FROM:
+            raise ValueError(f"timestamp {value} is neither unix seconds nor milliseconds")
+        return int(value)
+    raise ValueError(f"expected unix seconds, unix milliseconds or ISO 8601, got {type(value).__name__}")
+
+
+def _parse_iso(text: str) -> int:
+    from datetime import datetime, timezone  # only string timestamps pay for datetime
+
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not unix seconds, unix milliseconds or ISO 8601") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp())
+
+
+class OpBase(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field="op"):
+    """Fields and normalisation every operation shares.
+
+    Structs evolve by adding fields with defaults only; a field is never
+    renamed, retyped or removed (old spool records must still decode).
+    """
+
+    timestamp: Timestamp = None
+
+    # Names of JsonText fields, serialised to JSON text once, at enqueue.
+    __json_fields__: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        # Errors are phrased like msgspec's own ("... - at `$.field`") so one
+        # parser turns both into (field, reason).
+        try:
+            self.timestamp = (
+                int(time.time()) if self.timestamp is None else normalize_timestamp(self.timestamp)
+            )
+        except ValueError as exc:
+            raise ValueError(f"{exc} - at `$.timestamp`") from None
+        for name in self.__json_fields__:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                text = msgspec.json.encode(value).decode()
+                if len(text) > TEXT_MAX:
+                    raise ValueError(f"JSON longer than {TEXT_MAX} characters - at `$.{name}`")
+                setattr(self, name, text)
