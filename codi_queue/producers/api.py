@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import SpoolError
 from ..paths import Paths, resolve
-from .validate import encode_records, validate
+from .validate import encode_body, pack_records, validate
 
 __all__ = ["enqueue", "enqueue_many", "append_records"]
 
@@ -43,16 +43,16 @@ def enqueue_many(
     Raises ``InvalidOperation`` (nothing is appended) if any body is invalid;
     its ``record`` is the 1-based position of the first bad body.
     """
-    items = [validate(op, body, record=i) for i, body in enumerate(bodies, 1)]
-    if not items:
+    encoded = [encode_body(validate(op, body, record=i), op, i) for i, body in enumerate(bodies, 1)]
+    if not encoded:
         return True
-    records = encode_records(op, items, producer)
+    records = pack_records(op, encoded, producer)
     paths = resolve(home)
     try:
         append_records(paths, records)
     except SpoolError as exc:
         from ..errorlog import record_error
 
-        record_error(paths.error_log, "producer", str(exc), op=op, operations=len(items), errno=exc.errno)
+        record_error(paths.error_log, "producer", str(exc), op=op, operations=len(encoded), errno=exc.errno)
         return False
     return True

@@ -21,7 +21,8 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "validate",
     "decode_json",
-    "encode_records",
+    "encode_body",
+    "pack_records",
     "default_producer",
     "invalid_from_msgspec",
 ]
@@ -84,22 +85,25 @@ def decode_json(op: str, line: bytes | str, *, record: int | None = None) -> OpB
         raise InvalidOperation(f"not valid JSON: {exc}", op=op, record=record) from None
 
 
-def encode_records(
-    op: str, ops: Iterable[OpBase], producer: str | None = None, *, first_record: int = 1
-) -> list[bytes]:
-    """Envelope and encode validated operations into spool records of bounded size."""
+def encode_body(item: OpBase, op: str, record: int | None = None) -> bytes:
+    """The operation's encoded body; ``InvalidOperation`` if it is over the size limit."""
+    body = _encode(item)
+    if len(body) > MAX_OP_BYTES:
+        raise InvalidOperation(
+            f"operation is {len(body)} bytes encoded, over the {MAX_OP_BYTES}-byte limit", op=op, record=record
+        )
+    return body
+
+
+def pack_records(op: str, bodies: Iterable[bytes], producer: str | None = None) -> list[bytes]:
+    """Envelope encoded bodies into spool records, each under ``MAX_RECORD_BYTES``."""
     spec = OPS[op]
     who = producer or default_producer()
     records: list[bytes] = []
     batch: list[Envelope] = []
     size = 0
     now = time.time()
-    for i, item in enumerate(ops, first_record):
-        body = _encode(item)
-        if len(body) > MAX_OP_BYTES:
-            raise InvalidOperation(
-                f"operation is {len(body)} bytes encoded, over the {MAX_OP_BYTES}-byte limit", op=op, record=i
-            )
+    for body in bodies:
         if batch and size + len(body) > MAX_RECORD_BYTES:
             records.append(_encode(Record(len(batch), batch[0].ts, batch)))
             batch, size = [], 0

@@ -99,9 +99,10 @@ def durable_queue_class() -> type:
     return DurableQueue
 
 
-def read_info(path: str) -> dict[str, Any]:
+def read_info(path: str, dir_fd: int | None = None) -> dict[str, Any]:
     """The decoded ``info`` of a queue directory; raises OSError or CorruptRecord."""
-    with open(os.path.join(path, "info"), "rb") as fp:
+    fd = os.open("info" if dir_fd is not None else os.path.join(path, "info"), os.O_RDONLY, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as fp:
         info = frame.load(fp)
     if not isinstance(info, dict) or not {"head", "tail", "size", "chunksize"} <= info.keys():
         raise CorruptRecord("queue info lacks head/tail/size/chunksize")

@@ -45,17 +45,52 @@ def describe_pos(pos: int) -> str:
 
 
 class SegmentReader:
+    """A snapshot of one queue directory: what ``info`` acknowledged when it was opened.
+
+    Files are opened relative to a descriptor of the directory, so the inbox
+    being claimed (renamed) mid-read changes nothing for the reader.
+    """
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.warnings: list[str] = []
-        self._bounds = self._read_bounds()
+        self._dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self._bounds = self._read_bounds()
+        except BaseException:
+            os.close(self._dfd)
+            raise
+
+    def close(self) -> None:
+        if self._dfd >= 0:
+            os.close(self._dfd)
+            self._dfd = -1
+
+    def __enter__(self) -> SegmentReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def end(self) -> int:
+        """Position just past the last acknowledged byte (0 for an empty directory)."""
+        if not self._bounds:
+            return 0
+        chunk, limit = self._bounds[-1]
+        if limit is None:
+            try:
+                limit = os.stat(f"q{chunk:05d}", dir_fd=self._dfd).st_size
+            except FileNotFoundError:
+                limit = 0
+        return (chunk << POS_SHIFT) | limit
 
     def _read_bounds(self) -> list[tuple[int, int | None]]:
         present = sorted(
-            int(m.group(1)) for n in os.listdir(self.path) if (m := _CHUNK.fullmatch(n))
+            int(m.group(1)) for n in os.listdir(self._dfd) if (m := _CHUNK.fullmatch(n))
         )
         try:
-            info = read_info(self.path)
+            info = read_info(self.path, dir_fd=self._dfd)
             hnum, _, hoff = (int(x) for x in info["head"])
         except FileNotFoundError:
             if present:
@@ -76,9 +111,8 @@ class SegmentReader:
 
     def _chunk_entries(self, chunk: int, offset: int, limit: int | None) -> Iterator[Entry]:
         base = chunk << POS_SHIFT
-        path = os.path.join(self.path, f"q{chunk:05d}")
         try:
-            fp = open(path, "rb")
+            fp = os.fdopen(os.open(f"q{chunk:05d}", os.O_RDONLY, dir_fd=self._dfd), "rb")
         except FileNotFoundError:
             if limit != 0:
                 yield Entry(base, base, None, f"chunk file q{chunk:05d} is missing")

@@ -1,17 +1,23 @@
-"""The spool: many producers append to ``inbox/``, the one consumer claims it as a segment.
+"""The spool: many producers append to ``inbox/``, the one consumer drains and later claims it.
 
 Layout under the spool root::
 
-    inbox.lock          flock: held by a producer for open+put+fsync+close,
+    inbox.lock          flock held by a producer for open+put+fsync+close,
                         and by the consumer for the rename that claims the inbox
-    inbox/              a persist-queue Queue directory (q00000.., info)
-    segments/<id>/      claimed inboxes, owned by the consumer alone, drained in id order
-    last_segment        the highest segment id ever issued (ids never repeat)
+    inbox/              a persist-queue Queue directory (q00000.., info) plus ``id``
+    segments/<id>/      claimed inboxes, owned by the consumer alone
+    last_segment        the highest directory id ever issued (ids never repeat)
 
-persist-queue's Queue is only safe with one process per directory. The lock
-serialises producers on the inbox, and the claim (one rename under the same
-lock) hands the directory to the consumer: from then on no producer can touch
-it, so persist-queue is used the way it is supported.
+persist-queue's Queue is only safe with one process per directory: the lock
+serialises producers on the inbox. The consumer reads the live inbox without
+the lock, but only up to the head pointer in ``info``, which a producer
+renames into place after the bytes it names are on disk; producers only
+append, and only ever truncate bytes past that head. When the inbox is fully
+applied and large or old enough, the consumer claims it (one rename under the
+lock) and it is archived; a new inbox, with a new id, starts on the next put.
+
+Every queue directory carries its id in a file, so the consumer's cursors
+(keyed by id) survive the rename from inbox to segment.
 """
 
 from __future__ import annotations
@@ -21,15 +27,23 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from ..errors import CorruptRecord, SpoolError
 from ..fsutil import FILE_MODE, ensure_private_dir, fsync_dir, write_atomic
 from . import frame
-from .pq import CHUNK_RECORDS, durable_queue_class, read_info
+from .pq import CHUNK_RECORDS, durable_queue_class
 
-__all__ = ["Spool"]
+__all__ = ["Spool", "QueueDir", "ID_DIGITS", "read_dir_id", "dir_bytes"]
 
-_SEGMENT_DIGITS = 20
+ID_DIGITS = 20
+ID_FILE = "id"
+
+
+class QueueDir(NamedTuple):
+    id: str
+    path: str
+    live: bool  # the inbox: producers may still append past what was read
 
 
 class Spool:
@@ -52,7 +66,6 @@ class Spool:
         try:
             self._prepare()
             with self._locked():
-                ensure_private_dir(self.inbox)
                 queue = self._open_inbox()
                 try:
                     for record in records:
@@ -67,62 +80,65 @@ class Spool:
             ) from exc
 
     def _open_inbox(self) -> object:
+        self._ensure_inbox_locked()
         cls = durable_queue_class()
         try:
             return cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
         except CorruptRecord:
-            # The inbox's info is unreadable: hand the whole directory to the
-            # consumer (which scans it frame by frame) and start a fresh one.
-            # We hold the lock, so no other producer is inside it.
-            self._claim_locked(force=True)
-            ensure_private_dir(self.inbox)
+            # The inbox's info is unreadable: hand the directory to the consumer
+            # (which scans it frame by frame) and start a fresh one. We hold the
+            # lock, so no other producer is inside it.
+            self._claim_locked()
+            self._ensure_inbox_locked()
             return cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
+
+    def _ensure_inbox_locked(self) -> None:
+        ensure_private_dir(self.inbox)
+        if read_dir_id(self.inbox) is None:
+            write_atomic(os.path.join(self.inbox, ID_FILE), self._next_id().encode())
 
     # -- consumer side --------------------------------------------------------------
 
-    def claim(self) -> str | None:
-        """Move a non-empty inbox to ``segments/`` and return its id, or None if empty."""
+    def queue_dirs(self) -> Iterator[QueueDir]:
+        """Every directory that may hold unapplied records, oldest first (claimed, then inbox)."""
+        try:
+            names = sorted(n for n in os.listdir(self.segments) if n.isdigit() and len(n) == ID_DIGITS)
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            yield QueueDir(name, os.path.join(self.segments, name), False)
+        inbox_id = read_dir_id(self.inbox)
+        if inbox_id is not None:
+            yield QueueDir(inbox_id, self.inbox, True)
+
+    def claim(self, expected_id: str) -> bool:
+        """Move the inbox to ``segments/`` if it is still the one with ``expected_id``."""
         self._prepare()
         with self._locked():
-            return self._claim_locked(force=False)
+            if read_dir_id(self.inbox) != expected_id:
+                return False
+            return self._claim_locked() is not None
 
-    def _claim_locked(self, force: bool) -> str | None:
+    def _claim_locked(self) -> str | None:
         if not os.path.isdir(self.inbox):
             return None
-        if not force and not _has_records(self.inbox):
-            return None
-        seg = self._next_segment_id()
+        seg = read_dir_id(self.inbox)
+        if seg is None:
+            seg = self._next_id()
+            write_atomic(os.path.join(self.inbox, ID_FILE), seg.encode())
         os.rename(self.inbox, os.path.join(self.segments, seg))
         fsync_dir(self.segments)
         fsync_dir(self.root)
         return seg
 
-    def pending_segments(self) -> list[str]:
-        """Claimed segments not yet archived, oldest first."""
-        try:
-            names = os.listdir(self.segments)
-        except FileNotFoundError:
-            return []
-        return sorted(n for n in names if n.isdigit() and len(n) == _SEGMENT_DIGITS)
-
-    def segment_path(self, seg: str) -> str:
-        return os.path.join(self.segments, seg)
-
     def retire(self, seg: str) -> str:
         """Move a fully applied segment to the archive (the journal replay reads)."""
         ensure_private_dir(self.archive)
         dest = os.path.join(self.archive, seg)
-        os.rename(self.segment_path(seg), dest)
+        os.rename(os.path.join(self.segments, seg), dest)
         fsync_dir(self.archive)
         fsync_dir(self.segments)
         return dest
-
-    def queue_dirs(self) -> Iterator[tuple[str, str]]:
-        """(segment id or "inbox", path) of everything not yet applied, oldest first."""
-        for seg in self.pending_segments():
-            yield seg, self.segment_path(seg)
-        if os.path.isdir(self.inbox):
-            yield "inbox", self.inbox
 
     # -- internals ------------------------------------------------------------------
 
@@ -142,9 +158,9 @@ class Spool:
         finally:
             os.close(fd)  # closing the descriptor releases the flock
 
-    def _next_segment_id(self) -> str:
-        # Ids are time-ordered and never reused, even if the clock steps back:
-        # cursors in the databases are keyed by segment id.
+    def _next_id(self) -> str:
+        # Time-ordered and never reused, even if the clock steps back: the
+        # databases' cursors are keyed by these ids.
         marker = os.path.join(self.root, "last_segment")
         try:
             with open(marker, "rb") as fp:
@@ -153,18 +169,24 @@ class Spool:
             last = _max_existing(self.segments, self.archive)
         seg = max(time.time_ns(), last + 1)
         write_atomic(marker, str(seg).encode())
-        return f"{seg:0{_SEGMENT_DIGITS}d}"
+        return f"{seg:0{ID_DIGITS}d}"
 
 
-def _has_records(path: str) -> bool:
+def read_dir_id(path: str) -> str | None:
     try:
-        return int(read_info(path)["size"]) > 0
-    except FileNotFoundError:
-        # A producer died between creating the directory and saving info:
-        # nothing was acknowledged, unless chunk files say otherwise.
-        return any(n.startswith("q") and os.path.getsize(os.path.join(path, n)) for n in os.listdir(path))
-    except (CorruptRecord, ValueError, TypeError, KeyError):
-        return True  # let the consumer's scanner salvage what it can
+        with open(os.path.join(path, ID_FILE), "rb") as fp:
+            text = fp.read().decode("ascii", "replace").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return text if text.isdigit() and len(text) == ID_DIGITS else None
+
+
+def dir_bytes(path: str) -> int:
+    total = 0
+    for entry in os.scandir(path):
+        if entry.name.startswith("q") and entry.is_file():
+            total += entry.stat().st_size
+    return total
 
 
 def _max_existing(*dirs: str) -> int:

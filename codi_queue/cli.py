@@ -1,0 +1,187 @@
+"""The ``codi-queue`` command: parse, call the library, map its errors to exit codes.
+
+Exit codes: 0 success; 1 infrastructure or runtime failure (spool unwritable,
+disk full, consumer already running, database too new); 2 invalid input or usage.
+Heavy modules are imported inside the command that needs them, so the
+enqueue path starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+
+def _parser() -> Any:
+    import argparse
+
+    from . import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--home",
+        default=argparse.SUPPRESS,
+        help="state directory (default: $CODI_QUEUE_HOME, else the platform's user data directory)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="codi-queue", description="Durable write-ahead queue in front of SQLite.", parents=[common]
+    )
+    parser.add_argument("--version", action="version", version=f"codi-queue {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("enqueue", parents=[common], help="validate and durably enqueue operations")
+    p.add_argument("op", help="operation type, e.g. session_outcome")
+    p.add_argument("body", help="a JSON object, or - for JSON lines on stdin")
+    p.add_argument("--skip-invalid", action="store_true", help="enqueue the valid records anyway (still exits 2)")
+    p.add_argument("--producer", help="producer identity recorded in each envelope")
+
+    p = sub.add_parser("run", parents=[common], help="run the consumer (the only writer of the databases)")
+    p.add_argument("--once", action="store_true", help="drain what is queued, then exit")
+    p.add_argument("--batch", type=int, default=20_000, help="operations per transaction (default 20000)")
+    p.add_argument("--poll", type=float, default=2.0, help="safety-net poll interval in seconds (default 2)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every batch")
+
+    p = sub.add_parser("status", parents=[common], help="queue depth, lag, dead letters, consumer liveness")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("paths", parents=[common], help="where everything lives")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .errors import CodiQueueError
+    from .paths import resolve
+
+    paths = resolve(getattr(args, "home", None))
+    try:
+        handler = _COMMANDS[args.command]
+        return handler(args, paths)
+    except CodiQueueError as exc:
+        _err(str(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"codi-queue: {message}\n")
+
+
+def _cmd_enqueue(args: Any, paths: Any) -> int:
+    from .errors import InvalidOperation, SpoolError
+    from .producers.api import append_records
+    from .producers.validate import decode_json, encode_body, pack_records, spec_or_raise
+
+    try:
+        spec_or_raise(args.op)
+    except InvalidOperation as exc:
+        _err(exc.reason)
+        return EXIT_INVALID
+    if args.body == "-":
+        lines: list[tuple[int, bytes]] = [
+            (n, line) for n, line in enumerate(sys.stdin.buffer.read().splitlines(), 1) if line.strip()
+        ]
+    else:
+        lines = [(1, args.body.encode("utf-8", "surrogateescape"))]
+    bodies: list[bytes] = []
+    bad = 0
+    for n, line in lines:
+        try:
+            bodies.append(encode_body(decode_json(args.op, line, record=n), args.op, n))
+        except InvalidOperation as exc:
+            bad += 1
+            where = f"line {n}" + (f": field {exc.field}" if exc.field else "")
+            _err(f"{where}: {exc.reason}")
+    if bad and not args.skip_invalid:
+        _err(f"{bad} of {len(lines)} records invalid; nothing enqueued")
+        return EXIT_INVALID
+    if bodies:
+        try:
+            append_records(paths, pack_records(args.op, bodies, args.producer))
+        except SpoolError as exc:
+            from .errorlog import record_error
+
+            record_error(paths.error_log, "producer", str(exc), op=args.op, operations=len(bodies), errno=exc.errno)
+            _err(str(exc))
+            return EXIT_FAILURE
+    if bad:
+        _err(f"{bad} of {len(lines)} records invalid; the other {len(bodies)} were enqueued")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _cmd_run(args: Any, paths: Any) -> int:
+    import logging
+
+    from .consumer.loop import Consumer
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    consumer = Consumer(paths, batch_ops=max(1, args.batch), poll_interval=max(0.05, args.poll))
+    stats = consumer.run(once=args.once)
+    if args.once or args.verbose:
+        sys.stderr.write(
+            f"codi-queue: {stats.operations} operations in {stats.batches} batches, "
+            f"{stats.applied} rows changed, {stats.dead_letters} dead letters\n"
+        )
+    return EXIT_OK
+
+
+def _cmd_status(args: Any, paths: Any) -> int:
+    import json
+
+    from .consumer.status import collect
+
+    report = collect(paths)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return EXIT_OK
+    consumer = report["consumer"]
+    age = report["oldest_pending_age_s"]
+    print(f"home            {paths.home}")
+    print(f"consumer        {'running, pid ' + str(consumer['pid']) if consumer['running'] else 'not running'}")
+    print(f"pending         {report['pending']}" + (f" (oldest {age:.1f}s)" if age is not None else ""))
+    print(f"dead letters    {report['dead_letters']}")
+    print(f"producer errors {report['producer_errors']}")
+    for table, n in sorted(report["applied"].items()):
+        print(f"applied         {table}: {n}")
+    err = report["last_error"]
+    print(f"last error      {err['message'] if err else 'none'}")
+    return EXIT_OK
+
+
+def _cmd_paths(args: Any, paths: Any) -> int:
+    import json
+
+    data = paths.as_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, path in value.items():
+                print(f"{key}.{sub:<10} {path}")
+        else:
+            print(f"{key:<19} {value}")
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "enqueue": _cmd_enqueue,
+    "run": _cmd_run,
+    "status": _cmd_status,
+    "paths": _cmd_paths,
+}

@@ -1,0 +1,165 @@
+"""Apply one batch to one tier database: one transaction, a savepoint per failure, the cursor inside.
+
+Exactly-once rests on two things committed together with the rows:
+the segment cursor (how far this tier has applied, checked before anything
+is re-applied after a crash) and each row's ``op_id`` (unique in event
+tables; upserts only move forward in id), which makes replays no-ops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+import msgspec
+
+from ..schemas.envelope import Envelope
+from ..schemas.registry import OPS, OpSpec
+from .db import immediate
+
+__all__ = ["Item", "DeadLetter", "TierResult", "apply_items", "record_dead_letters", "get_cursor"]
+
+_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
+_encode = msgspec.msgpack.Encoder().encode
+
+
+@dataclass(slots=True)
+class Item:
+    """One operation routed to a tier, with where it came from."""
+
+    env: Envelope
+    pos: int  # end position of its record in the segment
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    op_id: str
+    op: str
+    reason: str
+    envelope: bytes
+    pos: int | None
+
+
+@dataclass
+class TierResult:
+    applied: dict[str, int] = field(default_factory=dict)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def _decoder(spec: OpSpec) -> msgspec.msgpack.Decoder[Any]:
+    dec = _decoders.get(spec.name)
+    if dec is None:
+        dec = _decoders[spec.name] = msgspec.msgpack.Decoder(spec.type)
+    return dec
+
+
+def dead_letter(item: Item, reason: str) -> DeadLetter:
+    return DeadLetter(item.env.id, item.env.op, reason, _encode(item.env), item.pos)
+
+
+def prepare(items: Sequence[Item]) -> tuple[list[tuple[OpSpec, list[tuple[Any, ...]], list[Item]]], list[DeadLetter]]:
+    """Decode bodies into rows grouped by table (order kept within a table); failures become dead letters."""
+    groups: dict[str, tuple[OpSpec, list[tuple[Any, ...]], list[Item]]] = {}
+    dead: list[DeadLetter] = []
+    for item in items:
+        spec = OPS.get(item.env.op)
+        if spec is None:
+            dead.append(dead_letter(item, f"unknown operation {item.env.op!r}"))
+            continue
+        try:
+            body = _decoder(spec).decode(item.env.body)
+        except msgspec.DecodeError as exc:
+            dead.append(dead_letter(item, f"invalid body: {exc}"))
+            continue
+        group = groups.get(spec.name)
+        if group is None:
+            group = groups[spec.name] = (spec, [], [])
+        group[1].append((*spec.row(body), item.env.id))
+        group[2].append(item)
+    return list(groups.values()), dead
+
+
+def apply_items(
+    conn: apsw.Connection, segment: str, end_pos: int, items: Sequence[Item], extra_dead: Sequence[DeadLetter] = ()
+) -> TierResult:
+    """Apply ``items`` and advance this tier's cursor for ``segment`` to ``end_pos``, atomically."""
+    groups, dead = prepare(items)
+    dead.extend(extra_dead)
+    result = TierResult(dead=dead)
+    with immediate(conn):
+        for spec, rows, group_items in groups:
+            n = _apply_group(conn, spec, rows, group_items, dead)
+            if n:
+                result.applied[spec.table] = result.applied.get(spec.table, 0) + n
+        _bump_applied(conn, result.applied)
+        record_dead_letters(conn, segment, dead)
+        conn.execute(
+            "INSERT INTO cq_cursor (segment, pos) VALUES (?, ?) "
+            "ON CONFLICT(segment) DO UPDATE SET pos = max(pos, excluded.pos)",
+            (segment, end_pos),
+        )
+        # Segments are drained in id order, so every older one is archived:
+        # its cursor has done its job.
+        conn.execute("DELETE FROM cq_cursor WHERE segment < ?", (segment,))
+    return result
+
+
+def _apply_group(
+    conn: apsw.Connection, spec: OpSpec, rows: list[tuple[Any, ...]], items: list[Item], dead: list[DeadLetter]
+) -> int:
+    """Rows changed. Fast path: the whole group in one executemany under a savepoint."""
+    if not spec.is_upsert:
+        # Event tables have no triggers, so total_changes counts exactly the
+        # rows inserted (a replayed op_id inserts nothing).
+        before = conn.total_changes()
+        if _executemany_or_undo(conn, spec.sql, rows):
+            return conn.total_changes() - before
+    changed = 0
+    # One statement per row: upserts (changes() ignores the FTS trigger rows
+    # that total_changes would count), or a group that held a poison row.
+    for row, item in zip(rows, items):
+        try:
+            with conn:
+                conn.execute(spec.sql, row)
+                changed += conn.changes()
+        except apsw.Error as exc:
+            dead.append(dead_letter(item, f"{type(exc).__name__}: {exc}"))
+    return changed
+
+
+def _executemany_or_undo(conn: apsw.Connection, sql: str, rows: list[tuple[Any, ...]]) -> bool:
+    """True if every row applied; False if one failed and the savepoint undid the group."""
+    try:
+        with conn:
+            conn.executemany(sql, rows)
+    except apsw.Error:
+        return False
+    return True
+
+
+def _bump_applied(conn: apsw.Connection, applied: dict[str, int]) -> None:
+    for table, n in applied.items():
+        conn.execute(
+            "INSERT INTO cq_applied (tbl, n) VALUES (?, ?) ON CONFLICT(tbl) DO UPDATE SET n = n + excluded.n",
+            (table, n),
+        )
+
+
+def record_dead_letters(conn: apsw.Connection, segment: str | None, dead: Sequence[DeadLetter]) -> None:
+    """Store dead letters; one that failed before keeps its first failure and counts attempts."""
+    now = time.time()
+    for d in dead:
+        conn.execute(
+            "INSERT INTO cq_dead_letters (op_id, op, reason, envelope, segment, pos, first_failed, last_failed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(op_id) DO UPDATE SET "
+            "reason = excluded.reason, last_failed = excluded.last_failed, attempts = attempts + 1",
+            (d.op_id, d.op, d.reason, d.envelope, segment, d.pos, now, now),
+        )
+
+
+def get_cursor(conn: apsw.Connection, segment: str) -> int:
+    row = conn.execute("SELECT pos FROM cq_cursor WHERE segment = ?", (segment,)).fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,125 @@
+"""Connection setup as small named steps, migrations, and the one transaction idiom.
+
+The order matters: the busy timeout is set before WAL is switched on (the
+switch fails at once under concurrency otherwise), and writes take the lock
+at ``BEGIN IMMEDIATE`` so contention shows there rather than mid-batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import apsw
+
+from ..errors import SchemaTooNew
+from ..fsutil import FILE_MODE, ensure_private_dir
+from ..schemas.migrations import MIGRATIONS, latest_version
+
+__all__ = [
+    "open_tier",
+    "open_readonly",
+    "immediate",
+    "migrate",
+    "schema_version",
+    "BUSY_TIMEOUT_MS",
+]
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def set_busy_timeout(conn: apsw.Connection, ms: int = BUSY_TIMEOUT_MS) -> None:
+    conn.set_busy_timeout(ms)
+
+
+def enable_wal(conn: apsw.Connection) -> None:
+    mode = conn.execute("PRAGMA journal_mode = WAL").get
+    if str(mode).lower() != "wal":
+        raise apsw.Error(f"could not switch {conn.filename} to WAL (still {mode})")
+
+
+def durable_commits(conn: apsw.Connection) -> None:
+    # FULL syncs the WAL at every commit. NORMAL could lose the last commit on
+    # power loss after its segment was archived: a lost row, not just a delay.
+    conn.execute("PRAGMA synchronous = FULL")
+
+
+def bounded_wal(conn: apsw.Connection) -> None:
+    conn.execute("PRAGMA wal_autocheckpoint = 1000")
+    conn.execute("PRAGMA journal_size_limit = 67108864")
+
+
+def schema_version(conn: apsw.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").get)
+
+
+def migrate(conn: apsw.Connection, tier: str) -> int:
+    """Apply the tier's pending migrations; refuse a database newer than this code."""
+    target = latest_version(tier)
+    with immediate(conn):
+        current = schema_version(conn)
+        if current > target:
+            raise SchemaTooNew(tier, conn.filename, current, target)
+        for version in range(current + 1, target + 1):
+            for step in MIGRATIONS[tier][version - 1]:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+    return target
+
+
+def open_tier(path: str, tier: str) -> apsw.Connection:
+    """A writer connection: created 0600, busy timeout, WAL, FULL sync, migrated."""
+    ensure_private_dir(os.path.dirname(path))
+    if not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    conn = apsw.Connection(path)
+    try:
+        set_busy_timeout(conn)
+        enable_wal(conn)
+        durable_commits(conn)
+        bounded_wal(conn)
+        migrate(conn, tier)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def open_readonly(path: str) -> apsw.Connection | None:
+    """A reader connection for status and tools, or None if the database does not exist yet."""
+    if not os.path.exists(path):
+        return None
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    set_busy_timeout(conn)
+    return conn
+
+
+@contextmanager
+def immediate(conn: apsw.Connection) -> Iterator[apsw.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error (or a signal's exit).
+
+    Inside it, ``with conn:`` opens a savepoint: that is how one operation is
+    undone without touching the rest of its batch.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if not conn.get_autocommit():
+            conn.execute("ROLLBACK")
+        raise
+
+
+def scalar(conn: apsw.Connection, sql: str, bindings: Any = ()) -> Any:
+    row = conn.execute(sql, bindings).fetchone()
+    return None if row is None else row[0]

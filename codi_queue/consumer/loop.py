@@ -1,0 +1,301 @@
+"""The consumer: the only process that writes the tier databases.
+
+One pass walks every queue directory oldest first (claimed segments, then
+the live inbox), reads records past the lowest tier cursor, routes each
+operation to its tier and applies batches there (``apply.apply_items``).
+Between batches it checks the stop flag that SIGTERM/SIGINT set, so a
+signal lets the batch in flight commit (or roll back) and the process exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+import msgspec
+
+from ..errorlog import record_error
+from ..errors import UnsafePath
+from ..fsutil import check_private, ensure_private_dir
+from ..paths import Paths
+from ..queue.segment import Entry, SegmentReader, describe_pos
+from ..queue.spool import QueueDir, Spool, dir_bytes
+from ..schemas.envelope import Record
+from ..schemas.registry import OPS, STATE_TIER, TIERS
+from .apply import DeadLetter, Item, apply_items, get_cursor
+from .db import open_tier
+from .lock import ConsumerLock
+from .wake import Waker
+
+__all__ = ["Consumer", "ConsumerStats", "ALL_TIERS"]
+
+log = logging.getLogger("codi_queue.consumer")
+
+ALL_TIERS: tuple[str, ...] = (*TIERS, STATE_TIER)
+_decode_record = msgspec.msgpack.Decoder(Record).decode
+
+
+@dataclass
+class ConsumerStats:
+    operations: int = 0  # operations applied or dead-lettered
+    applied: int = 0  # rows changed
+    dead_letters: int = 0
+    batches: int = 0
+    damaged_spans: int = 0
+    started: float = field(default_factory=time.time)
+
+
+class Consumer:
+    def __init__(
+        self,
+        paths: Paths,
+        *,
+        batch_ops: int = 20_000,
+        poll_interval: float = 2.0,
+        rotate_bytes: int = 16 * 1024 * 1024,
+        rotate_age_s: float = 3600.0,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.paths = paths
+        self.spool = Spool(paths.spool, paths.archive)
+        self.batch_ops = batch_ops
+        self.poll_interval = poll_interval
+        self.rotate_bytes = rotate_bytes
+        self.rotate_age_s = rotate_age_s
+        self.max_backoff_s = max_backoff_s
+        self.stats = ConsumerStats()
+        self._stop = threading.Event()
+        self._waker: Waker | None = None
+        self._conns: dict[str, apsw.Connection] = {}
+        self._cursors: dict[str, dict[str, int]] = {}
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def run(self, once: bool = False) -> ConsumerStats:
+        """Hold the home's consumer lock and drain; with ``once``, stop when nothing is left."""
+        with ConsumerLock(self.paths.consumer_lock):
+            self._check_dirs()
+            try:
+                self._open_databases()
+                if once:
+                    # Pass 1 applies everything acknowledged before it began;
+                    # the next ones retire what it claimed and catch stragglers.
+                    self.drain(max_passes=3)
+                else:
+                    self._serve()
+            finally:
+                self._close_databases()
+        return self.stats
+
+    def request_stop(self) -> None:
+        """Finish the batch in flight, then return from ``run`` (safe from a signal handler)."""
+        self._stop.set()
+        if self._waker is not None:
+            self._waker.wake()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _serve(self) -> None:
+        backoff = 0.0
+        with Waker(self.paths.spool, self.poll_interval) as waker, self._signals():
+            self._waker = waker
+            try:
+                while not self.stopping:
+                    try:
+                        self.drain()
+                        backoff = 0.0
+                    except (apsw.Error, OSError) as exc:
+                        # Infrastructure trouble (disk full, database locked or gone):
+                        # everything not committed stays queued; retry with backoff.
+                        backoff = min(self.max_backoff_s, max(0.5, backoff * 2))
+                        self._report(f"drain failed, retrying in {backoff:.1f}s: {type(exc).__name__}: {exc}")
+                        self._reopen_databases()
+                        self._stop.wait(backoff)
+                        continue
+                    if not self.stopping:
+                        waker.wait()
+            finally:
+                self._waker = None
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, _frame: Any) -> None:
+            log.info("signal %d: finishing the batch in flight, then exiting", signum)
+            self.request_stop()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _check_dirs(self) -> None:
+        for path in (self.paths.spool, self.paths.db_dir, self.paths.state):
+            ensure_private_dir(path)
+            why = check_private(path)
+            if why:
+                raise UnsafePath(path, why)
+
+    def _open_databases(self) -> None:
+        for tier in ALL_TIERS:
+            if tier not in self._conns:
+                self._conns[tier] = open_tier(self.paths.database(tier), tier)
+
+    def _close_databases(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+    def _reopen_databases(self) -> None:
+        self._close_databases()
+        self._cursors.clear()  # reload from what actually committed
+        try:
+            self._open_databases()
+        except (apsw.Error, OSError) as exc:
+            self._report(f"cannot reopen databases: {exc}")
+
+    # -- draining -------------------------------------------------------------------
+
+    def drain(self, max_passes: int | None = None) -> int:
+        """Pass over the spool until a pass finds nothing new; the number of operations handled."""
+        if not self._conns:
+            self._open_databases()
+        total = passes = 0
+        while not self.stopping and (max_passes is None or passes < max_passes):
+            passes += 1
+            handled = 0
+            for qd in list(self.spool.queue_dirs()):
+                n, complete = self._drain_dir(qd)
+                handled += n
+                if self.stopping or not complete:
+                    break
+                if qd.live:
+                    self._maybe_rotate(qd)
+                else:
+                    self.spool.retire(qd.id)
+                    self._cursors.pop(qd.id, None)
+            total += handled
+            if not handled:
+                break
+        return total
+
+    def _cursor_map(self, seg: str) -> dict[str, int]:
+        cursors = self._cursors.get(seg)
+        if cursors is None:
+            cursors = self._cursors[seg] = {t: get_cursor(self._conns[t], seg) for t in ALL_TIERS}
+        return cursors
+
+    def _drain_dir(self, qd: QueueDir) -> tuple[int, bool]:
+        cursors = self._cursor_map(qd.id)
+        start = min(cursors.values())
+        with SegmentReader(qd.path) as reader:
+            for warning in reader.warnings:
+                self._report(warning)
+            if start >= reader.end:
+                return 0, True
+            routed: dict[str, list[Item]] = {t: [] for t in ALL_TIERS}
+            damaged: list[DeadLetter] = []
+            handled = pending = 0
+            last_end = start
+            dirty = False
+            for entry in reader.entries(start):
+                pending += self._route(qd.id, entry, cursors, routed, damaged)
+                last_end = entry.end
+                dirty = True
+                if pending >= self.batch_ops:
+                    self._commit(qd.id, last_end, cursors, routed, damaged)
+                    handled += pending
+                    pending, dirty = 0, False
+                    routed = {t: [] for t in ALL_TIERS}
+                    damaged = []
+                    if self.stopping:
+                        return handled, False
+            if dirty:
+                self._commit(qd.id, last_end, cursors, routed, damaged)
+                handled += pending
+        return handled, True
+
+    def _route(
+        self,
+        seg: str,
+        entry: Entry,
+        cursors: dict[str, int],
+        routed: dict[str, list[Item]],
+        damaged: list[DeadLetter],
+    ) -> int:
+        if entry.payload is None:
+            if entry.end > cursors[STATE_TIER]:
+                reason = f"damaged spool bytes at {describe_pos(entry.start)}: {entry.damage}"
+                self._report(f"segment {seg}: {reason}")
+                damaged.append(DeadLetter(f"damage:{seg}:{entry.start}", "?", reason, entry.raw, entry.start))
+                self.stats.damaged_spans += 1
+            return 1
+        try:
+            record = _decode_record(entry.payload)
+        except msgspec.DecodeError as exc:
+            if entry.end > cursors[STATE_TIER]:
+                reason = f"undecodable record at {describe_pos(entry.start)}: {exc}"
+                self._report(f"segment {seg}: {reason}")
+                damaged.append(DeadLetter(f"record:{seg}:{entry.start}", "?", reason, entry.payload, entry.start))
+            return 1
+        for env in record.ops:
+            spec = OPS.get(env.op)
+            tier = spec.tier if spec is not None else STATE_TIER
+            if entry.end > cursors[tier]:
+                routed[tier].append(Item(env, entry.end))
+        return len(record.ops)
+
+    def _commit(
+        self,
+        seg: str,
+        end: int,
+        cursors: dict[str, int],
+        routed: dict[str, list[Item]],
+        damaged: list[DeadLetter],
+    ) -> None:
+        for tier in ALL_TIERS:
+            items = routed[tier]
+            extra = damaged if tier == STATE_TIER else []
+            if not items and not extra:
+                continue
+            result = apply_items(self._conns[tier], seg, end, items, extra)
+            cursors[tier] = end  # committed: a retry after a later tier's failure skips these
+            self.stats.operations += len(items)
+            self.stats.applied += sum(result.applied.values())
+            for dead in result.dead:
+                if dead.op != "?":
+                    self._report(f"dead letter {dead.op_id} ({dead.op}): {dead.reason}")
+            self.stats.dead_letters += len(result.dead)
+        for tier in ALL_TIERS:
+            # Tiers with nothing in [start, end) are done with it too; only the
+            # in-memory cursor moves (a restart re-reads, and skips, the span).
+            cursors[tier] = max(cursors[tier], end)
+        self.stats.batches += 1
+
+    def _maybe_rotate(self, qd: QueueDir) -> None:
+        try:
+            age = time.time() - int(qd.id) / 1e9
+            big = dir_bytes(qd.path) >= self.rotate_bytes
+        except (FileNotFoundError, ValueError):
+            return  # claimed by a producer's corruption recovery meanwhile
+        if big or age >= self.rotate_age_s:
+            if self.spool.claim(qd.id):
+                log.info("claimed inbox %s as a segment", qd.id)
+
+    def _report(self, message: str) -> None:
+        log.warning("%s", message)
+        record_error(self.paths.error_log, "consumer", message)

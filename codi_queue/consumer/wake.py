@@ -1,0 +1,54 @@
+"""Wake the consumer when the spool changes: watchdog events, with a slow poll as the safety net."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+__all__ = ["Waker"]
+
+
+class Waker:
+    """Context manager around a watchdog observer that sets an ``Event`` on any spool change.
+
+    Events can be missed or coalesced (and inotify may be unavailable), so
+    ``wait`` always returns after ``poll_interval`` as well.
+    """
+
+    def __init__(self, path: str, poll_interval: float = 2.0) -> None:
+        self.path = path
+        self.poll_interval = poll_interval
+        self.event = threading.Event()
+        self._observer: Any = None
+
+    def __enter__(self) -> Waker:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        event = self.event
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, _ev: Any) -> None:
+                event.set()
+
+        observer = Observer()
+        observer.daemon = True
+        observer.schedule(_Handler(), self.path, recursive=True)
+        observer.start()
+        self._observer = observer
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=10)
+            self._observer = None
+
+    def wake(self) -> None:
+        self.event.set()
+
+    def wait(self) -> bool:
+        """Block until woken or the poll interval passes; True if woken."""
+        woken = self.event.wait(self.poll_interval)
+        self.event.clear()
+        return woken
