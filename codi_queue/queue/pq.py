@@ -95,6 +95,11 @@ def durable_queue_class() -> type:
                         # truncates the chunk back to what info acknowledges.
                         pass
 
+        def __del__(self) -> None:
+            # The base __del__ assumes the constructor got as far as opening
+            # the chunk files; it does not when info is corrupt.
+            self.close()
+
     _durable = DurableQueue
     return DurableQueue
 

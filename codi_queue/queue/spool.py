@@ -82,12 +82,17 @@ class Spool:
     def _open_inbox(self) -> object:
         self._ensure_inbox_locked()
         cls = durable_queue_class()
+        if not os.path.exists(os.path.join(self.inbox, "info")) and _has_chunk_data(self.inbox):
+            # Without info, Queue() would start at offset 0 and truncate q00000:
+            # every queued record gone. Hand the directory to the consumer's
+            # scanner instead and start a fresh inbox.
+            self._claim_locked()
+            self._ensure_inbox_locked()
         try:
             return cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
         except CorruptRecord:
-            # The inbox's info is unreadable: hand the directory to the consumer
-            # (which scans it frame by frame) and start a fresh one. We hold the
-            # lock, so no other producer is inside it.
+            # info is unreadable: the same rescue. We hold the lock, so no
+            # other producer is inside the directory.
             self._claim_locked()
             self._ensure_inbox_locked()
             return cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
@@ -179,6 +184,10 @@ def read_dir_id(path: str) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return text if text.isdigit() and len(text) == ID_DIGITS else None
+
+
+def _has_chunk_data(path: str) -> bool:
+    return any(e.name.startswith("q") and e.is_file() and e.stat().st_size for e in os.scandir(path))
 
 
 def dir_bytes(path: str) -> int:

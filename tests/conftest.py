@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from codi_queue.paths import Paths, resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    for t in leaked:
+        t.join(timeout=5)
+    still = [t.name for t in leaked if t.is_alive()]
+    assert not still, f"test leaked threads: {still}"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    return h
+
+
+@pytest.fixture
+def paths(home: Path) -> Paths:
+    return resolve(str(home))
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CODI_QUEUE_HOME"] = str(home)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(home: Path, *args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The real command in a real process, with a hard timeout."""
+    return subprocess.run(
+        [sys.executable, "-m", "codi_queue", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=cli_env(home),
+        timeout=timeout,
+    )
+
+
+def query(paths: Paths, tier: str, sql: str, bindings: Any = ()) -> list[tuple[Any, ...]]:
+    conn = apsw.Connection(paths.database(tier), flags=apsw.SQLITE_OPEN_READONLY)
+    conn.set_busy_timeout(10_000)
+    try:
+        return [tuple(r) for r in conn.execute(sql, bindings)]
+    finally:
+        conn.close()
+
+
+def count_when_ready(paths: Paths, tier: str, sql: str) -> int | None:
+    """A count from a database a running consumer may still be creating; None until it can answer."""
+    if not os.path.exists(paths.database(tier)):
+        return None
+    try:
+        return int(query(paths, tier, sql)[0][0])
+    except apsw.SQLError:
+        return None  # not migrated yet

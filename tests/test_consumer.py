@@ -1,0 +1,301 @@
+"""The consumer: exactly-once apply, dead letters that do not hold back a batch, order, corruption, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import apsw
+import msgspec
+import pytest
+
+from codi_queue.consumer.loop import Consumer
+from codi_queue.consumer.status import collect
+from codi_queue.paths import Paths
+from codi_queue.producers import append_records, enqueue, enqueue_many
+from codi_queue.producers.validate import pack_records
+from codi_queue.schemas.envelope import Envelope, Record, new_op_id
+
+from .conftest import cli_env, count_when_ready, query, run_cli
+
+
+def _tools(paths: Paths) -> list[str]:
+    return [r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events ORDER BY id")]
+
+
+def _wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_each_tier_gets_its_rows(paths: Paths) -> None:
+    enqueue("tool_event", {"tool_name": "Bash", "success": True, "duration_ms": 12}, home=paths.home)
+    enqueue("decision", {"decision_id": "d1", "title": "Use WAL", "decision": "yes"}, home=paths.home)
+    enqueue("component", {"kind": "skill", "name": "pdf", "description": "reads portable documents"}, home=paths.home)
+    enqueue("task", {"task_id": "t1", "title": "ship", "status": "in_progress"}, home=paths.home)
+    stats = Consumer(paths).run(once=True)
+    assert stats.operations == 4 and stats.dead_letters == 0
+    assert _tools(paths) == ["Bash"]
+    assert query(paths, "org", "SELECT title FROM decisions") == [("Use WAL",)]
+    assert query(paths, "project", "SELECT status FROM tasks") == [("in_progress",)]
+    hits = query(paths, "platform", "SELECT name FROM components_fts WHERE components_fts MATCH 'portable'")
+    assert hits == [("pdf",)]
+
+
+def test_running_again_applies_nothing_twice(paths: Paths) -> None:
+    enqueue_many("tool_event", [{"tool_name": f"t{i}", "success": True} for i in range(100)], home=paths.home)
+    Consumer(paths).run(once=True)
+    Consumer(paths).run(once=True)
+    assert len(_tools(paths)) == 100
+
+
+def test_upserts_end_with_the_last_enqueued(paths: Paths) -> None:
+    for title in ("one", "two", "three"):
+        enqueue("task", {"task_id": "k", "title": title}, home=paths.home)
+    Consumer(paths, batch_ops=1).run(once=True)
+    assert query(paths, "project", "SELECT title FROM tasks WHERE task_id = 'k'") == [("three",)]
+
+
+def test_replaying_an_older_upsert_does_not_overwrite_a_newer_one(paths: Paths) -> None:
+    enqueue("task", {"task_id": "k", "title": "old"}, home=paths.home)
+    Consumer(paths).run(once=True)
+    (old_op,) = query(paths, "project", "SELECT op_id FROM tasks")[0]
+    enqueue("task", {"task_id": "k", "title": "new"}, home=paths.home)
+    Consumer(paths).run(once=True)
+    # Re-apply the first operation under its original id, as a replay would.
+    body = msgspec.msgpack.encode(msgspec.convert({"task_id": "k", "title": "old"}, type=_task_type()))
+    env = Envelope(old_op, "task", 1, time.time(), "test", msgspec.Raw(body))
+    append_records(paths, [msgspec.msgpack.encode(Record(1, time.time(), [env]))])
+    Consumer(paths).run(once=True)
+    assert query(paths, "project", "SELECT title FROM tasks") == [("new",)]
+
+
+def _task_type() -> type:
+    from codi_queue.schemas.ops import Task
+
+    return Task
+
+
+def test_a_replayed_event_is_not_inserted_twice(paths: Paths) -> None:
+    body = msgspec.msgpack.encode(msgspec.convert({"tool_name": "dup", "success": True}, type=_tool_type()))
+    env = Envelope(new_op_id(), "tool_event", 1, time.time(), "test", msgspec.Raw(body))
+    rec = msgspec.msgpack.encode(Record(1, time.time(), [env]))
+    append_records(paths, [rec, rec])
+    Consumer(paths).run(once=True)
+    append_records(paths, [rec])
+    Consumer(paths).run(once=True)
+    assert _tools(paths) == ["dup"]
+    assert collect(paths)["applied"]["tool_events"] == 1
+
+
+def _tool_type() -> type:
+    from codi_queue.schemas.ops import ToolEvent
+
+    return ToolEvent
+
+
+def test_poison_statement_is_dead_lettered_and_the_batch_commits(paths: Paths) -> None:
+    Consumer(paths).run(once=True)  # create the databases
+    conn = apsw.Connection(paths.database("sessions"))
+    conn.execute(
+        "CREATE TRIGGER poison BEFORE INSERT ON tool_events WHEN new.tool_name = 'poison' "
+        "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END"
+    )
+    conn.close()
+    names = ["a", "b", "poison", "c", "d"]
+    enqueue_many("tool_event", [{"tool_name": n, "success": True} for n in names], home=paths.home)
+    stats = Consumer(paths).run(once=True)
+    assert _tools(paths) == ["a", "b", "c", "d"]
+    assert stats.dead_letters == 1
+    (row,) = query(paths, "sessions", "SELECT op, reason FROM cq_dead_letters")
+    assert row[0] == "tool_event" and "poisoned row" in row[1]
+    assert collect(paths)["dead_letters"] == 1
+
+
+def test_bodies_that_fail_at_apply_time_become_dead_letters(paths: Paths) -> None:
+    good = msgspec.msgpack.encode(msgspec.convert({"tool_name": "ok", "success": True}, type=_tool_type()))
+    bad = msgspec.msgpack.encode({"op": "tool_event", "tool_name": "missing success"})
+    unknown = Envelope(new_op_id(), "from_the_future", 9, time.time(), "test", msgspec.Raw(b"\x80"))
+    records = pack_records("tool_event", [good, bad, good])
+    records.append(msgspec.msgpack.encode(Record(1, time.time(), [unknown])))
+    append_records(paths, records)
+    stats = Consumer(paths).run(once=True)
+    assert _tools(paths) == ["ok", "ok"]
+    assert stats.dead_letters == 2
+    reasons = query(paths, "sessions", "SELECT reason FROM cq_dead_letters")
+    assert len(reasons) == 1 and "success" in reasons[0][0]
+    (unk,) = query(paths, "state", "SELECT op, reason FROM cq_dead_letters")
+    assert unk == ("from_the_future", "unknown operation 'from_the_future'")
+
+
+def test_a_flipped_bit_costs_one_record_and_is_reported(paths: Paths) -> None:
+    for name in ("first", "second", "third"):
+        enqueue("tool_event", {"tool_name": name * 20, "success": True}, home=paths.home)
+    chunk = Path(paths.spool, "inbox", "q00000")
+    data = bytearray(chunk.read_bytes())
+    needle = data.find(b"second" * 20)
+    data[needle + 5] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    stats = Consumer(paths).run(once=True)
+    assert _tools(paths) == ["first" * 20, "third" * 20]
+    assert stats.damaged_spans == 1
+    (reason,) = query(paths, "state", "SELECT reason FROM cq_dead_letters")[0]
+    assert "checksum mismatch" in reason
+    report = collect(paths)
+    assert report["dead_letters"] == 1 and "checksum mismatch" in report["last_error"]["message"]
+
+
+def test_full_inbox_is_claimed_then_archived_and_nothing_repeats(paths: Paths) -> None:
+    consumer = Consumer(paths, rotate_bytes=1)
+    enqueue_many("tool_event", [{"tool_name": f"a{i}", "success": True} for i in range(10)], home=paths.home)
+    consumer.run(once=True)
+    assert os.listdir(paths.archive) and not os.path.exists(os.path.join(paths.spool, "inbox"))
+    enqueue_many("tool_event", [{"tool_name": f"b{i}", "success": True} for i in range(10)], home=paths.home)
+    consumer.run(once=True)
+    assert sorted(_tools(paths)) == sorted([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(10)])
+    assert len(os.listdir(paths.archive)) == 2
+
+
+def test_status_reports_pending_and_age(paths: Paths) -> None:
+    enqueue_many("tool_event", [{"tool_name": "x", "success": True}] * 7, home=paths.home)
+    report = collect(paths)
+    assert report["pending"] == 7 and report["oldest_pending_age_s"] is not None
+    assert report["consumer"] == {"running": False, "pid": None}
+    Consumer(paths).run(once=True)
+    report = collect(paths)
+    assert report["pending"] == 0 and report["oldest_pending_age_s"] is None
+    assert report["applied"] == {"tool_events": 7}
+
+
+def _start_consumer(home: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "codi_queue", "run", "--poll", "0.2", *extra],
+        env=cli_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_second_consumer_refuses_naming_the_pid(home: Path, paths: Paths) -> None:
+    first = _start_consumer(home)
+    try:
+        _wait_for(lambda: collect(paths)["consumer"]["running"], what="first consumer")
+        second = run_cli(home, "run", timeout=30)
+        assert second.returncode == 1
+        assert f"pid {first.pid}" in second.stderr
+        assert collect(paths)["consumer"]["pid"] == first.pid
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_finishes_the_batch_and_exits_zero(home: Path, paths: Paths, sig: signal.Signals) -> None:
+    proc = _start_consumer(home)
+    try:
+        enqueue_many("tool_event", [{"tool_name": "live", "success": True}] * 30, home=str(home))
+        _wait_for(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 30, what="drain")
+    finally:
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert not collect(paths)["consumer"]["running"]
+
+
+def test_consumer_wakes_on_new_data_without_waiting_for_the_poll(home: Path, paths: Paths) -> None:
+    proc = _start_consumer(home, "--poll", "30")  # the poll alone would take 30 s
+    try:
+        _wait_for(
+            lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 0, what="consumer start"
+        )
+        time.sleep(0.5)  # the watcher registers just after the databases open; let it settle
+        enqueue("tool_event", {"tool_name": "woken", "success": True}, home=str(home))
+        _wait_for(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 1, timeout=20)
+        assert _tools(paths) == ["woken"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def test_cli_quick_start_example(home: Path, paths: Paths) -> None:
+    body = (
+        '{"session_id":"s1","outcome":"success","quality":4,"complexity":0.5,"intent":"fix bug","model":"sonnet",'
+        '"messages_count":12,"duration_minutes":30,"cost_usd":0.42,"success":true,"summary":"ok"}'
+    )
+    assert run_cli(home, "enqueue", "session_outcome", body).returncode == 0
+    assert run_cli(home, "run", "--once").returncode == 0
+    db = json.loads(run_cli(home, "paths", "--json").stdout)["databases"]["sessions"]
+    conn = apsw.Connection(db, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows = list(conn.execute("SELECT session_id, outcome, quality, success, summary FROM session_outcome_events"))
+    finally:
+        conn.close()
+    assert [tuple(r) for r in rows] == [("s1", "success", 4.0, 1, "ok")]
+    status = json.loads(run_cli(home, "status", "--json").stdout)
+    assert {"pending", "oldest_pending_age_s", "dead_letters", "consumer", "applied", "last_error"} <= status.keys()
+    assert status["applied"] == {"session_outcome_events": 1}
+
+
+def test_cli_invalid_input_enqueues_nothing(home: Path, paths: Paths) -> None:
+    lines = '{"tool_name":"a","success":true}\n{"tool_name":"b"}\n\n[1]\n{"tool_name":"c","success":true}\n'
+    res = run_cli(home, "enqueue", "tool_event", "-", stdin=lines)
+    assert res.returncode == 2
+    errors = [l for l in res.stderr.splitlines() if l.startswith("codi-queue: line")]
+    assert errors[0].startswith("codi-queue: line 2: field success:")
+    assert errors[1].startswith("codi-queue: line 4:")
+    assert collect(paths)["pending"] == 0
+    res = run_cli(home, "enqueue", "tool_event", "-", "--skip-invalid", stdin=lines)
+    assert res.returncode == 2
+    assert collect(paths)["pending"] == 2
+
+
+def test_cli_unknown_op_and_oversized_record(home: Path, paths: Paths) -> None:
+    res = run_cli(home, "enqueue", "nope", "{}")
+    assert res.returncode == 2 and "unknown operation 'nope'" in res.stderr
+    # Under the 1 Mi-character content limit, but over the 1 MiB encoded-operation limit.
+    big = json.dumps({"session_id": "s", "role": "user", "content": "\u00e9" * 600_000})
+    ok = json.dumps({"session_id": "s", "role": "user", "content": "fine"})
+    res = run_cli(home, "enqueue", "message", "-", stdin=f"{ok}\n{big}\n")
+    assert res.returncode == 2
+    assert "line 2: over" not in res.stderr and "codi-queue: line 2:" in res.stderr
+    assert "1048576-byte limit" in res.stderr
+    assert collect(paths)["pending"] == 0
+
+
+def test_cli_infrastructure_failure_exits_one_and_keeps_the_queue(home: Path, paths: Paths) -> None:
+    enqueue("tool_event", {"tool_name": "kept", "success": True}, home=str(home))
+    # A file-size limit makes the next append fail mid-write (EFBIG), like a full disk.
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))\n"
+        "from codi_queue.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    body = json.dumps({"tool_name": "too-big", "success": True, "error_message": "e" * 4000})
+    res = subprocess.run(
+        [sys.executable, "-c", code, "enqueue", "tool_event", body],
+        env=cli_env(home), capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "cannot append to spool" in res.stderr
+    enqueue("tool_event", {"tool_name": "after", "success": True}, home=str(home))
+    Consumer(paths).run(once=True)
+    assert _tools(paths) == ["kept", "after"]
+    assert collect(paths)["producer_errors"] == 1
+
+
+def test_version(home: Path) -> None:
+    res = run_cli(home, "--version")
+    assert res.returncode == 0 and res.stdout.startswith("codi-queue ")

@@ -1,0 +1,92 @@
+"""The spool on its own: durable appends, private files, frames only, self-rescue from damaged metadata."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import msgspec
+
+from codi_queue.consumer.loop import Consumer
+from codi_queue.paths import Paths
+from codi_queue.producers import enqueue, enqueue_many
+from codi_queue.queue import SegmentReader, Spool
+from codi_queue.queue import frame
+from codi_queue.schemas.envelope import Record
+
+from .conftest import query
+
+
+def _records(path: str) -> list[Record]:
+    with SegmentReader(path) as reader:
+        return [msgspec.msgpack.decode(e.payload, type=Record) for e in reader.entries() if e.payload]
+
+
+def test_batch_is_one_record_and_reads_back_in_order(paths: Paths) -> None:
+    assert enqueue_many("tool_event", [{"tool_name": f"t{i}", "success": True} for i in range(50)], home=paths.home)
+    assert enqueue("tool_event", {"tool_name": "last", "success": False}, home=paths.home)
+    records = _records(os.path.join(paths.spool, "inbox"))
+    assert [r.n for r in records] == [50, 1]
+    ids = [env.id for r in records for env in r.ops]
+    assert ids == sorted(ids) and len(set(ids)) == 51  # time-ordered, unique
+
+
+def test_state_is_private(paths: Paths) -> None:
+    enqueue("tool_event", {"tool_name": "x", "success": True}, home=paths.home)
+    Consumer(paths).run(once=True)
+    for root, dirs, files in os.walk(paths.home):
+        for d in dirs:
+            assert stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode) == 0o700, d
+        for f in files:
+            assert stat.S_IMODE(os.stat(os.path.join(root, f)).st_mode) == 0o600, f
+    assert stat.S_IMODE(os.stat(paths.home).st_mode) == 0o700
+
+
+def test_spool_holds_nothing_but_checksummed_frames(paths: Paths) -> None:
+    for i in range(20):
+        enqueue("activity_event", {"event_type": "e", "data": {"i": i}}, home=paths.home)
+    inbox = os.path.join(paths.spool, "inbox")
+    for name in os.listdir(inbox):
+        if name.startswith("q") or name == "info":
+            data = Path(inbox, name).read_bytes()
+            items = list(frame.scan(data))
+            assert items and all(isinstance(i, frame.Frame) for i in items), name
+            assert sum(i.end - i.start for i in items) == len(data)
+
+
+def test_deleted_info_never_truncates_queued_records(paths: Paths) -> None:
+    for i in range(5):
+        enqueue("tool_event", {"tool_name": f"before{i}", "success": True}, home=paths.home)
+    os.remove(os.path.join(paths.spool, "inbox", "info"))
+    enqueue("tool_event", {"tool_name": "after", "success": True}, home=paths.home)
+    Consumer(paths).run(once=True)
+    names = sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events"))
+    assert names == ["after", *[f"before{i}" for i in range(5)]]
+
+
+def test_zeroed_info_is_rescued_too(paths: Paths) -> None:
+    for i in range(3):
+        enqueue("tool_event", {"tool_name": f"z{i}", "success": True}, home=paths.home)
+    info = os.path.join(paths.spool, "inbox", "info")
+    Path(info).write_bytes(b"\0" * os.path.getsize(info))
+    enqueue("tool_event", {"tool_name": "z3", "success": True}, home=paths.home)
+    Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(4,)]
+
+
+def test_unwritable_spool_returns_false_and_is_logged(paths: Paths) -> None:
+    os.makedirs(paths.spool, mode=0o700)
+    Path(paths.spool, "inbox").write_bytes(b"not a directory")
+    assert enqueue("tool_event", {"tool_name": "x", "success": True}, home=paths.home) is False
+    log = Path(paths.error_log).read_text()
+    assert '"source":"producer"' in log and "cannot append to spool" in log
+
+
+def test_segment_ids_never_repeat_even_if_the_clock_steps_back(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool"))
+    marker = tmp_path / "spool"
+    spool._prepare()
+    (marker / "last_segment").write_text(str(10**19))  # a clock far in the future
+    assert int(spool._next_id()) == 10**19 + 1
+    assert int(spool._next_id()) == 10**19 + 2
