@@ -47,6 +47,12 @@ def _parser() -> Any:
     p.add_argument("--once", action="store_true", help="drain what is queued, then exit")
     p.add_argument("--batch", type=int, default=20_000, help="operations per transaction (default 20000)")
     p.add_argument("--poll", type=float, default=2.0, help="safety-net poll interval in seconds (default 2)")
+    p.add_argument(
+        "--rotate-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="claim and archive the inbox once it holds this many bytes (default 16 MiB)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every batch")
 
     p = sub.add_parser("status", parents=[common], help="queue depth, lag, dead letters, consumer liveness")
@@ -130,7 +136,12 @@ def _cmd_run(args: Any, paths: Any) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    consumer = Consumer(paths, batch_ops=max(1, args.batch), poll_interval=max(0.05, args.poll))
+    consumer = Consumer(
+        paths,
+        batch_ops=max(1, args.batch),
+        poll_interval=max(0.05, args.poll),
+        rotate_bytes=max(1, args.rotate_bytes),
+    )
     stats = consumer.run(once=args.once)
     if args.once or args.verbose:
         sys.stderr.write(

@@ -78,7 +78,8 @@ def decode_json(op: str, line: bytes | str, *, record: int | None = None) -> OpB
     if dec is None:
         dec = _json_decoders[op] = msgspec.json.Decoder(spec.type)
     try:
-        return dec.decode(line)
+        op_struct: OpBase = dec.decode(line)
+        return op_struct
     except msgspec.ValidationError as exc:
         raise invalid_from_msgspec(exc, op, record) from None
     except msgspec.DecodeError as exc:

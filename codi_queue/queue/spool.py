@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import CorruptRecord, SpoolError
 from ..fsutil import FILE_MODE, ensure_private_dir, fsync_dir, write_atomic
@@ -79,7 +79,7 @@ class Spool:
                 errno=exc.errno,
             ) from exc
 
-    def _open_inbox(self) -> object:
+    def _open_inbox(self) -> Any:
         self._ensure_inbox_locked()
         cls = durable_queue_class()
         if not os.path.exists(os.path.join(self.inbox, "info")) and _has_chunk_data(self.inbox):

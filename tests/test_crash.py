@@ -1,0 +1,145 @@
+"""Kill -9 of real processes at random moments: nothing acknowledged is lost or applied twice.
+
+The quick versions run in the default suite; ``CODI_CRASH_ROUNDS`` scales
+them up (the long runs in ``tests/reliability`` use it).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from codi_queue.paths import Paths
+
+from .conftest import cli_env, query, run_cli
+
+ROUNDS = int(os.environ.get("CODI_CRASH_ROUNDS", "1"))
+
+
+def _spawn_producers(home: Path, tmp: Path, n: int, count: int) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+    procs = {}
+    for i in range(n):
+        ack = tmp / f"ack-{i}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.procs", "producer", str(home), str(i), str(count), str(ack)],
+            env=cli_env(home),
+            stderr=subprocess.PIPE,
+        )
+        procs[str(i)] = (proc, ack)
+    return procs
+
+
+def _start_consumer(home: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "codi_queue", "run", "--poll", "0.1", "--batch", "7", "--rotate-bytes", "3000"],
+        env=cli_env(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+MIN_KILLS = 8
+
+
+def _kill_consumer_until_done(home: Path, producers: list[subprocess.Popen[bytes]], rng: random.Random,
+                              deadline: float, kill_producers: bool = False) -> tuple[int, set[int]]:
+    """Start and SIGKILL the consumer until the producers are done and it died at least MIN_KILLS times.
+
+    Kills after the producers finish land while it drains the backlog.
+    """
+    kills = 0
+    killed_producers: set[int] = set()
+    while kills < MIN_KILLS or any(p.poll() is None for p in producers):
+        assert time.monotonic() < deadline, "crash loop ran out of time"
+        consumer = _start_consumer(home)
+        time.sleep(rng.uniform(0.05, 0.6))
+        consumer.send_signal(signal.SIGKILL)
+        consumer.wait(timeout=30)
+        kills += 1
+        if kill_producers and rng.random() < 0.5:
+            alive = [i for i, p in enumerate(producers) if p.poll() is None]
+            if alive:
+                victim = rng.choice(alive)
+                producers[victim].send_signal(signal.SIGKILL)
+                killed_producers.add(victim)
+    return kills, killed_producers
+
+
+def _acks(path: Path) -> tuple[set[int], list[int]]:
+    events: set[int] = set()
+    tasks: list[int] = []
+    if not path.exists():
+        return events, tasks
+    for line in path.read_text().splitlines():
+        kind, seq = line.split()
+        (events.add(int(seq)) if kind == "e" else tasks.append(int(seq)))
+    return events, tasks
+
+
+def _check_exactly_once(paths: Paths, acked: dict[str, tuple[set[int], list[int]]], count: int,
+                        killed: set[str]) -> int:
+    rows = query(paths, "sessions", "SELECT tool_use_id FROM tool_events WHERE tool_use_id IS NOT NULL")
+    counts = Counter(r[0] for r in rows)
+    duplicates = {k: v for k, v in counts.items() if v != 1}
+    assert not duplicates, f"applied more than once: {list(duplicates.items())[:10]}"
+    titles = dict(query(paths, "project", "SELECT task_id, title FROM tasks"))
+    for ident, (events, tasks) in acked.items():
+        present = {int(k.split("-")[1]) for k in counts if k.startswith(f"p{ident}-")}
+        lost = events - present
+        assert not lost, f"producer {ident}: acknowledged but lost: {sorted(lost)[:20]}"
+        assert present <= set(range(count)), f"producer {ident}: rows nobody enqueued"
+        if tasks:
+            final = int(titles[f"p{ident}"])
+            if ident in killed:
+                assert final >= tasks[-1], f"producer {ident}: upsert went backwards"
+            else:
+                # G6: operations from one producer apply in order; the last upsert wins.
+                assert final == tasks[-1], f"producer {ident}: final title {final}, last enqueued {tasks[-1]}"
+    return len(rows)
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_consumer_killed_in_a_loop_while_eight_producers_enqueue(tmp_path: Path, home: Path, paths: Paths,
+                                                                  round_: int) -> None:
+    rng = random.Random(round_ * 7919 + os.getpid())
+    count = 300
+    procs = _spawn_producers(home, tmp_path, 8, count)
+    kills, _ = _kill_consumer_until_done(home, [p for p, _ in procs.values()], rng, time.monotonic() + 240)
+    for ident, (proc, _) in procs.items():
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, f"producer {ident} failed: {err.decode()[-2000:]}"
+    assert kills >= MIN_KILLS
+    final = run_cli(home, "run", "--once", timeout=120)
+    assert final.returncode == 0, final.stderr
+    acked = {i: _acks(ack) for i, (_, ack) in procs.items()}
+    assert all(len(a[0]) == count for a in acked.values())
+    assert _check_exactly_once(paths, acked, count, set()) == 8 * count
+    status = run_cli(home, "status", "--json")
+    assert '"pending": 0' in status.stdout and '"dead_letters": 0' in status.stdout
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_producers_and_consumer_killed_at_random(tmp_path: Path, home: Path, paths: Paths, round_: int) -> None:
+    rng = random.Random(round_ * 104729 + os.getpid())
+    count = 150
+    procs = _spawn_producers(home, tmp_path, 8, count)
+    popens = [p for p, _ in procs.values()]
+    _, killed = _kill_consumer_until_done(home, popens, rng, time.monotonic() + 240, kill_producers=True)
+    for proc in popens:
+        proc.communicate(timeout=60)
+    # The queue still accepts and drains after all that.
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"after","success":true}').returncode == 0
+    final = run_cli(home, "run", "--once", timeout=120)
+    assert final.returncode == 0, final.stderr
+    acked = {i: _acks(ack) for i, (_, ack) in procs.items()}
+    _check_exactly_once(paths, acked, count, {str(k) for k in killed})
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events WHERE tool_name = 'after'") == [(1,)]
+    assert query(paths, "state", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
