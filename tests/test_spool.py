@@ -90,3 +90,34 @@ def test_segment_ids_never_repeat_even_if_the_clock_steps_back(tmp_path: Path) -
     (marker / "last_segment").write_text(str(10**19))  # a clock far in the future
     assert int(spool._next_id()) == 10**19 + 1
     assert int(spool._next_id()) == 10**19 + 2
+
+
+def test_the_real_persistqueue_package_still_imports_after_ours(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from codi_queue.queue.pq import durable_queue_class\n"
+        "durable_queue_class()\n"
+        "import persistqueue\n"
+        "from persistqueue import SQLiteAckQueue, Queue\n"
+        "assert 'asyncio' in __import__('sys').modules\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_loading_our_queue_skips_the_package_init(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from codi_queue.queue.pq import durable_queue_class\n"
+        "durable_queue_class()\n"
+        "heavy = [m for m in ('asyncio', 'sqlite3', 'persistqueue.sqlqueue') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr

@@ -38,21 +38,21 @@ _durable: type | None = None
 
 
 def _queue_module() -> Any:
-    mod = sys.modules.get("persistqueue.queue")
-    if mod is not None:
-        return mod
-    if "persistqueue" in sys.modules:
+    if "persistqueue" in sys.modules:  # the real package is loaded already: use it
         return importlib.import_module("persistqueue.queue")
     spec = importlib.util.find_spec("persistqueue")
     if spec is None or spec.submodule_search_locations is None:
         raise ImportError("persist-queue is not installed")
-    stub = importlib.util.module_from_spec(spec)  # a package with __path__, __init__ not run
-    sys.modules["persistqueue"] = stub
+    before = set(sys.modules)
+    sys.modules["persistqueue"] = importlib.util.module_from_spec(spec)  # __path__ set, __init__ not run
     try:
         return importlib.import_module("persistqueue.queue")
     finally:
-        if sys.modules.get("persistqueue") is stub:
-            del sys.modules["persistqueue"]
+        # Keep this copy private: a later plain ``import persistqueue`` must
+        # run the real __init__ from scratch, not find half a package.
+        for name in set(sys.modules) - before:
+            if name == "persistqueue" or name.startswith("persistqueue."):
+                del sys.modules[name]
 
 
 def durable_queue_class() -> type:
