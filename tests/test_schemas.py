@@ -12,7 +12,7 @@ import pytest
 from codi_queue.consumer.db import migrate, open_tier, schema_version
 from codi_queue.errors import InvalidOperation, SchemaTooNew
 from codi_queue.producers.validate import decode_json, validate
-from codi_queue.schemas import OPS, TIERS
+from codi_queue.schemas.registry import OPS, TIERS
 from codi_queue.schemas.migrations import MIGRATIONS, latest_version
 from codi_queue.schemas.types import normalize_timestamp
 
@@ -39,6 +39,11 @@ def test_every_required_operation_has_its_table_and_tier() -> None:
     for op, (table, tier) in REQUIRED_OPS.items():
         assert OPS[op].table == table
         assert OPS[op].tier == tier
+
+
+def test_struct_tags_are_the_operation_names() -> None:
+    for name, spec in OPS.items():
+        assert spec.type.__struct_config__.tag == name
 
 
 @pytest.mark.parametrize("tier", TIERS)

@@ -11,7 +11,8 @@ import msgspec
 from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
 from codi_queue.producers import enqueue, enqueue_many
-from codi_queue.queue import SegmentReader, Spool
+from codi_queue.queue.segment import SegmentReader
+from codi_queue.queue.spool import Spool
 from codi_queue.queue import frame
 from codi_queue.schemas.envelope import Record
 

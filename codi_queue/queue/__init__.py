@@ -1,6 +1,6 @@
-"""The durable spool: checksummed frames in persist-queue directories, inbox and segments."""
+"""The durable spool: checksummed frames in persist-queue directories, inbox and segments.
 
-from .segment import Entry, SegmentReader
-from .spool import Spool
-
-__all__ = ["Spool", "SegmentReader", "Entry"]
+Submodules: ``frame`` (the frame format and persist-queue serializer), ``pq``
+(persist-queue's Queue, made durable), ``spool`` (layout, lock, claim,
+archive), ``segment`` (reading a queue directory frame by frame).
+"""

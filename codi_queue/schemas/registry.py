@@ -9,7 +9,6 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -27,32 +26,56 @@ STATE_TIER = "state"
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*")
 
 
-@dataclass(frozen=True)
 class OpSpec:
-    name: str
-    type: type[OpBase]
-    tier: str
-    table: str
-    key: tuple[str, ...] = ()  # natural key: upsert on it; empty: an insert-only event
-    version: int = 1  # bumped when the Struct gains fields
-    columns: tuple[str, ...] = field(init=False)
-    sql: str = field(init=False)
-    row: Callable[[Any], tuple[Any, ...]] = field(init=False, repr=False)
+    """One operation's home: tier, table, natural key (upsert) or none (insert-only event)."""
 
-    def __post_init__(self) -> None:
-        cols = tuple(f.name for f in msgspec.structs.fields(self.type))
-        for ident in (self.table, *cols, *self.key):
-            if not _IDENT.fullmatch(ident):
-                raise ValueError(f"unsafe SQL identifier {ident!r} in {self.name}")
-        if not set(self.key) <= set(cols):
-            raise ValueError(f"{self.name}: key {self.key} is not among its fields")
-        object.__setattr__(self, "columns", cols)
-        object.__setattr__(self, "sql", _statement(self.table, cols, self.key))
-        object.__setattr__(self, "row", operator.attrgetter(*cols))
+    __slots__ = ("name", "type", "tier", "table", "key", "version", "_columns", "_sql", "_row")
+
+    def __init__(
+        self, name: str, type: type[OpBase], tier: str, table: str, key: tuple[str, ...] = (), version: int = 1
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.tier = tier
+        self.table = table
+        self.key = key
+        self.version = version  # bumped when the Struct gains fields
+        # Columns and SQL are built on first use: producers never need them,
+        # and hook processes should not pay for fifteen statements at import.
+        self._columns: tuple[str, ...] | None = None
+        self._sql: str | None = None
+        self._row: Callable[[Any], tuple[Any, ...]] | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        if self._columns is None:
+            cols = tuple(f.name for f in msgspec.structs.fields(self.type))
+            for ident in (self.table, *cols, *self.key):
+                if not _IDENT.fullmatch(ident):
+                    raise ValueError(f"unsafe SQL identifier {ident!r} in {self.name}")
+            if not set(self.key) <= set(cols):
+                raise ValueError(f"{self.name}: key {self.key} is not among its fields")
+            self._columns = cols
+        return self._columns
+
+    @property
+    def sql(self) -> str:
+        if self._sql is None:
+            self._sql = _statement(self.table, self.columns, self.key)
+        return self._sql
+
+    @property
+    def row(self) -> Callable[[Any], tuple[Any, ...]]:
+        if self._row is None:
+            self._row = operator.attrgetter(*self.columns)
+        return self._row
 
     @property
     def is_upsert(self) -> bool:
         return bool(self.key)
+
+    def __repr__(self) -> str:
+        return f"OpSpec({self.name!r}, tier={self.tier!r}, table={self.table!r}, key={self.key!r})"
 
 
 def _statement(table: str, cols: tuple[str, ...], key: tuple[str, ...]) -> str:
@@ -91,11 +114,6 @@ OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 TABLES_BY_TIER: dict[str, tuple[str, ...]] = {
     tier: tuple(s.table for s in _SPECS if s.tier == tier) for tier in TIERS
 }
-
-for _s in _SPECS:
-    if _s.type.__struct_config__.tag != _s.name:
-        raise AssertionError(f"{_s.name}: Struct tag {_s.type.__struct_config__.tag!r} differs")
-
 
 def spec_for(op: str) -> OpSpec | None:
     return OPS.get(op)

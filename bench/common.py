@@ -1,0 +1,72 @@
+"""Shared helpers for the benchmarks: timing statistics and the result table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class Row:
+    name: str
+    value: str
+    baseline: str = ""
+    ratio: str = ""
+    goal: str = ""
+
+
+def pct(samples: Sequence[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms"
+
+
+def tmpdir(prefix: str) -> str:
+    return tempfile.mkdtemp(prefix=f"codi-bench-{prefix}-")
+
+
+def wall_times(argv: Sequence[str], runs: int, env: dict[str, str] | None = None,
+               stdin: bytes | None = None, check: Callable[[subprocess.CompletedProcess[bytes]], None] | None = None) -> list[float]:
+    import time
+
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        res = subprocess.run(argv, input=stdin, capture_output=True, env=env, timeout=60)
+        out.append(time.perf_counter() - t0)
+        if check:
+            check(res)
+        elif res.returncode != 0:
+            raise RuntimeError(f"{argv} failed: {res.stderr.decode()[-500:]}")
+    return out
+
+
+def machine() -> str:
+    return f"{platform.node()} · {platform.machine()} · {os.cpu_count()} cores · Python {sys.version.split()[0]} · {platform.platform()}"
+
+
+def print_table(rows: Sequence[Row]) -> None:
+    head = ("measure", "codi-queue", "baseline", "ratio", "goal")
+    table = [head, *[(r.name, r.value, r.baseline, r.ratio, r.goal) for r in rows]]
+    widths = [max(len(str(row[i])) for row in table) for i in range(5)]
+    lines = []
+    for n, row in enumerate(table):
+        lines.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print("\n".join(lines))

@@ -1,0 +1,81 @@
+"""CLI wall time per call (`codi-queue enqueue`, `codi-queue hook`) against a bare `python3 -c pass`.
+
+Every hook call is a new process, so this is what each tool call pays. Runs
+are interleaved so background load affects all commands alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import Row, median, ms, tmpdir, wall_times  # noqa: E402
+
+
+def _cli() -> str:
+    exe = shutil.which("codi-queue", path=os.path.dirname(sys.executable))
+    if exe is None:
+        raise RuntimeError("codi-queue is not installed in this interpreter's environment")
+    return exe
+
+
+HOOK_PAYLOAD = {
+    "session_id": "bench-session",
+    "transcript_path": "/tmp/none.jsonl",
+    "cwd": "/tmp",
+    "hook_event_name": "PostToolUse",
+    "permission_mode": "default",
+    "tool_name": "Bash",
+    "tool_input": {"command": "ls"},
+    "tool_use_id": "toolu_bench",
+    "tool_response": {"stdout": "a\nb\n", "stderr": "", "interrupted": False},
+}
+
+
+def _has_hook(env: dict[str, str]) -> bool:
+    res = subprocess.run([_cli(), "hook", "--help"], capture_output=True, env=env, timeout=60)
+    return res.returncode == 0
+
+
+def run(quick: bool = False) -> list[Row]:
+    runs = 15 if quick else 40
+    home = tmpdir("startup")
+    env = dict(os.environ, CODI_QUEUE_HOME=home)
+    body = json.dumps({"tool_name": "Bash", "success": True, "duration_ms": 42})
+    cmds: dict[str, tuple[list[str], bytes | None]] = {
+        "bare": ([sys.executable, "-c", "pass"], None),
+        # The design brief's import floors, measured here in the same run.
+        "floor msgspec+json": ([sys.executable, "-c", "import msgspec, json"], None),
+        "floor pq.queue+msgspec+argparse": (
+            [sys.executable, "-c", "import msgspec, argparse; from codi_queue.queue.pq import _queue_module; _queue_module()"],
+            None,
+        ),
+        "enqueue": ([_cli(), "enqueue", "tool_event", body], None),
+    }
+    if _has_hook(env):
+        cmds["hook"] = ([_cli(), "hook"], json.dumps(HOOK_PAYLOAD).encode())
+    samples: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(runs):
+        for name, (argv, stdin) in cmds.items():
+            samples[name] += wall_times(argv, 1, env=env, stdin=stdin)
+    bare = median(samples["bare"])
+    rows = [Row("bare `python3 -c pass`", ms(bare), "", "1.00×", "")]
+    for name in ("floor msgspec+json", "floor pq.queue+msgspec+argparse"):
+        m = median(samples[name])
+        rows.append(Row(f"import floor: {name[6:]}", ms(m), f"bare {ms(bare)}", f"{m / bare:.2f}×", "reference"))
+    for name in ("enqueue", "hook"):
+        if name in samples:
+            m = median(samples[name])
+            rows.append(Row(f"`codi-queue {name}` wall time, median", ms(m), f"bare {ms(bare)}", f"{m / bare:.2f}×", "≤ 4× (3× stretch)"))
+    return rows
+
+
+if __name__ == "__main__":
+    from bench.common import print_table
+
+    print_table(run(quick="--quick" in sys.argv))
