@@ -13,6 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
+	$(BIN)/python -m compileall -q codi_queue
 	touch $(STAMP)
 
 run: $(STAMP)
