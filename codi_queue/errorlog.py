@@ -6,6 +6,7 @@ never hide it either: they record it here (and count it) and return False.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -17,12 +18,10 @@ _MAX_BYTES = 4 * 1024 * 1024  # past this the log is rotated to errors.jsonl.1
 
 
 def record_error(path: str, source: str, message: str, **fields: Any) -> None:
-    import msgspec
-
     from .fsutil import append_line, ensure_private_dir
 
     entry = {"ts": time.time(), "source": source, "pid": os.getpid(), "message": message, **fields}
-    line = msgspec.json.encode(entry)
+    line = json.dumps(entry, separators=(",", ":"), default=str).encode()
     try:
         ensure_private_dir(os.path.dirname(path))
         try:
@@ -45,12 +44,10 @@ def _lines(path: str) -> list[bytes]:
 
 
 def last_error(path: str) -> dict[str, Any] | None:
-    import msgspec
-
     for line in reversed(_lines(path)):
         try:
-            entry = msgspec.json.decode(line)
-        except msgspec.DecodeError:
+            entry = json.loads(line)
+        except ValueError:
             continue  # a line torn by a crash mid-append; the one before it is intact
         if isinstance(entry, dict):
             return entry

@@ -17,7 +17,7 @@ import pytest
 from codi_queue.consumer.loop import Consumer
 from codi_queue.consumer.status import collect
 from codi_queue.paths import Paths
-from codi_queue.producers import append_records, enqueue, enqueue_many
+from codi_queue.producers.api import append_records, enqueue, enqueue_many
 from codi_queue.producers.validate import pack_records
 from codi_queue.schemas.envelope import Envelope, Record, new_op_id
 

@@ -10,7 +10,7 @@ import msgspec
 
 from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
-from codi_queue.producers import enqueue, enqueue_many
+from codi_queue.producers.api import enqueue, enqueue_many
 from codi_queue.queue.segment import SegmentReader
 from codi_queue.queue.spool import Spool
 from codi_queue.queue import frame

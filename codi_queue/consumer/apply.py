@@ -22,8 +22,9 @@ from .db import immediate
 
 __all__ = ["Item", "DeadLetter", "TierResult", "apply_items", "record_dead_letters", "get_cursor"]
 
-_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
+_decoders: dict[tuple[str, bool], Any] = {}
 _encode = msgspec.msgpack.Encoder().encode
+_encode_json = msgspec.json.Encoder().encode
 
 
 @dataclass(slots=True)
@@ -32,6 +33,7 @@ class Item:
 
     env: Envelope
     pos: int  # end position of its record in the segment
+    json: bool = False  # the body is JSON (stdlib producer path), not MessagePack
 
 
 @dataclass(slots=True)
@@ -41,6 +43,7 @@ class DeadLetter:
     reason: str
     envelope: bytes
     pos: int | None
+    format: str = "msgpack"  # how ``envelope`` is encoded: msgpack, json or raw (damaged bytes)
 
 
 @dataclass
@@ -49,14 +52,16 @@ class TierResult:
     dead: list[DeadLetter] = field(default_factory=list)
 
 
-def _decoder(spec: OpSpec) -> msgspec.msgpack.Decoder[Any]:
-    dec = _decoders.get(spec.name)
+def _decoder(spec: OpSpec, json: bool) -> Any:
+    dec = _decoders.get((spec.name, json))
     if dec is None:
-        dec = _decoders[spec.name] = msgspec.msgpack.Decoder(spec.type)
+        dec = _decoders[(spec.name, json)] = (msgspec.json if json else msgspec.msgpack).Decoder(spec.type)
     return dec
 
 
 def dead_letter(item: Item, reason: str) -> DeadLetter:
+    if item.json:
+        return DeadLetter(item.env.id, item.env.op, reason, _encode_json(item.env), item.pos, "json")
     return DeadLetter(item.env.id, item.env.op, reason, _encode(item.env), item.pos)
 
 
@@ -70,7 +75,7 @@ def prepare(items: Sequence[Item]) -> tuple[list[tuple[OpSpec, list[tuple[Any, .
             dead.append(dead_letter(item, f"unknown operation {item.env.op!r}"))
             continue
         try:
-            body = _decoder(spec).decode(item.env.body)
+            body = _decoder(spec, item.json).decode(item.env.body)
         except msgspec.DecodeError as exc:
             dead.append(dead_letter(item, f"invalid body: {exc}"))
             continue
@@ -153,10 +158,10 @@ def record_dead_letters(conn: apsw.Connection, segment: str | None, dead: Sequen
     now = time.time()
     for d in dead:
         conn.execute(
-            "INSERT INTO cq_dead_letters (op_id, op, reason, envelope, segment, pos, first_failed, last_failed) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(op_id) DO UPDATE SET "
+            "INSERT INTO cq_dead_letters (op_id, op, reason, envelope, format, segment, pos, first_failed, last_failed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(op_id) DO UPDATE SET "
             "reason = excluded.reason, last_failed = excluded.last_failed, attempts = attempts + 1",
-            (d.op_id, d.op, d.reason, d.envelope, segment, d.pos, now, now),
+            (d.op_id, d.op, d.reason, d.envelope, d.format, segment, d.pos, now, now),
         )
 
 

@@ -25,6 +25,7 @@ from ..errorlog import record_error
 from ..errors import UnsafePath
 from ..fsutil import check_private, ensure_private_dir
 from ..paths import Paths
+from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import Entry, SegmentReader, describe_pos
 from ..queue.spool import QueueDir, Spool, dir_bytes
 from ..schemas.envelope import Record
@@ -40,6 +41,7 @@ log = logging.getLogger("codi_queue.consumer")
 
 ALL_TIERS: tuple[str, ...] = (*TIERS, STATE_TIER)
 _decode_record = msgspec.msgpack.Decoder(Record).decode
+_decode_json_record = msgspec.json.Decoder(Record).decode
 
 
 @dataclass
@@ -241,22 +243,25 @@ class Consumer:
             if entry.end > cursors[STATE_TIER]:
                 reason = f"damaged spool bytes at {describe_pos(entry.start)}: {entry.damage}"
                 self._report(f"segment {seg}: {reason}")
-                damaged.append(DeadLetter(f"damage:{seg}:{entry.start}", "?", reason, entry.raw, entry.start))
+                damaged.append(DeadLetter(f"damage:{seg}:{entry.start}", "?", reason, entry.raw, entry.start, "raw"))
                 self.stats.damaged_spans += 1
             return 1
+        is_json = entry.kind == KIND_JSON_RECORD
         try:
-            record = _decode_record(entry.payload)
+            record = (_decode_json_record if is_json else _decode_record)(entry.payload)
         except msgspec.DecodeError as exc:
             if entry.end > cursors[STATE_TIER]:
                 reason = f"undecodable record at {describe_pos(entry.start)}: {exc}"
                 self._report(f"segment {seg}: {reason}")
-                damaged.append(DeadLetter(f"record:{seg}:{entry.start}", "?", reason, entry.payload, entry.start))
+                damaged.append(
+                    DeadLetter(f"record:{seg}:{entry.start}", "?", reason, entry.payload, entry.start, "raw")
+                )
             return 1
         for env in record.ops:
             spec = OPS.get(env.op)
             tier = spec.tier if spec is not None else STATE_TIER
             if entry.end > cursors[tier]:
-                routed[tier].append(Item(env, entry.end))
+                routed[tier].append(Item(env, entry.end, is_json))
         return len(record.ops)
 
     def _commit(

@@ -9,6 +9,7 @@ import msgspec
 
 from ..errorlog import error_count, last_error
 from ..paths import Paths
+from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import SegmentReader
 from ..queue.spool import Spool
 from ..schemas.envelope import RecordHead
@@ -19,6 +20,7 @@ from .lock import consumer_pid
 __all__ = ["collect"]
 
 _decode_head = msgspec.msgpack.Decoder(RecordHead).decode
+_decode_json_head = msgspec.json.Decoder(RecordHead).decode
 
 
 def collect(paths: Paths) -> dict[str, Any]:
@@ -76,7 +78,7 @@ def _pending(paths: Paths, conns: dict[str, Any]) -> tuple[int, float | None]:
                 if entry.payload is None:
                     continue
                 try:
-                    head = _decode_head(entry.payload)
+                    head = (_decode_json_head if entry.kind == KIND_JSON_RECORD else _decode_head)(entry.payload)
                 except msgspec.DecodeError:
                     continue
                 count += head.n

@@ -1,5 +1,7 @@
-"""Ways into the spool: the Python API and the validation every entry point shares."""
+"""Ways into the spool.
 
-from .api import append_records, enqueue, enqueue_many
-
-__all__ = ["enqueue", "enqueue_many", "append_records"]
+``api`` (``enqueue``/``enqueue_many``, validating), ``validate`` (input to
+Structs with precise errors, packing records), ``lite`` (the standard-library
+JSON path for hooks and tailers), and one module per source: ``hooks``,
+``git``, ``jsonl``, ``transcripts``, ``statedirs``.
+"""

@@ -12,23 +12,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import SpoolError
-from ..paths import Paths, resolve
+from ..paths import resolve
+from .lite import append_records
 from .validate import encode_body, pack_records, validate
 
 __all__ = ["enqueue", "enqueue_many", "append_records"]
-
-_spools: dict[str, Any] = {}
-
-
-def append_records(paths: Paths, records: list[bytes]) -> None:
-    """Durably append encoded records; raises ``SpoolError``."""
-    spool = _spools.get(paths.spool)
-    if spool is None:
-        from ..queue.spool import Spool
-
-        spool = _spools[paths.spool] = Spool(paths.spool, paths.archive)
-    spool.append(records)
-
 
 def enqueue(op: str, body: Mapping[str, Any], *, home: str | None = None, producer: str | None = None) -> bool:
     """Validate one operation and append it durably; True once it is on disk."""

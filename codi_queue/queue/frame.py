@@ -5,25 +5,29 @@ A frame is a 12-byte header and a payload::
     magic "CQ" | version u8 | kind u8 | length u32 LE | crc32 u32 LE | payload
 
 The CRC covers the first eight header bytes and the payload, so a flipped bit
-in the length or kind is caught too. Payloads are msgspec MessagePack; there
-is no code-executing decoder anywhere on the read path.
+in the length or kind is caught too. Record payloads are msgspec
+MessagePack (``KIND_RECORD``) or, from the stdlib-only hook path, JSON
+(``KIND_JSON_RECORD``); both decode into the same ``Record`` Struct. There is
+no code-executing decoder anywhere on the read path.
 
 This module is also the ``serializer`` handed to persist-queue's ``Queue``
-(``dump(value, fp)`` / ``load(fp)``): records arrive as ready-encoded bytes,
-persist-queue's own ``info`` dict is MessagePack-encoded and framed the same way.
+(``dump(value, fp)`` / ``load(fp)``): records arrive as ready-encoded bytes;
+persist-queue's own ``info`` dict is JSON, framed the same way, so opening a
+queue needs nothing beyond the standard library.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from collections.abc import Iterator
-import mmap
-from typing import IO, Any, NamedTuple, Union
-
-import msgspec
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Union
 
 from ..errors import CorruptRecord
+
+if TYPE_CHECKING:
+    import mmap
 
 __all__ = [
     "MAGIC",
@@ -31,6 +35,7 @@ __all__ = [
     "MAX_PAYLOAD",
     "KIND_RECORD",
     "KIND_META",
+    "KIND_JSON_RECORD",
     "encode_frame",
     "decode_frame",
     "dump",
@@ -38,19 +43,30 @@ __all__ = [
     "Frame",
     "Damage",
     "scan",
+    "JsonRecord",
 ]
 
 MAGIC = b"CQ"
 VERSION = 1
 KIND_RECORD = 0
 KIND_META = 1
+KIND_JSON_RECORD = 2
+_KINDS = (KIND_RECORD, KIND_META, KIND_JSON_RECORD)
 HEADER = struct.Struct("<2sBBII")
 MAX_PAYLOAD = 64 * 1024 * 1024  # a frame claiming more is corrupt, not a reason to allocate
 
-Buffer = Union[bytes, bytearray, mmap.mmap]
+Buffer = Union[bytes, bytearray, "mmap.mmap"]
 
-_encode_meta = msgspec.msgpack.Encoder().encode
-_decode_meta = msgspec.msgpack.Decoder().decode
+
+def _encode_meta(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _decode_meta(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError as exc:
+        raise CorruptRecord(f"metadata is not JSON: {exc}") from None
 
 
 def encode_frame(payload: bytes, kind: int = KIND_RECORD) -> bytes:
@@ -71,7 +87,7 @@ def _check_header(buf: Buffer, offset: int, limit: int) -> tuple[int, int, int] 
         return "bad magic"
     if version != VERSION:
         return f"unknown frame version {version}"
-    if kind not in (KIND_RECORD, KIND_META):
+    if kind not in _KINDS:
         return f"unknown frame kind {kind}"
     if length > MAX_PAYLOAD:
         return f"implausible length {length}"
@@ -103,8 +119,14 @@ def decode_frame(data: bytes) -> tuple[int, bytes]:
 # -- persist-queue serializer protocol -------------------------------------------------
 
 
+class JsonRecord(bytes):
+    """Record bytes that are JSON, not MessagePack (the stdlib-only producer path)."""
+
+
 def dump(value: Any, fp: IO[bytes]) -> None:
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if isinstance(value, JsonRecord):
+        fp.write(encode_frame(bytes(value), KIND_JSON_RECORD))
+    elif isinstance(value, (bytes, bytearray, memoryview)):
         fp.write(encode_frame(bytes(value), KIND_RECORD))
     else:
         fp.write(encode_frame(_encode_meta(value), KIND_META))
@@ -118,7 +140,9 @@ def load(fp: IO[bytes]) -> Any:
     if length > MAX_PAYLOAD:
         raise CorruptRecord(f"implausible length {length}")
     kind, payload = decode_frame(head + fp.read(length))
-    return _decode_meta(payload) if kind == KIND_META else payload
+    if kind == KIND_META:
+        return _decode_meta(payload)
+    return JsonRecord(payload) if kind == KIND_JSON_RECORD else payload
 
 
 # -- recovery-grade scanning -----------------------------------------------------------

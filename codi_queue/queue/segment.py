@@ -18,8 +18,6 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
-import msgspec
-
 from ..errors import CorruptRecord
 from . import frame
 from .pq import read_info
@@ -38,6 +36,7 @@ class Entry(NamedTuple):
     payload: bytes | None  # an intact record
     damage: str | None  # or why this span is not one
     raw: bytes = b""  # the damaged bytes (capped), for quarantine
+    kind: int = frame.KIND_RECORD  # MessagePack or JSON record
 
 
 def describe_pos(pos: int) -> str:
@@ -96,7 +95,7 @@ class SegmentReader:
             if present:
                 self.warnings.append(f"{self.path}: no info file; scanning every chunk to its end")
             return [(n, None) for n in present]
-        except (CorruptRecord, msgspec.DecodeError, ValueError, TypeError, KeyError) as exc:
+        except (CorruptRecord, ValueError, TypeError, KeyError) as exc:
             self.warnings.append(f"{self.path}: info unreadable ({exc}); scanning every chunk to its end")
             return [(n, None) for n in present]
         return [(n, None) for n in range(hnum)] + [(hnum, hoff)]
@@ -128,8 +127,8 @@ class SegmentReader:
             with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 for item in frame.scan(buf, offset, end):
                     if isinstance(item, frame.Frame):
-                        if item.kind == frame.KIND_RECORD:
-                            yield Entry(base + item.start, base + item.end, item.payload, None)
+                        if item.kind != frame.KIND_META:
+                            yield Entry(base + item.start, base + item.end, item.payload, None, b"", item.kind)
                         else:
                             yield Entry(base + item.start, base + item.end, None, "unexpected metadata frame")
                     else:

@@ -9,11 +9,9 @@ defaults so old records still decode.
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-
 import msgspec
+
+from ..ids import new_op_id
 
 __all__ = ["Envelope", "Record", "RecordHead", "new_op_id"]
 
@@ -38,28 +36,3 @@ class RecordHead(msgspec.Struct, array_like=True):
 
     n: int
     ts: float
-
-
-_lock = threading.Lock()
-_last_ms = 0
-_seq = 0
-
-
-def new_op_id() -> str:
-    """A UUIDv7 string; monotonic within this process (RFC 9562, method 1 counter)."""
-    global _last_ms, _seq
-    with _lock:
-        ms = time.time_ns() // 1_000_000
-        if ms > _last_ms:
-            _last_ms = ms
-            _seq = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave room to count up
-        else:
-            _seq += 1
-            if _seq > 0xFFF:
-                _last_ms += 1
-                _seq = 0
-        ms, seq = _last_ms, _seq
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    v = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
-    h = f"{v:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

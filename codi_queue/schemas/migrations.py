@@ -39,6 +39,7 @@ CREATE TABLE cq_dead_letters (
     op TEXT NOT NULL,
     reason TEXT NOT NULL,
     envelope BLOB NOT NULL,
+    format TEXT NOT NULL DEFAULT 'msgpack',
     segment TEXT,
     pos INTEGER,
     first_failed REAL NOT NULL,

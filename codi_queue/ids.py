@@ -1,0 +1,55 @@
+"""Operation ids: UUIDv7 strings, time-ordered and unique (standard library only).
+
+``new_op_id`` is for fresh operations. ``derived_op_id`` is for operations
+read from a source that may be read again (a JSONL file, a transcript): the
+same source line always gets the same id, so the consumer's op_id checks turn
+a re-import into a no-op. Its time bits come from the line's own timestamp
+and its counter bits from the line number, so later lines sort later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+
+__all__ = ["new_op_id", "derived_op_id"]
+
+_lock = threading.Lock()
+_last_ms = 0
+_seq = 0
+
+
+def _format(ms: int, rand_a: int, rand_b: int) -> str:
+    v = ((ms & (1 << 48) - 1) << 80) | (0x7 << 76) | ((rand_a & 0xFFF) << 64) | (0b10 << 62) | (rand_b & (1 << 62) - 1)
+    h = f"{v:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def new_op_id() -> str:
+    """A UUIDv7; monotonic within this process (RFC 9562, method 1 counter)."""
+    global _last_ms, _seq
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms > _last_ms:
+            _last_ms = ms
+            _seq = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave room to count up
+        else:
+            _seq += 1
+            if _seq > 0xFFF:
+                _last_ms += 1
+                _seq = 0
+        ms, seq = _last_ms, _seq
+    return _format(ms, seq, int.from_bytes(os.urandom(8), "big"))
+
+
+def derived_op_id(ts_seconds: float, line_no: int, *source: str | bytes) -> str:
+    """The same id for the same source line, every time it is read."""
+    digest = hashlib.blake2b(digest_size=8)
+    for part in source:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    digest.update(str(line_no).encode())
+    h = int.from_bytes(digest.digest(), "big")
+    return _format(int(ts_seconds * 1000), line_no >> 30, ((line_no & (1 << 30) - 1) << 32) | (h & 0xFFFFFFFF))
