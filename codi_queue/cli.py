@@ -8,6 +8,7 @@ enqueue path starts fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,19 @@ def _parser() -> Any:
     p.add_argument("--skip-invalid", action="store_true", help="enqueue the valid records anyway (still exits 2)")
     p.add_argument("--producer", help="producer identity recorded in each envelope")
 
+    p = sub.add_parser("hook", parents=[common], help="read one Claude Code hook payload on stdin and enqueue it")
+    p = sub.add_parser("git-hook", parents=[common], help="called by the installed git hooks")
+    p.add_argument("name", choices=["post-commit", "post-merge", "pre-push"])
+    p.add_argument("args", nargs="*")
+
+    p = sub.add_parser("install-hooks", parents=[common], help="merge codi-queue's hooks into a Claude settings file")
+    p.add_argument("settings", nargs="?", default=os.path.expanduser("~/.claude/settings.json"))
+    p.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
+
+    p = sub.add_parser("install-git-hook", parents=[common], help="install post-commit/post-merge/pre-push hooks")
+    p.add_argument("repo", nargs="?", default=".")
+    p.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+
     p = sub.add_parser("run", parents=[common], help="run the consumer (the only writer of the databases)")
     p.add_argument("--once", action="store_true", help="drain what is queued, then exit")
     p.add_argument("--batch", type=int, default=20_000, help="operations per transaction (default 20000)")
@@ -64,6 +78,10 @@ def _parser() -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fast = _fast_path(argv)
+    if fast is not None:
+        return fast
     args = _parser().parse_args(argv)
     from .errors import CodiQueueError
     from .paths import resolve
@@ -77,6 +95,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+
+
+def _fast_path(argv: list[str]) -> int | None:
+    """``hook`` runs on every tool call: skip argparse (and msgspec) entirely."""
+    home: str | None = None
+    rest: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--home":
+            home = next(it, None)
+        elif arg.startswith("--home="):
+            home = arg[7:]
+        else:
+            rest.append(arg)
+    if rest == ["hook"]:
+        from .producers.hook_main import run_hook
+
+        return run_hook(home)
+    if len(rest) >= 2 and rest[0] == "git-hook" and not rest[1].startswith("-"):
+        from .producers.hook_main import run_git_hook
+
+        return run_git_hook(home, rest[1], rest[2:])
+    return None
 
 
 def _err(message: str) -> None:
@@ -190,7 +231,56 @@ def _cmd_paths(args: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_hook(args: Any, paths: Any) -> int:
+    from .producers.hook_main import run_hook
+
+    return run_hook(paths.home)
+
+
+def _cmd_git_hook(args: Any, paths: Any) -> int:
+    from .producers.hook_main import run_git_hook
+
+    return run_git_hook(paths.home, args.name, args.args)
+
+
+def _explicit_home(args: Any) -> str | None:
+    return getattr(args, "home", None) or os.environ.get("CODI_QUEUE_HOME") or None
+
+
+def _cmd_install_hooks(args: Any, paths: Any) -> int:
+    from .producers.install import command_line, install_claude_hooks
+
+    try:
+        diff, backup = install_claude_hooks(args.settings, command_line("hook", _explicit_home(args)), args.dry_run)
+    except (ValueError, OSError) as exc:
+        _err(str(exc))
+        return EXIT_INVALID if isinstance(exc, ValueError) else EXIT_FAILURE
+    if args.dry_run:
+        sys.stdout.write(diff or "no change\n")
+    elif not diff:
+        print(f"{args.settings}: hooks already installed")
+    else:
+        print(f"{args.settings}: hooks installed" + (f" (backup: {backup})" if backup else ""))
+    return EXIT_OK
+
+
+def _cmd_install_git_hook(args: Any, paths: Any) -> int:
+    from .producers.install import command_line, install_git_hooks
+
+    try:
+        for line in install_git_hooks(args.repo, command_line("git-hook", _explicit_home(args)), args.dry_run):
+            print(line)
+    except (ValueError, OSError) as exc:
+        _err(str(exc))
+        return EXIT_INVALID if isinstance(exc, ValueError) else EXIT_FAILURE
+    return EXIT_OK
+
+
 _COMMANDS = {
+    "hook": _cmd_hook,
+    "git-hook": _cmd_git_hook,
+    "install-hooks": _cmd_install_hooks,
+    "install-git-hook": _cmd_install_git_hook,
     "enqueue": _cmd_enqueue,
     "run": _cmd_run,
     "status": _cmd_status,

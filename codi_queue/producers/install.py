@@ -1,0 +1,158 @@
+"""Install producers where they run: Claude Code's settings.json and git hooks.
+
+Both installers merge, never clobber: what is already there stays, a backup
+is kept, and running them twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from typing import Any
+
+from ..fsutil import write_atomic
+
+__all__ = ["HOOK_EVENTS", "command_line", "merge_settings", "install_claude_hooks", "install_git_hooks", "GIT_HOOKS"]
+
+# The events ops/claude-hooks.json wires up, and whether they take a tool matcher.
+HOOK_EVENTS: dict[str, bool] = {
+    "PreToolUse": True,
+    "PostToolUse": True,
+    "UserPromptSubmit": False,
+    "Stop": False,
+    "SubagentStop": False,
+    "SessionStart": False,
+    "SessionEnd": False,
+    "Notification": False,
+    "PreCompact": False,
+}
+GIT_HOOKS = ("post-commit", "post-merge", "pre-push")
+_MARK = "# codi-queue git hook"
+
+
+def command_line(subcommand: str, home: str | None = None) -> str:
+    """How a hook should call us: the console script beside this interpreter, else ``python -m``."""
+    script = os.path.join(os.path.dirname(sys.executable), "codi-queue")
+    parts = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "codi_queue"]
+    if home:
+        parts += ["--home", os.path.abspath(home)]
+    return shlex.join([*parts, *subcommand.split()])
+
+
+def _is_ours(command: Any) -> bool:
+    return isinstance(command, str) and ("codi-queue" in command or "codi_queue" in command) and command.endswith(" hook")
+
+
+def merge_settings(settings: dict[str, Any], command: str) -> dict[str, Any]:
+    """``settings`` with our hook on every event; other hooks and keys untouched."""
+    merged = copy.deepcopy(settings)
+    hooks = merged.setdefault("hooks", {})
+    if not isinstance(hooks, dict):
+        raise ValueError("settings 'hooks' is not an object; refusing to touch it")
+    for event, has_matcher in HOOK_EVENTS.items():
+        entries = hooks.setdefault(event, [])
+        if not isinstance(entries, list):
+            raise ValueError(f"settings hooks.{event} is not a list; refusing to touch it")
+        found = False
+        for entry in entries:
+            for hook in entry.get("hooks", []) if isinstance(entry, dict) else []:
+                if isinstance(hook, dict) and _is_ours(hook.get("command")):
+                    hook["command"] = command  # an older install: point it at this one
+                    found = True
+        if not found:
+            entry = {"hooks": [{"type": "command", "command": command, "timeout": 10}]}
+            if has_matcher:
+                entry = {"matcher": "*", **entry}
+            entries.append(entry)
+    return merged
+
+
+def install_claude_hooks(settings_path: str, command: str, dry_run: bool = False) -> tuple[str, str | None]:
+    """Merge our hooks into ``settings_path``; (unified diff, backup path or None)."""
+    try:
+        with open(settings_path, encoding="utf-8") as fp:
+            before_text = fp.read()
+        settings = json.loads(before_text) if before_text.strip() else {}
+    except FileNotFoundError:
+        before_text, settings = "", {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"{settings_path} does not hold a JSON object")
+    after_text = json.dumps(merge_settings(settings, command), indent=2) + "\n"
+    diff = "".join(
+        difflib.unified_diff(
+            before_text.splitlines(keepends=True), after_text.splitlines(keepends=True), settings_path, settings_path
+        )
+    )
+    if dry_run or json.loads(after_text) == settings:
+        return diff if json.loads(after_text) != settings else "", None
+    backup = None
+    if before_text:
+        backup = f"{settings_path}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
+        shutil.copy2(settings_path, backup)
+    os.makedirs(os.path.dirname(os.path.abspath(settings_path)), exist_ok=True)
+    write_atomic(settings_path, after_text.encode())
+    return diff, backup
+
+
+def _hooks_dir(repo: str) -> str:
+    out = subprocess.run(
+        ["git", "-C", repo, "rev-parse", "--git-path", "hooks"], capture_output=True, text=True, timeout=30
+    )
+    if out.returncode != 0:
+        raise ValueError(f"{repo} is not a git repository: {out.stderr.strip()}")
+    path = out.stdout.strip()
+    return path if os.path.isabs(path) else os.path.join(repo, path)
+
+
+def _git_script(name: str, command: str) -> str:
+    # The chained hook runs first with the same arguments and stdin, and its exit
+    # status is ours: pre-push may block a push, codi-queue never does.
+    return f"""#!/bin/sh
+{_MARK} ({name}); the hook that was here before runs first, as {name}.pre-codi-queue
+input=""
+if [ "{name}" = "pre-push" ]; then input=$(cat); fi
+status=0
+chained="$(dirname "$0")/{name}.pre-codi-queue"
+if [ -x "$chained" ]; then
+    printf '%s' "$input" | "$chained" "$@"
+    status=$?
+fi
+printf '%s' "$input" | {command} {name} "$@" >/dev/null 2>&1 || true
+exit $status
+"""
+
+
+def install_git_hooks(repo: str, command: str, dry_run: bool = False) -> list[str]:
+    """Install (or refresh) our git hooks in ``repo``; what was done, one line each."""
+    hooks = _hooks_dir(repo)
+    done = []
+    for name in GIT_HOOKS:
+        path = os.path.join(hooks, name)
+        script = _git_script(name, command)
+        existing = None
+        if os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as fp:
+                existing = fp.read()
+        if existing == script:
+            done.append(f"{name}: already installed")
+            continue
+        if existing is not None and _MARK not in existing:
+            done.append(f"{name}: existing hook kept as {name}.pre-codi-queue and chained")
+            if not dry_run:
+                os.replace(path, path + ".pre-codi-queue")
+        else:
+            done.append(f"{name}: installed")
+        if not dry_run:
+            os.makedirs(hooks, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as fp:
+                fp.write(script)
+            os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return done

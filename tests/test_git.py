@@ -1,0 +1,93 @@
+"""Git hooks: installed beside (not over) existing hooks, and each commit, merge and push becomes a git_event."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from codi_queue.consumer.loop import Consumer
+from codi_queue.paths import Paths
+
+from .conftest import cli_env, query
+
+
+def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    res = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def _repo(path: Path) -> Path:
+    path.mkdir()
+    _git(path, "init", "-q", "-b", "main")
+    _git(path, "config", "user.email", "dev@example.com")
+    _git(path, "config", "user.name", "Dev")
+    return path
+
+
+def test_commit_merge_and_push_are_recorded_and_existing_hooks_still_run(tmp_path: Path, home: Path, paths: Paths) -> None:
+    repo = _repo(tmp_path / "repo")
+    log = tmp_path / "chained.log"
+    hook = repo / ".git" / "hooks" / "post-commit"
+    hook.write_text(f"#!/bin/sh\necho ran >> {log}\nexit 0\n")
+    hook.chmod(0o755)
+    env = cli_env(home)
+    res = subprocess.run([sys.executable, "-m", "codi_queue", "install-git-hook", str(repo)],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0 and "kept as post-commit.pre-codi-queue" in res.stdout
+    # The installed hooks call the interpreter's console script or python -m: make sure they find our home.
+    (repo / "a.txt").write_text("one\ntwo\n")
+    (repo / "b.bin").write_bytes(b"\0\1\2")
+    _git(repo, "add", ".", env=env)
+    _git(repo, "commit", "-qm", "add files\n\nwith a body", env=env)
+    assert log.read_text() == "ran\n"
+    _git(repo, "checkout", "-qb", "feature", env=env)
+    (repo / "a.txt").write_text("one\nTWO\nthree\n")
+    _git(repo, "commit", "-qam", "change a", env=env)
+    _git(repo, "checkout", "-q", "main", env=env)
+    _git(repo, "merge", "-q", "--no-ff", "-m", "merge feature", "feature", env=env)
+    remote = tmp_path / "remote.git"
+    _git(tmp_path, "init", "-q", "--bare", str(remote))
+    _git(repo, "remote", "add", "origin", str(remote))
+    _git(repo, "push", "-q", "origin", "main", env=env)
+    Consumer(paths).run(once=True)
+    rows = query(paths, "sessions", "SELECT event_type, branch, message, files_changed, additions, deletions, author "
+                                    "FROM git_events ORDER BY id")
+    # git runs post-merge, not post-commit, for a merge commit
+    assert [r[0] for r in rows] == ["commit", "commit", "merge", "push"]
+    first = rows[0]
+    assert first[1] == "main" and first[2].startswith("add files") and first[3:6] == (2, 2, 0)
+    assert first[6] == "Dev <dev@example.com>"
+    change = [r for r in rows if r[2] == "change a"][0]
+    assert change[1] == "feature" and change[3:6] == (1, 2, 1)
+    push = [r for r in rows if r[0] == "push"][0]
+    assert push[2].startswith("push to origin refs/heads/main")
+
+
+def test_a_failing_chained_pre_push_still_blocks_the_push(tmp_path: Path, home: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    guard = repo / ".git" / "hooks" / "pre-push"
+    guard.write_text("#!/bin/sh\nexit 1\n")
+    guard.chmod(0o755)
+    env = cli_env(home)
+    subprocess.run([sys.executable, "-m", "codi_queue", "install-git-hook", str(repo)], env=env, check=True,
+                   capture_output=True, timeout=60)
+    (repo / "f").write_text("x")
+    _git(repo, "add", ".", env=env)
+    _git(repo, "commit", "-qm", "x", env=env)
+    remote = tmp_path / "remote.git"
+    _git(tmp_path, "init", "-q", "--bare", str(remote))
+    res = subprocess.run(["git", "-C", str(repo), "push", "-q", str(remote), "main"], capture_output=True, env=env, timeout=60)
+    assert res.returncode != 0
+
+
+def test_reinstall_is_idempotent(tmp_path: Path, home: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    cmd = [sys.executable, "-m", "codi_queue", "install-git-hook", str(repo)]
+    subprocess.run(cmd, env=cli_env(home), check=True, capture_output=True, timeout=60)
+    again = subprocess.run(cmd, env=cli_env(home), capture_output=True, text=True, timeout=60)
+    assert again.stdout.count("already installed") == 3
+    assert not any(p.name.endswith(".pre-codi-queue") for p in (repo / ".git" / "hooks").iterdir())
+    assert os.access(repo / ".git" / "hooks" / "post-commit", os.X_OK)

@@ -1,0 +1,150 @@
+"""Claude Code hooks: every event type through the real command ends as rows, silently, exit 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codi_queue.consumer.loop import Consumer
+from codi_queue.consumer.status import collect
+from codi_queue.paths import Paths
+from codi_queue.producers.hooks import ORPHAN_REASON, operations_for
+from codi_queue.producers.install import HOOK_EVENTS, install_claude_hooks, merge_settings
+
+from .conftest import ROOT, cli_env, query
+
+BASE = {"session_id": "sess-1", "transcript_path": "/tmp/t.jsonl", "cwd": "/work", "permission_mode": "default"}
+
+PAYLOADS = [
+    {"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_input": {"command": "ls"}, "tool_use_id": "toolu_A"},
+    {"hook_event_name": "PostToolUse", "tool_name": "Bash", "tool_input": {"command": "ls"}, "tool_use_id": "toolu_A",
+     "tool_response": {"stdout": "x", "stderr": "", "interrupted": False}},
+    {"hook_event_name": "PreToolUse", "tool_name": "Edit", "tool_input": {"file_path": "/a"}, "tool_use_id": "toolu_B"},
+    {"hook_event_name": "PostToolUse", "tool_name": "Edit", "tool_input": {"file_path": "/a"}, "tool_use_id": "toolu_B",
+     "tool_response": {"filePath": "/a", "oldString": "a", "newString": "b", "structuredPatch": []}},
+    {"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_input": {"command": "sleep 99"}, "tool_use_id": "toolu_C"},
+    {"hook_event_name": "PostToolUse", "tool_name": "Bash", "tool_input": {"command": "sleep 99"}, "tool_use_id": "toolu_C",
+     "tool_response": {"stdout": "", "stderr": "", "interrupted": True}},
+    {"hook_event_name": "PreToolUse", "tool_name": "Write", "tool_input": {"file_path": "/denied"}, "tool_use_id": "toolu_D"},
+    {"hook_event_name": "UserPromptSubmit", "prompt": "fix the bug"},
+    {"hook_event_name": "Notification", "message": "Claude needs permission", "notification_type": "permission_prompt"},
+    {"hook_event_name": "PreCompact", "trigger": "auto", "custom_instructions": ""},
+    {"hook_event_name": "SubagentStop", "stop_hook_active": False, "agent_id": "a1", "agent_type": "Explore",
+     "agent_transcript_path": "/tmp/a.jsonl", "last_assistant_message": "done"},
+    {"hook_event_name": "Stop", "stop_hook_active": False, "last_assistant_message": "all done"},
+    {"hook_event_name": "SessionStart", "source": "startup", "model": "claude-sonnet"},
+    {"hook_event_name": "SessionEnd", "reason": "prompt_input_exit"},
+    {"hook_event_name": "SomethingNew", "brand_new_field": {"nested": [1, 2]}, "prompt_id": "p1"},
+]
+
+
+def _hook(home: Path, payload: object) -> subprocess.CompletedProcess[bytes]:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return subprocess.run(
+        [sys.executable, "-m", "codi_queue", "hook"], input=data, capture_output=True, env=cli_env(home), timeout=60
+    )
+
+
+def test_every_event_type_becomes_rows_with_nothing_on_stdout(home: Path, paths: Paths) -> None:
+    for payload in PAYLOADS:
+        res = _hook(home, {**BASE, **payload})
+        assert res.returncode == 0 and res.stdout == b"", (payload["hook_event_name"], res.stderr)
+    Consumer(paths).run(once=True)
+    tools = {r[0]: r[1:] for r in query(paths, "sessions",
+             "SELECT tool_use_id, tool_name, success, duration_ms, error_message, session_id FROM tool_events")}
+    assert set(tools) == {"toolu_A", "toolu_B", "toolu_C", "toolu_D"}
+    assert tools["toolu_A"][:2] == ("Bash", 1) and tools["toolu_A"][2] is not None and tools["toolu_A"][4] == "sess-1"
+    assert tools["toolu_B"][1] == 1
+    assert tools["toolu_C"][1:4:2] == (0, "interrupted")
+    assert tools["toolu_D"][1] == 0 and tools["toolu_D"][3] == ORPHAN_REASON  # Pre only: swept at Stop
+    kinds = sorted(r[0] for r in query(paths, "sessions", "SELECT event_type FROM activity_events WHERE session_id = 'sess-1'"))
+    assert kinds == sorted(["prompt", "notification", "pre_compact", "subagent_stop", "stop", "session_start",
+                            "session_end", "something_new"])
+    (data,) = query(paths, "sessions", "SELECT data FROM activity_events WHERE event_type = 'prompt'")[0]
+    assert json.loads(data)["prompt"] == "fix the bug"
+    report = collect(paths)
+    assert report["dead_letters"] == 0 and report["last_error"] is None
+
+
+@pytest.mark.parametrize("payload", [b"", b"not json", b"[1,2]", b'{"hook_event_name": 5}', b"\xff\xfe"])
+def test_malformed_payloads_exit_zero_and_are_logged(home: Path, paths: Paths, payload: bytes) -> None:
+    res = _hook(home, payload)
+    assert res.returncode == 0 and res.stdout == b""
+    if payload == b'{"hook_event_name": 5}':
+        return  # a valid object with an odd event name is recorded as an activity, not an error
+    assert collect(paths)["last_error"]["source"] == "hook"
+
+
+def test_hook_path_never_imports_msgspec_or_argparse(home: Path) -> None:
+    code = (
+        "import sys, io, json\n"
+        "sys.stdin = io.TextIOWrapper(io.BytesIO(json.dumps({'hook_event_name': 'Stop', 'session_id': 's'}).encode()))\n"
+        "from codi_queue.cli import main\n"
+        "assert main(['hook']) == 0\n"
+        "print(sorted(m for m in ('msgspec', 'argparse', 'apsw', 'watchdog', 'sqlite3', 'asyncio') if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(home), timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_pre_and_post_pair_by_tool_use_id(tmp_path: Path) -> None:
+    state = str(tmp_path)
+    assert operations_for({**BASE, **PAYLOADS[0]}, state, now=100.0) == []
+    ((op, body, _),) = operations_for({**BASE, **PAYLOADS[1]}, state, now=100.25)
+    assert op == "tool_event" and body["duration_ms"] == 250 and body["success"] is True
+    assert os.listdir(os.path.join(state, "inflight")) == []
+
+
+def test_post_without_pre_still_records_the_call(tmp_path: Path) -> None:
+    ((_, body, _),) = operations_for({**BASE, **PAYLOADS[1]}, str(tmp_path), now=5.0)
+    assert "duration_ms" not in body and body["tool_name"] == "Bash"
+
+
+def test_huge_fields_are_cut_to_fit(tmp_path: Path) -> None:
+    ((_, body, _),) = operations_for({**BASE, "hook_event_name": "UserPromptSubmit", "prompt": "p" * 500_000}, str(tmp_path))
+    assert len(body["data"]["prompt"]) == 4000
+
+
+def test_settings_merge_keeps_what_is_there(tmp_path: Path) -> None:
+    existing = {
+        "model": "opus",
+        "hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "my-guard.sh"}]}]},
+    }
+    merged = merge_settings(existing, "/x/codi-queue hook")
+    assert merged["model"] == "opus"
+    assert merged["hooks"]["PreToolUse"][0]["hooks"][0]["command"] == "my-guard.sh"
+    assert set(merged["hooks"]) == set(HOOK_EVENTS)
+    assert merge_settings(merged, "/x/codi-queue hook") == merged  # idempotent
+    moved = merge_settings(merged, "/y/codi-queue hook")  # a reinstall elsewhere updates ours only
+    assert json.dumps(moved).count("/y/codi-queue hook") == len(HOOK_EVENTS)
+    assert "/x/codi-queue hook" not in json.dumps(moved)
+
+
+def test_install_hooks_dry_run_backup_and_rerun(home: Path, tmp_path: Path) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"theme": "dark"}))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "codi_queue", "install-hooks", str(settings), *a],  # noqa: E731
+                                    capture_output=True, text=True, env=cli_env(home), timeout=60)
+    dry = run("--dry-run")
+    assert dry.returncode == 0 and "+    \"PreToolUse\"" in dry.stdout.replace("'", '"') or '"PreToolUse"' in dry.stdout
+    assert json.loads(settings.read_text()) == {"theme": "dark"}
+    res = run()
+    assert res.returncode == 0 and "backup" in res.stdout
+    installed = json.loads(settings.read_text())
+    assert installed["theme"] == "dark" and set(installed["hooks"]) == set(HOOK_EVENTS)
+    assert list(tmp_path.glob("settings.json.bak-*"))
+    again = run()
+    assert "already installed" in again.stdout
+
+
+def test_the_ops_snippet_lists_the_same_events() -> None:
+    snippet = json.loads((ROOT / "ops" / "claude-hooks.json").read_text())
+    assert set(snippet["hooks"]) == set(HOOK_EVENTS)
+    for event, entries in snippet["hooks"].items():
+        assert ("matcher" in entries[0]) == HOOK_EVENTS[event]
