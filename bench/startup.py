@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -55,17 +56,24 @@ def run(quick: bool = False) -> list[Row]:
             [sys.executable, "-c", "import msgspec, argparse; from codi_queue.queue.pq import _queue_module; _queue_module()"],
             None,
         ),
+        "floor pq.queue+json": (
+            [sys.executable, "-c", "import json; from codi_queue.queue.pq import _queue_module; _queue_module()"],
+            None,
+        ),
         "enqueue": ([_cli(), "enqueue", "tool_event", body], None),
     }
     if _has_hook(env):
-        cmds["hook"] = ([_cli(), "hook"], json.dumps(HOOK_PAYLOAD).encode())
+        # Exactly the command `codi-queue install-hooks` writes into settings.json.
+        from codi_queue.producers.install import command_line
+
+        cmds["hook"] = (shlex.split(command_line("hook")), json.dumps(HOOK_PAYLOAD).encode())
     samples: dict[str, list[float]] = {k: [] for k in cmds}
     for _ in range(runs):
         for name, (argv, stdin) in cmds.items():
             samples[name] += wall_times(argv, 1, env=env, stdin=stdin)
     bare = median(samples["bare"])
     rows = [Row("bare `python3 -c pass`", ms(bare), "", "1.00×", "")]
-    for name in ("floor msgspec+json", "floor pq.queue+msgspec+argparse"):
+    for name in ("floor msgspec+json", "floor pq.queue+msgspec+argparse", "floor pq.queue+json"):
         m = median(samples[name])
         rows.append(Row(f"import floor: {name[6:]}", ms(m), f"bare {ms(bare)}", f"{m / bare:.2f}×", "reference"))
     for name in ("enqueue", "hook"):

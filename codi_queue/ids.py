@@ -9,7 +9,6 @@ and its counter bits from the line number, so later lines sort later.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -46,6 +45,8 @@ def new_op_id() -> str:
 
 def derived_op_id(ts_seconds: float, line_no: int, *source: str | bytes) -> str:
     """The same id for the same source line, every time it is read."""
+    import hashlib  # not on the hook path: fresh ids need only os.urandom
+
     digest = hashlib.blake2b(digest_size=8)
     for part in source:
         digest.update(part.encode() if isinstance(part, str) else part)

@@ -122,3 +122,22 @@ def test_loading_our_queue_skips_the_package_init(tmp_path: Path) -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+def test_our_persist_queue_copy_cannot_fall_back_to_pickle(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from codi_queue.queue.pq import durable_queue_class\n"
+        "cls = durable_queue_class()\n"
+        "print('pickle' in sys.modules)\n"
+        f"q = cls({str(tmp_path / 'q')!r})  # default serializer\n"
+        "try:\n"
+        "    q.put({'x': 1})\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.split() == ["False", "CorruptRecord"], res.stdout + res.stderr

@@ -38,10 +38,15 @@ GIT_HOOKS = ("post-commit", "post-merge", "pre-push")
 _MARK = "# codi-queue git hook"
 
 
+# Hooks run on every tool call. pip's console-script wrapper costs an extra
+# import and `python -m` costs runpy; `python -c` with an absolute interpreter
+# starts the fastest and does not depend on PATH.
+_LAUNCH = "import sys; from codi_queue.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
 def command_line(subcommand: str, home: str | None = None) -> str:
-    """How a hook should call us: the console script beside this interpreter, else ``python -m``."""
-    script = os.path.join(os.path.dirname(sys.executable), "codi-queue")
-    parts = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "codi_queue"]
+    """The shell command a hook runs to reach this installation of codi-queue."""
+    parts = [sys.executable, "-c", _LAUNCH]
     if home:
         parts += ["--home", os.path.abspath(home)]
     return shlex.join([*parts, *subcommand.split()])

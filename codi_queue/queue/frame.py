@@ -22,7 +22,7 @@ import json
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any, NamedTuple, Union
+from typing import IO, TYPE_CHECKING, Any, Union
 
 from ..errors import CorruptRecord
 
@@ -148,17 +148,23 @@ def load(fp: IO[bytes]) -> Any:
 # -- recovery-grade scanning -----------------------------------------------------------
 
 
-class Frame(NamedTuple):
-    start: int
-    end: int
-    kind: int
-    payload: bytes
+class Frame:
+    """An intact frame at ``[start, end)``. (Plain slotted classes: NamedTuple
+    creation costs milliseconds of start-up on the hook path.)"""
+
+    __slots__ = ("start", "end", "kind", "payload")
+
+    def __init__(self, start: int, end: int, kind: int, payload: bytes) -> None:
+        self.start, self.end, self.kind, self.payload = start, end, kind, payload
 
 
-class Damage(NamedTuple):
-    start: int
-    end: int
-    reason: str
+class Damage:
+    """A span ``[start, end)`` that holds no intact frame, and why."""
+
+    __slots__ = ("start", "end", "reason")
+
+    def __init__(self, start: int, end: int, reason: str) -> None:
+        self.start, self.end, self.reason = start, end, reason
 
 
 def scan(buf: Buffer, start: int = 0, limit: int | None = None) -> Iterator[Frame | Damage]:

@@ -45,7 +45,12 @@ def _queue_module() -> Any:
         raise ImportError("persist-queue is not installed")
     before = set(sys.modules)
     sys.modules["persistqueue"] = importlib.util.module_from_spec(spec)  # __path__ set, __init__ not run
+    # queue.py imports the pickle serializer only as its default argument. Our
+    # copy gets a stand-in that refuses, so no Queue of ours can ever fall back
+    # to pickle (and the hook path skips importing pickle).
     try:
+        serializers = importlib.import_module("persistqueue.serializers")  # an empty package
+        serializers.pickle = sys.modules["persistqueue.serializers.pickle"] = _refusing_serializer()
         return importlib.import_module("persistqueue.queue")
     finally:
         # Keep this copy private: a later plain ``import persistqueue`` must
@@ -53,6 +58,17 @@ def _queue_module() -> Any:
         for name in set(sys.modules) - before:
             if name == "persistqueue" or name.startswith("persistqueue."):
                 del sys.modules[name]
+
+
+def _refusing_serializer() -> Any:
+    import types
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise CorruptRecord("pickle is disabled in codi-queue: pass serializer=codi_queue.queue.frame")
+
+    mod = types.ModuleType("persistqueue.serializers.pickle", "codi-queue: pickle refused")
+    mod.dump = mod.load = mod.dumps = mod.loads = refuse  # type: ignore[attr-defined]
+    return mod
 
 
 def durable_queue_class() -> type:
