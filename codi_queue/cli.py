@@ -57,6 +57,17 @@ def _parser() -> Any:
     p.add_argument("repo", nargs="?", default=".")
     p.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
 
+    p = sub.add_parser("import", parents=[common], help="backfill a legacy JSONL file (idempotent)")
+    p.add_argument("file")
+    p.add_argument("--op", help="operation for every line (default: from the legacy file name)")
+
+    p = sub.add_parser("import-transcripts", parents=[common], help="backfill Claude Code transcripts (idempotent)")
+    p.add_argument("dir", help="a transcripts directory, e.g. ~/.claude/projects")
+
+    p = sub.add_parser("config", parents=[common], help="the effective configuration")
+    p.add_argument("--show", action="store_true", help="print it (the default)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("run", parents=[common], help="run the consumer (the only writer of the databases)")
     p.add_argument("--once", action="store_true", help="drain what is queued, then exit")
     p.add_argument("--batch", type=int, default=20_000, help="operations per transaction (default 20000)")
@@ -276,7 +287,78 @@ def _cmd_install_git_hook(args: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def _report_rejected(rejected: list[Any], limit: int = 100) -> None:
+    for err in rejected[:limit]:
+        where = f"line {err.record}" + (f": field {err.field}" if err.field else "")
+        _err(f"{where}: {err.reason}")
+    if len(rejected) > limit:
+        _err(f"... and {len(rejected) - limit} more rejected lines (all are in the dead-letter store)")
+
+
+def _cmd_import(args: Any, paths: Any) -> int:
+    from .producers.jsonl import import_file, progress_bar
+    from .schemas.legacy import op_for_file
+
+    op = args.op or op_for_file(args.file)
+    if not op:
+        _err(f"cannot tell the operation of {args.file} from its name: pass --op")
+        return EXIT_INVALID
+    if not os.path.isfile(args.file):
+        _err(f"{args.file}: no such file")
+        return EXIT_INVALID
+    bar = progress_bar(os.path.basename(args.file), os.path.getsize(args.file))
+    result = import_file(paths, args.file, op, final=True, progress=bar)
+    for note in result.notes:
+        _err(note)
+    _report_rejected(result.rejected)
+    print(
+        f"{args.file}: {result.lines} new lines, {result.enqueued} enqueued as {op}, "
+        f"{len(result.rejected)} rejected (to the dead-letter store)"
+    )
+    return EXIT_INVALID if result.rejected else EXIT_OK
+
+
+def _cmd_import_transcripts(args: Any, paths: Any) -> int:
+    from .producers.transcripts import import_transcripts
+
+    if not os.path.isdir(args.dir):
+        _err(f"{args.dir}: not a directory")
+        return EXIT_INVALID
+    result = import_transcripts(paths, args.dir)
+    for note in result.notes:
+        _err(note)
+    print(
+        f"{args.dir}: {result.files} transcripts, {result.lines} new lines, {result.operations} operations enqueued"
+        + (f", {result.skipped} unreadable lines skipped" if result.skipped else "")
+    )
+    return EXIT_OK
+
+
+def _cmd_config(args: Any, paths: Any) -> int:
+    import json
+
+    from .config import load_config
+
+    data = {"paths": paths.as_dict(), **load_config(paths).as_dict()}
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    print(f"# config file: {data['file']}" + ("" if data["file_exists"] else " (absent: defaults)"))
+    print(f"# home: {paths.home} (from {paths.source})")
+    watch = data["watch"]
+    print("[watch]")
+    print(f"transcripts = {json.dumps(watch['transcripts'])}")
+    print(f"state_dirs = {json.dumps(watch['state_dirs'])}")
+    print("\n[watch.jsonl]")
+    for file, op in watch["jsonl"].items():
+        print(f"{json.dumps(file)} = {json.dumps(op)}")
+    return EXIT_OK
+
+
 _COMMANDS = {
+    "import": _cmd_import,
+    "import-transcripts": _cmd_import_transcripts,
+    "config": _cmd_config,
     "hook": _cmd_hook,
     "git-hook": _cmd_git_hook,
     "install-hooks": _cmd_install_hooks,

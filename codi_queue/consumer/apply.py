@@ -16,8 +16,8 @@ from typing import Any
 import apsw
 import msgspec
 
-from ..schemas.envelope import Envelope
-from ..schemas.registry import OPS, OpSpec
+from ..schemas.envelope import Envelope, Rejected
+from ..schemas.registry import OPS, REJECTED_OP, OpSpec
 from .db import immediate
 
 __all__ = ["Item", "DeadLetter", "TierResult", "apply_items", "record_dead_letters", "get_cursor"]
@@ -65,11 +65,23 @@ def dead_letter(item: Item, reason: str) -> DeadLetter:
     return DeadLetter(item.env.id, item.env.op, reason, _encode(item.env), item.pos)
 
 
+def _rejected(item: Item) -> DeadLetter:
+    try:
+        rej = (msgspec.json if item.json else msgspec.msgpack).decode(item.env.body, type=Rejected)
+    except msgspec.DecodeError as exc:
+        return dead_letter(item, f"undecodable rejected-input report: {exc}")
+    reason = f"{rej.source}: line {rej.line}: {rej.reason}"
+    return DeadLetter(item.env.id, rej.op, reason, rej.raw.encode(), item.pos, "jsonl")
+
+
 def prepare(items: Sequence[Item]) -> tuple[list[tuple[OpSpec, list[tuple[Any, ...]], list[Item]]], list[DeadLetter]]:
     """Decode bodies into rows grouped by table (order kept within a table); failures become dead letters."""
     groups: dict[str, tuple[OpSpec, list[tuple[Any, ...]], list[Item]]] = {}
     dead: list[DeadLetter] = []
     for item in items:
+        if item.env.op == REJECTED_OP:
+            dead.append(_rejected(item))
+            continue
         spec = OPS.get(item.env.op)
         if spec is None:
             dead.append(dead_letter(item, f"unknown operation {item.env.op!r}"))

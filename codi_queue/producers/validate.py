@@ -6,7 +6,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -96,19 +96,26 @@ def encode_body(item: OpBase, op: str, record: int | None = None) -> bytes:
     return body
 
 
-def pack_records(op: str, bodies: Iterable[bytes], producer: str | None = None) -> list[bytes]:
-    """Envelope encoded bodies into spool records, each under ``MAX_RECORD_BYTES``."""
+def pack_records(
+    op: str, bodies: Iterable[bytes], producer: str | None = None, ids: Sequence[str] | None = None
+) -> list[bytes]:
+    """Envelope encoded bodies into spool records, each under ``MAX_RECORD_BYTES``.
+
+    ``ids`` gives each body its operation id (derived ids for re-readable
+    sources); by default each gets a fresh UUIDv7.
+    """
     spec = OPS[op]
     who = producer or default_producer()
     records: list[bytes] = []
     batch: list[Envelope] = []
     size = 0
     now = time.time()
-    for body in bodies:
+    for n, body in enumerate(bodies):
         if batch and size + len(body) > MAX_RECORD_BYTES:
             records.append(_encode(Record(len(batch), batch[0].ts, batch)))
             batch, size = [], 0
-        batch.append(Envelope(new_op_id(), op, spec.version, now, who, msgspec.Raw(body)))
+        op_id = ids[n] if ids is not None else new_op_id()
+        batch.append(Envelope(op_id, op, spec.version, now, who, msgspec.Raw(body)))
         size += len(body) + 64
     if batch:
         records.append(_encode(Record(len(batch), batch[0].ts, batch)))

@@ -50,7 +50,8 @@ def _queue_module() -> Any:
     # to pickle (and the hook path skips importing pickle).
     try:
         serializers = importlib.import_module("persistqueue.serializers")  # an empty package
-        serializers.pickle = sys.modules["persistqueue.serializers.pickle"] = _refusing_serializer()
+        refusing = sys.modules["persistqueue.serializers.pickle"] = _refusing_serializer()
+        setattr(serializers, "pickle", refusing)
         return importlib.import_module("persistqueue.queue")
     finally:
         # Keep this copy private: a later plain ``import persistqueue`` must

@@ -13,7 +13,7 @@ import msgspec
 
 from ..ids import new_op_id
 
-__all__ = ["Envelope", "Record", "RecordHead", "new_op_id"]
+__all__ = ["Envelope", "Record", "RecordHead", "Rejected", "new_op_id"]
 
 
 class Envelope(msgspec.Struct, array_like=True):
@@ -36,3 +36,13 @@ class RecordHead(msgspec.Struct, array_like=True):
 
     n: int
     ts: float
+
+
+class Rejected(msgspec.Struct, array_like=True):
+    """A source line that did not become an operation; the consumer files it as a dead letter."""
+
+    op: str  # the operation it was meant to be
+    source: str
+    line: int
+    reason: str
+    raw: str

@@ -16,12 +16,16 @@ import msgspec
 from . import ops
 from .types import OpBase
 
-__all__ = ["TIERS", "STATE_TIER", "OpSpec", "OPS", "spec_for", "TABLES_BY_TIER"]
+__all__ = ["TIERS", "STATE_TIER", "REJECTED_OP", "OpSpec", "OPS", "spec_for", "TABLES_BY_TIER"]
 
 TIERS: tuple[str, ...] = ("platform", "org", "sessions", "project")
 # The consumer's own database: dead letters that belong to no tier (unknown
 # op, undecodable envelope, damaged spool bytes) and their cursor.
 STATE_TIER = "state"
+
+# Input that could not become an operation (a bad line of an imported file):
+# it travels through the spool so the consumer can file it as a dead letter.
+REJECTED_OP = "_rejected"
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*")
 

@@ -1,0 +1,144 @@
+"""The legacy JSONL bridge: ``codi-queue import FILE --op OP``, and the consumer's tailer.
+
+Each good line becomes one operation whose id is derived from the file and
+the line, so importing a file twice, or a tailer re-reading after a crash,
+applies nothing twice. A line that is not JSON or does not validate is not
+dropped: it travels through the spool as a ``_rejected`` operation and lands
+in the dead-letter store with its line number and reason.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from ..errors import InvalidOperation
+from ..ids import derived_op_id
+from ..paths import Paths
+from ..schemas.envelope import Envelope, Record, Rejected
+from ..schemas.legacy import from_legacy
+from ..schemas.registry import OPS, REJECTED_OP
+from .lite import append_records
+from .sources import Line, SourceFile
+from .validate import encode_body, invalid_from_msgspec, pack_records, spec_or_raise
+
+__all__ = ["ImportResult", "import_file", "BATCH_LINES"]
+
+BATCH_LINES = 5000
+_encode = msgspec.msgpack.Encoder().encode
+_decode_line = msgspec.json.Decoder().decode
+
+
+@dataclass
+class ImportResult:
+    lines: int = 0
+    enqueued: int = 0
+    rejected: list[InvalidOperation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _convert(op: str, line: Line, columns: tuple[str, ...]) -> Any:
+    try:
+        obj = _decode_line(line.raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidOperation(f"not valid JSON: {exc}", op=op, record=line.number) from None
+    if not isinstance(obj, dict):
+        raise InvalidOperation(f"expected a JSON object, got {type(obj).__name__}", op=op, record=line.number)
+    try:
+        return msgspec.convert(from_legacy(op, obj, columns), OPS[op].type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise invalid_from_msgspec(exc, op, line.number) from None
+
+
+def import_file(
+    paths: Paths,
+    path: str,
+    op: str,
+    *,
+    final: bool = True,
+    producer: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Enqueue every new line of ``path`` as ``op``; lines already imported are skipped.
+
+    ``final`` treats a last line without a newline as complete if it parses
+    (a one-off import); the tailer passes False and waits for the newline.
+    """
+    spec = spec_or_raise(op)
+    source = SourceFile(path, paths.state)
+    result = ImportResult()
+    who = producer or f"import:{source.path}"
+    batch: list[Line] = []
+    for line in source.lines(final=final):
+        batch.append(line)
+        if len(batch) >= BATCH_LINES:
+            _flush(paths, source, op, spec.columns, batch, who, result, final=False)
+            if progress:
+                progress(source.offset)
+            batch = []
+    if batch:
+        _flush(paths, source, op, spec.columns, batch, who, result, final=final)
+    if progress:
+        progress(source.offset)
+    result.notes = source.notes
+    return result
+
+
+def _flush(
+    paths: Paths,
+    source: SourceFile,
+    op: str,
+    columns: tuple[str, ...],
+    batch: list[Line],
+    who: str,
+    result: ImportResult,
+    final: bool,
+) -> None:
+    bodies: list[bytes] = []
+    ids: list[str] = []
+    rejected: list[Envelope] = []
+    last: Line | None = batch[-1]
+    for n, line in enumerate(batch):
+        try:
+            item = _convert(op, line, columns)
+            bodies.append(encode_body(item, op, line.number))
+            ids.append(derived_op_id(item.timestamp, line.number, source.path, line.raw))
+        except InvalidOperation as err:
+            if final and n == len(batch) - 1 and not line.raw.endswith(b"\n") and "not valid JSON" in err.reason:
+                last = batch[n - 1] if n else None  # an unfinished last line: leave it for later
+                break
+            result.rejected.append(err)
+            why = f"field {err.field}: {err.reason}" if err.field else err.reason
+            body = Rejected(op, source.path, line.number, why, line.raw.decode("utf-8", "replace"))
+            rid = derived_op_id(0, line.number, source.path, line.raw, b"rejected")
+            rejected.append(Envelope(rid, REJECTED_OP, 1, time.time(), who, msgspec.Raw(_encode(body))))
+    records = pack_records(op, bodies, who, ids=ids) if bodies else []
+    if rejected:
+        records.append(_encode(Record(len(rejected), rejected[0].ts, rejected)))
+    if records:
+        append_records(paths, records)
+    result.lines += len(batch) if last is batch[-1] else len(batch) - 1
+    result.enqueued += len(bodies)
+    if last is not None:
+        source.commit(last.end, last.number)
+
+
+def progress_bar(label: str, total: int) -> Callable[[int], None] | None:
+    """A one-line progress bar on stderr when it is a terminal; None otherwise."""
+    if not sys.stderr.isatty() or total <= 0:
+        return None
+
+    def update(done: int) -> None:
+        frac = min(1.0, done / total)
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r{label} [{bar:<30}] {frac:6.1%} {done / 1e6:.1f}/{total / 1e6:.1f} MB")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return update

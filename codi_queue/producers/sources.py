@@ -1,0 +1,115 @@
+"""Read append-only source files (JSONL logs, transcripts) from where we left off, across restarts.
+
+The read position of each source lives in ``state/offsets/`` and moves only
+after what was read is durably in the spool. A rotated file (new inode), a
+truncated one (shorter than the position) or one rewritten in place (its
+first bytes changed) is read again from the start; a partial last line waits
+for its newline. Re-reading is harmless: operations from a source carry ids
+derived from the source line, so the consumer applies each line once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+
+from ..fsutil import ensure_private_dir, write_atomic
+
+__all__ = ["SourceFile", "Line"]
+
+_HEAD = 1024  # bytes hashed to recognise a file rewritten in place
+_CHUNK = 1 << 20
+
+
+class Line:
+    __slots__ = ("number", "raw", "end")
+
+    def __init__(self, number: int, raw: bytes, end: int) -> None:
+        self.number, self.raw, self.end = number, raw, end
+
+
+class SourceFile:
+    def __init__(self, path: str, state_dir: str) -> None:
+        self.path = os.path.realpath(path)
+        key = hashlib.blake2b(self.path.encode(), digest_size=12).hexdigest()
+        self._store = os.path.join(state_dir, "offsets", f"{key}.json")
+        self.offset = 0
+        self.line = 0
+        self.notes: list[str] = []  # rotation/truncation, for the log
+        self._saved: dict[str, object] = {}
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            with open(self._store, "rb") as fp:
+                saved = json.loads(fp.read())
+        except (FileNotFoundError, ValueError):
+            return
+        if isinstance(saved, dict) and saved.get("path") == self.path:
+            self._saved = saved
+
+    def _head_hash(self, fp: object, length: int) -> str:
+        fp.seek(0)  # type: ignore[attr-defined]
+        return hashlib.blake2b(fp.read(min(length, _HEAD)), digest_size=12).hexdigest()  # type: ignore[attr-defined]
+
+    def lines(self, final: bool = False) -> Iterator[Line]:
+        """Complete lines past the saved position; with ``final``, a last line without newline too."""
+        try:
+            fp = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with fp:
+            st = os.fstat(fp.fileno())
+            saved = self._saved
+            offset = int(saved.get("offset", 0) or 0)  # type: ignore[call-overload]
+            line = int(saved.get("line", 0) or 0)  # type: ignore[call-overload]
+            if saved and (saved.get("dev"), saved.get("ino")) != (st.st_dev, st.st_ino):
+                self.notes.append(f"{self.path}: a new file (rotated or replaced); reading it from the start")
+                offset = line = 0
+            elif st.st_size < offset:
+                self.notes.append(f"{self.path}: truncated to {st.st_size} bytes; reading it from the start")
+                offset = line = 0
+            elif offset and saved.get("head") != self._head_hash(fp, offset):
+                self.notes.append(f"{self.path}: rewritten in place; reading it from the start")
+                offset = line = 0
+            self.offset, self.line = offset, line
+            self._identity = (st.st_dev, st.st_ino)
+            fp.seek(offset)
+            pending = b""
+            pos = offset
+            while True:
+                chunk = fp.read(_CHUNK)
+                if not chunk:
+                    break
+                pending += chunk
+                start = 0
+                while True:
+                    nl = pending.find(b"\n", start)
+                    if nl < 0:
+                        break
+                    line += 1
+                    raw = pending[start:nl]
+                    pos += nl + 1 - start
+                    start = nl + 1
+                    if raw.strip():
+                        yield Line(line, raw, pos)
+                    else:
+                        self._advance(pos, line)
+                pending = pending[start:]
+            if final and pending.strip():
+                yield Line(line + 1, pending, pos + len(pending))
+
+    def _advance(self, end: int, line: int) -> None:
+        self.offset, self.line = end, line
+
+    def commit(self, end: int, line: int) -> None:
+        """Persist the position after ``line`` (ending at byte ``end``): call once it is in the spool."""
+        self._advance(end, line)
+        with open(self.path, "rb") as fp:
+            head = self._head_hash(fp, end)
+        dev, ino = getattr(self, "_identity", (None, None))
+        self._saved = {"path": self.path, "dev": dev, "ino": ino, "offset": end, "line": line, "head": head}
+        ensure_private_dir(os.path.dirname(self._store))
+        write_atomic(self._store, json.dumps(self._saved).encode())

@@ -1,0 +1,163 @@
+"""Claude Code transcripts → ``message`` and ``token_economics`` operations.
+
+A transcript is JSONL under ``projects/<project>/<session>.jsonl`` (subagent
+transcripts under ``<session>/subagents/agent-<id>.jsonl``). Each user,
+assistant or system line with text becomes one ``message``. Each assistant
+line with ``usage`` becomes a ``token_economics`` upsert keyed on
+``message.id`` + ``requestId``: one response is split over several lines
+that repeat its usage (growing as output streams), so the key counts it once
+and, because derived ids sort by time and line, the last line's figures win.
+
+Ids derive from the transcript line, so watching, re-importing and restarting
+never count anything twice. Standard library only, except for the spool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from ..ids import derived_op_id
+from ..schemas.types import normalize_timestamp
+from .sources import Line, SourceFile
+
+__all__ = ["operations_for_line", "transcript_files", "import_transcripts", "TranscriptResult"]
+
+_CONTENT_MAX = 200_000  # characters of one message kept (the column allows 1 Mi; bytes matter too)
+_RESULT_MAX = 2_000
+_ROLES = ("user", "assistant", "system")
+
+Op = tuple[str, dict[str, Any], str]
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    parts: list[str] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            parts.append(block["text"])
+        elif kind == "tool_use":
+            args = json.dumps(block.get("input", {}), ensure_ascii=False)[:500]
+            parts.append(f"[tool_use {block.get('name', '?')}] {args}")
+        elif kind == "tool_result":
+            parts.append("[tool_result] " + _text(block.get("content"))[:_RESULT_MAX])
+        elif kind == "image":
+            parts.append("[image]")
+    return "\n".join(p for p in parts if p.strip())
+
+
+def _timestamp(value: Any) -> tuple[int, float]:
+    """(unix seconds, fractional seconds for id ordering)."""
+    if isinstance(value, str):
+        from datetime import datetime, timezone
+
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            return int(parsed.timestamp()), parsed.timestamp()
+    seconds = normalize_timestamp(value)
+    return seconds, float(seconds)
+
+
+def operations_for_line(obj: Any, line_no: int, source: str) -> list[Op]:
+    if not isinstance(obj, dict) or obj.get("type") not in _ROLES:
+        return []
+    session = obj.get("sessionId")
+    if not isinstance(session, str) or not session:
+        return []
+    try:
+        ts, exact = _timestamp(obj.get("timestamp"))
+    except ValueError:
+        return []
+    msg: dict[str, Any] = obj["message"] if isinstance(obj.get("message"), dict) else {}
+    role = msg.get("role") if msg.get("role") in _ROLES else obj["type"]
+    uuid = obj.get("uuid") if isinstance(obj.get("uuid"), str) else None
+    model = msg.get("model") if isinstance(msg.get("model"), str) else None
+    request = obj.get("requestId") if isinstance(obj.get("requestId"), str) else None
+    ops: list[Op] = []
+    content = _text(msg.get("content") if msg else obj.get("content"))
+    if content.strip():
+        body = {"timestamp": ts, "session_id": session, "role": role, "content": content[:_CONTENT_MAX]}
+        body.update({k: v for k, v in (("uuid", uuid), ("model", model), ("request_id", request)) if v})
+        ops.append(("message", body, derived_op_id(exact, line_no, source, uuid or "", "message")))
+    usage = msg.get("usage")
+    message_id = msg.get("id")
+    if obj["type"] == "assistant" and isinstance(usage, dict) and isinstance(message_id, str) and request:
+        tokens = {
+            k: int(usage[k])
+            for k in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+            if isinstance(usage.get(k), int) and usage[k] >= 0
+        }
+        body = {"timestamp": ts, "message_id": message_id, "request_id": request, "session_id": session, **tokens}
+        if model:
+            body["model"] = model
+        ops.append(("token_economics", body, derived_op_id(exact, line_no, source, uuid or "", "usage")))
+    return ops
+
+
+def transcript_files(root: str) -> Iterator[str]:
+    """Every ``*.jsonl`` below ``root`` (subagent files included), never following links out of it."""
+    real_root = os.path.realpath(root)
+    for dirpath, dirnames, filenames in os.walk(real_root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(".jsonl"):
+                path = os.path.join(dirpath, name)
+                if os.path.realpath(path).startswith(real_root + os.sep):
+                    yield path
+
+
+class TranscriptResult:
+    __slots__ = ("files", "lines", "operations", "skipped", "notes")
+
+    def __init__(self) -> None:
+        self.files = self.lines = self.operations = self.skipped = 0
+        self.notes: list[str] = []
+
+
+def import_transcripts(paths: Any, root: str, *, final: bool = True, batch_lines: int = 2000) -> TranscriptResult:
+    """Enqueue what is new in every transcript below ``root``."""
+    from .lite import append_ops, producer_name
+
+    result = TranscriptResult()
+    who = producer_name("transcripts")
+    for path in transcript_files(root):
+        source = SourceFile(path, paths.state)
+        result.files += 1
+        ops: list[Op] = []
+        last: Line | None = None
+        for line in source.lines(final=final):
+            try:
+                obj = json.loads(line.raw)
+            except ValueError:
+                if final and not line.raw.endswith(b"}"):
+                    break  # an unfinished last line
+                result.skipped += 1
+                obj = None
+            ops += operations_for_line(obj, line.number, source.path)
+            last = line
+            result.lines += 1
+            if len(ops) >= batch_lines:
+                append_ops(paths, ops, who)
+                source.commit(last.end, last.number)
+                result.operations += len(ops)
+                ops = []
+        if ops:
+            append_ops(paths, ops, who)
+            result.operations += len(ops)
+        if last is not None:
+            source.commit(last.end, last.number)
+        result.notes += source.notes
+    return result
