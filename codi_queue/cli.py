@@ -64,6 +64,13 @@ def _parser() -> Any:
     p = sub.add_parser("import-transcripts", parents=[common], help="backfill Claude Code transcripts (idempotent)")
     p.add_argument("dir", help="a transcripts directory, e.g. ~/.claude/projects")
 
+    p = sub.add_parser("mirror-state", parents=[common], help="mirror every state.json below DIR (a full rescan)")
+    p.add_argument("dir")
+
+    p = sub.add_parser("adoption", parents=[common], help="skill adoption rate: invoked / suggested, per skill")
+    p.add_argument("--since", help="only suggestions at or after this time (unix seconds or ISO 8601)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("config", parents=[common], help="the effective configuration")
     p.add_argument("--show", action="store_true", help="print it (the default)")
     p.add_argument("--json", action="store_true")
@@ -181,6 +188,7 @@ def _cmd_enqueue(args: Any, paths: Any) -> int:
 def _cmd_run(args: Any, paths: Any) -> int:
     import logging
 
+    from .config import load_config
     from .consumer.loop import Consumer
 
     logging.basicConfig(
@@ -193,6 +201,7 @@ def _cmd_run(args: Any, paths: Any) -> int:
         batch_ops=max(1, args.batch),
         poll_interval=max(0.05, args.poll),
         rotate_bytes=max(1, args.rotate_bytes),
+        config=load_config(paths),
     )
     stats = consumer.run(once=args.once)
     if args.once or args.verbose:
@@ -334,6 +343,47 @@ def _cmd_import_transcripts(args: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_mirror_state(args: Any, paths: Any) -> int:
+    from .producers.statedirs import mirror_state_dirs
+
+    if not os.path.isdir(args.dir):
+        _err(f"{args.dir}: not a directory")
+        return EXIT_INVALID
+    result = mirror_state_dirs(paths, args.dir, rescan=True)
+    for problem in result.problems:
+        _err(problem)
+    print(f"{args.dir}: {result.files} state files, {result.operations} operations enqueued")
+    return EXIT_INVALID if result.problems else EXIT_OK
+
+
+def _cmd_adoption(args: Any, paths: Any) -> int:
+    import json
+
+    from .consumer.db import open_readonly
+    from .queries import skill_adoption
+    from .schemas.types import normalize_timestamp
+
+    try:
+        since = normalize_timestamp(args.since) if args.since else None
+    except ValueError as exc:
+        _err(f"--since: {exc}")
+        return EXIT_INVALID
+    conn = open_readonly(paths.database("sessions"))
+    if conn is None:
+        rows: list[dict[str, Any]] = []
+    else:
+        try:
+            rows = skill_adoption(conn, since)
+        finally:
+            conn.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['skill']:<30} {r['invoked']:>6} / {r['suggested']:<6} {r['rate']:6.1%}")
+    return EXIT_OK
+
+
 def _cmd_config(args: Any, paths: Any) -> int:
     import json
 
@@ -358,6 +408,8 @@ def _cmd_config(args: Any, paths: Any) -> int:
 _COMMANDS = {
     "import": _cmd_import,
     "import-transcripts": _cmd_import_transcripts,
+    "mirror-state": _cmd_mirror_state,
+    "adoption": _cmd_adoption,
     "config": _cmd_config,
     "hook": _cmd_hook,
     "git-hook": _cmd_git_hook,

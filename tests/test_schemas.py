@@ -211,6 +211,16 @@ def test_operation_structs_only_grow_with_defaults() -> None:
         "error_solution": {"error_signature", "solution"},
         "component": {"kind", "name"},
         "task": {"task_id", "title"},
+        "session": {"session_id"},
+        "lock": {"resource", "session_id"},
+        "override": {"scope", "key", "value"},
+        "worktree_link": {"worktree_path", "repo"},
+        "skill_suggestion": {"session_id", "skill"},
+        "skill_invocation": {"session_id", "skill"},
+        "project": {"project_id"},
+        "session_state": {"session_id"},
+        "agent": {"session_id", "agent_id"},
+        "agent_log": {"session_id", "agent_id", "message"},
     }
     for name, spec in OPS.items():
         required = {f.name for f in msgspec.structs.fields(spec.type) if f.required}
@@ -221,3 +231,23 @@ def test_sql_is_built_only_from_schema_identifiers() -> None:
     for spec in OPS.values():
         assert spec.sql.count("?") == len(spec.columns) + 1
         assert spec.sql.startswith(f'INSERT INTO "{spec.table}"')
+
+
+def test_a_version_1_database_migrates_to_the_latest(tmp_path: Path) -> None:
+    from codi_queue.schemas.migrations import MIGRATIONS as M
+
+    for tier in ("sessions", "project"):
+        path = str(tmp_path / f"{tier}.db")
+        conn = apsw.Connection(path)
+        conn.execute("BEGIN")
+        for step in M[tier][0]:
+            conn.execute(step) if isinstance(step, str) else step(conn)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("COMMIT")
+        conn.close()
+        conn = open_tier(path, tier)
+        try:
+            assert schema_version(conn) == latest_version(tier) >= 2
+            assert conn.execute("SELECT count(*) FROM sessions").get == 0
+        finally:
+            conn.close()

@@ -21,6 +21,7 @@ from typing import Any
 import apsw
 import msgspec
 
+from ..config import Config
 from ..errorlog import record_error
 from ..errors import UnsafePath
 from ..fsutil import check_private, ensure_private_dir
@@ -33,6 +34,7 @@ from ..schemas.registry import OPS, STATE_TIER, TIERS
 from .apply import DeadLetter, Item, apply_items, get_cursor
 from .db import open_tier
 from .lock import ConsumerLock
+from .tail import Tailers
 from .wake import Waker
 
 __all__ = ["Consumer", "ConsumerStats", "ALL_TIERS"]
@@ -64,8 +66,10 @@ class Consumer:
         rotate_bytes: int = 16 * 1024 * 1024,
         rotate_age_s: float = 3600.0,
         max_backoff_s: float = 30.0,
+        config: Config | None = None,
     ) -> None:
         self.paths = paths
+        self.config = config
         self.spool = Spool(paths.spool, paths.archive)
         self.batch_ops = batch_ops
         self.poll_interval = poll_interval
@@ -77,6 +81,7 @@ class Consumer:
         self._waker: Waker | None = None
         self._conns: dict[str, apsw.Connection] = {}
         self._cursors: dict[str, dict[str, int]] = {}
+        self.tailers = Tailers(paths, config, self._report) if config is not None else None
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -89,6 +94,7 @@ class Consumer:
                 if once:
                     # Pass 1 applies everything acknowledged before it began;
                     # the next ones retire what it claimed and catch stragglers.
+                    self._poll_sources()
                     self.drain(max_passes=3)
                 else:
                     self._serve()
@@ -108,11 +114,13 @@ class Consumer:
 
     def _serve(self) -> None:
         backoff = 0.0
-        with Waker(self.paths.spool, self.poll_interval) as waker, self._signals():
+        extra = self.tailers.watch_dirs() if self.tailers else []
+        with Waker(self.paths.spool, self.poll_interval, extra) as waker, self._signals():
             self._waker = waker
             try:
                 while not self.stopping:
                     try:
+                        self._poll_sources()
                         self.drain()
                         backoff = 0.0
                     except (apsw.Error, OSError) as exc:
@@ -290,6 +298,12 @@ class Consumer:
             # in-memory cursor moves (a restart re-reads, and skips, the span).
             cursors[tier] = max(cursors[tier], end)
         self.stats.batches += 1
+
+    def _poll_sources(self) -> None:
+        if self.tailers:
+            n = self.tailers.poll()
+            if n:
+                log.info("enqueued %d operations from watched sources", n)
 
     def _maybe_rotate(self, qd: QueueDir) -> None:
         try:

@@ -15,9 +15,10 @@ class Waker:
     ``wait`` always returns after ``poll_interval`` as well.
     """
 
-    def __init__(self, path: str, poll_interval: float = 2.0) -> None:
+    def __init__(self, path: str, poll_interval: float = 2.0, extra: list[tuple[str, bool]] | None = None) -> None:
         self.path = path
         self.poll_interval = poll_interval
+        self.extra = extra or []  # (directory, recursive): watched sources besides the spool
         self.event = threading.Event()
         self._observer: Any = None
 
@@ -33,7 +34,10 @@ class Waker:
 
         observer = Observer()
         observer.daemon = True
-        observer.schedule(_Handler(), self.path, recursive=True)
+        handler = _Handler()
+        observer.schedule(handler, self.path, recursive=True)
+        for path, recursive in self.extra:
+            observer.schedule(handler, path, recursive=recursive)
         observer.start()
         self._observer = observer
         return self

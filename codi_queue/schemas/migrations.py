@@ -257,6 +257,128 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_status ON tasks (status);
 """
 
+_SESSIONS_2 = """
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    session_id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    project TEXT,
+    cwd TEXT,
+    branch TEXT,
+    worktree TEXT,
+    model TEXT,
+    host TEXT,
+    pid INTEGER,
+    started_at INTEGER,
+    ended_at INTEGER,
+    op_id TEXT NOT NULL
+);
+CREATE TABLE locks (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    resource TEXT NOT NULL UNIQUE,
+    session_id TEXT NOT NULL,
+    released INTEGER NOT NULL,
+    expires_at INTEGER,
+    reason TEXT,
+    op_id TEXT NOT NULL
+);
+CREATE TABLE overrides (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    session_id TEXT,
+    reason TEXT,
+    expires_at INTEGER,
+    op_id TEXT NOT NULL,
+    UNIQUE (scope, key)
+);
+CREATE TABLE worktree_links (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    worktree_path TEXT NOT NULL UNIQUE,
+    repo TEXT NOT NULL,
+    branch TEXT,
+    session_id TEXT,
+    op_id TEXT NOT NULL
+);
+CREATE TABLE skill_suggestions (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    session_id TEXT NOT NULL,
+    skill TEXT NOT NULL,
+    source TEXT,
+    confidence REAL,
+    op_id TEXT NOT NULL,
+    UNIQUE (session_id, skill)
+);
+CREATE TABLE skill_invocations (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    session_id TEXT NOT NULL,
+    skill TEXT NOT NULL,
+    success INTEGER,
+    invocations INTEGER NOT NULL,
+    op_id TEXT NOT NULL,
+    UNIQUE (session_id, skill)
+);
+"""
+
+_PROJECT_2 = """
+CREATE TABLE projects (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    project_id TEXT NOT NULL UNIQUE,
+    name TEXT,
+    path TEXT,
+    op_id TEXT NOT NULL
+);
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    session_id TEXT NOT NULL UNIQUE,
+    project_id TEXT,
+    status TEXT,
+    title TEXT,
+    model TEXT,
+    started_at INTEGER,
+    updated_at INTEGER,
+    cost_usd REAL,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    state_path TEXT,
+    op_id TEXT NOT NULL
+);
+CREATE TABLE agents (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    session_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    name TEXT,
+    role TEXT,
+    status TEXT,
+    model TEXT,
+    cost_usd REAL,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    op_id TEXT NOT NULL,
+    UNIQUE (session_id, agent_id)
+);
+CREATE TABLE agent_logs (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    session_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    message TEXT NOT NULL,
+    level TEXT,
+    op_id TEXT UNIQUE
+);
+CREATE INDEX agent_logs_session ON agent_logs (session_id, agent_id);
+"""
+
 # Columns we add to the platform's existing event tables.
 _LEGACY_ADDITIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "tool_events": (("session_id", "TEXT"), ("tool_use_id", "TEXT"), ("op_id", "TEXT")),
@@ -282,8 +404,8 @@ def _adopt_legacy(conn: Any) -> None:
 MIGRATIONS: dict[str, tuple[tuple[Step, ...], ...]] = {
     "platform": ((_META, _PLATFORM_1),),
     "org": ((_META, _ORG_1),),
-    "sessions": ((_META, _SESSIONS_LEGACY, _adopt_legacy, _SESSIONS_NEW),),
-    "project": ((_META, _PROJECT_1),),
+    "sessions": ((_META, _SESSIONS_LEGACY, _adopt_legacy, _SESSIONS_NEW), (_SESSIONS_2,)),
+    "project": ((_META, _PROJECT_1), (_PROJECT_2,)),
     "state": ((_META,),),
 }
 

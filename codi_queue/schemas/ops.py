@@ -28,6 +28,16 @@ __all__ = [
     "ErrorSolution",
     "Component",
     "Task",
+    "SessionRecord",
+    "Lock",
+    "Override",
+    "WorktreeLink",
+    "SkillSuggestion",
+    "SkillInvocation",
+    "Project",
+    "SessionState",
+    "Agent",
+    "AgentLog",
     "Operation",
     "OPERATION_TYPES",
 ]
@@ -209,6 +219,105 @@ class Task(OpBase, tag="task"):
     description: Text | None = None
 
 
+# -- tier 3: session registry and skill adoption (migration 2) ------------------------------
+
+SessionStatus = Literal["active", "idle", "ended"]
+
+
+class SessionRecord(OpBase, tag="session"):
+    session_id: Name
+    status: SessionStatus = "active"
+    project: Text | None = None
+    cwd: Text | None = None
+    branch: Text | None = None
+    worktree: Text | None = None
+    model: Name | None = None
+    host: Name | None = None
+    pid: Count | None = None
+    started_at: Count | None = None
+    ended_at: Count | None = None
+
+
+class Lock(OpBase, tag="lock"):
+    resource: Text
+    session_id: Name
+    released: bool = False
+    expires_at: Count | None = None
+    reason: Text | None = None
+
+
+class Override(OpBase, tag="override"):
+    scope: Name
+    key: Name
+    value: Text
+    session_id: Name | None = None
+    reason: Text | None = None
+    expires_at: Count | None = None
+
+
+class WorktreeLink(OpBase, tag="worktree_link"):
+    worktree_path: Text
+    repo: Text
+    branch: Text | None = None
+    session_id: Name | None = None
+
+
+class SkillSuggestion(OpBase, tag="skill_suggestion"):
+    session_id: Name
+    skill: Name
+    source: Name | None = None
+    confidence: Unit | None = None
+
+
+class SkillInvocation(OpBase, tag="skill_invocation"):
+    session_id: Name
+    skill: Name
+    success: bool | None = None
+    invocations: Count = 1
+
+
+# -- tier 4: one-way mirror of session directories' state.json (migration 2) -----------------
+
+
+class Project(OpBase, tag="project"):
+    project_id: Name
+    name: Text | None = None
+    path: Text | None = None
+
+
+class SessionState(OpBase, tag="session_state"):
+    session_id: Name
+    project_id: Name | None = None
+    status: Name | None = None
+    title: Text | None = None
+    model: Name | None = None
+    started_at: Count | None = None
+    updated_at: Count | None = None
+    cost_usd: Money | None = None
+    input_tokens: Count | None = None
+    output_tokens: Count | None = None
+    state_path: Text | None = None
+
+
+class Agent(OpBase, tag="agent"):
+    session_id: Name
+    agent_id: Name
+    name: Text | None = None
+    role: Text | None = None
+    status: Name | None = None
+    model: Name | None = None
+    cost_usd: Money | None = None
+    input_tokens: Count | None = None
+    output_tokens: Count | None = None
+
+
+class AgentLog(OpBase, tag="agent_log"):
+    session_id: Name
+    agent_id: Name
+    message: Text
+    level: Name | None = None
+
+
 Operation = Union[
     ToolEvent,
     ActivityEvent,
@@ -225,6 +334,16 @@ Operation = Union[
     ErrorSolution,
     Component,
     Task,
+    SessionRecord,
+    Lock,
+    Override,
+    WorktreeLink,
+    SkillSuggestion,
+    SkillInvocation,
+    Project,
+    SessionState,
+    Agent,
+    AgentLog,
 ]
 
 OPERATION_TYPES: tuple[type[OpBase], ...] = Operation.__args__  # type: ignore[attr-defined]

@@ -111,6 +111,18 @@ _SPECS = (
     OpSpec("error_solution", ops.ErrorSolution, "org", "error_solutions", key=("error_signature",)),
     OpSpec("component", ops.Component, "platform", "components", key=("kind", "name")),
     OpSpec("task", ops.Task, "project", "tasks", key=("task_id",)),
+    # session registry and skill adoption (sessions migration 2)
+    OpSpec("session", ops.SessionRecord, "sessions", "sessions", key=("session_id",)),
+    OpSpec("lock", ops.Lock, "sessions", "locks", key=("resource",)),
+    OpSpec("override", ops.Override, "sessions", "overrides", key=("scope", "key")),
+    OpSpec("worktree_link", ops.WorktreeLink, "sessions", "worktree_links", key=("worktree_path",)),
+    OpSpec("skill_suggestion", ops.SkillSuggestion, "sessions", "skill_suggestions", key=("session_id", "skill")),
+    OpSpec("skill_invocation", ops.SkillInvocation, "sessions", "skill_invocations", key=("session_id", "skill")),
+    # mirror of state.json session directories (project migration 2)
+    OpSpec("project", ops.Project, "project", "projects", key=("project_id",)),
+    OpSpec("session_state", ops.SessionState, "project", "sessions", key=("session_id",)),
+    OpSpec("agent", ops.Agent, "project", "agents", key=("session_id", "agent_id")),
+    OpSpec("agent_log", ops.AgentLog, "project", "agent_logs"),
 )
 
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}

@@ -1,0 +1,87 @@
+"""What the consumer watches besides the spool: legacy JSONL files, transcript trees, state dirs.
+
+Each poll enqueues what is new in every configured source (through the
+spool, like any producer) before the consumer drains; it runs on the
+consumer's own thread, woken by the same watchdog observer. A source that
+cannot be read is reported and retried next time, never fatal.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ..config import Config
+from ..errors import CodiQueueError
+from ..paths import Paths
+
+__all__ = ["Tailers"]
+
+
+class Tailers:
+    def __init__(self, paths: Paths, config: Config, report: Callable[[str], None]) -> None:
+        self.paths = paths
+        self.config = config
+        self.report = report
+
+    def __bool__(self) -> bool:
+        return bool(self.config.jsonl or self.config.transcripts or self.config.state_dirs)
+
+    def watch_dirs(self) -> list[tuple[str, bool]]:
+        """(directory, recursive) pairs the waker should watch."""
+        dirs: dict[str, bool] = {}
+        for file in self.config.jsonl:
+            dirs.setdefault(os.path.dirname(file), False)
+        for root in (*self.config.transcripts, *self.config.state_dirs):
+            dirs[root] = True
+        return [(d, r) for d, r in dirs.items() if os.path.isdir(d)]
+
+    def poll(self) -> int:
+        """Enqueue everything new; the number of operations enqueued."""
+        total = 0
+        for file, op in self.config.jsonl.items():
+            total += self._guard(f"tailing {file}", lambda: self._jsonl(file, op))
+        for root in self.config.transcripts:
+            total += self._guard(f"watching transcripts in {root}", lambda: self._transcripts(root))
+        for root in self.config.state_dirs:
+            total += self._guard(f"mirroring state dirs in {root}", lambda: self._state(root))
+        return total
+
+    def _guard(self, what: str, fn: Callable[[], int]) -> int:
+        try:
+            return fn()
+        except (OSError, ValueError, CodiQueueError) as exc:
+            self.report(f"{what}: {type(exc).__name__}: {exc}")
+            return 0
+
+    def _jsonl(self, file: str, op: str) -> int:
+        if not os.path.exists(file):
+            return 0
+        from ..producers.jsonl import import_file
+
+        result = import_file(self.paths, file, op, final=False, producer=f"tail:{file}")
+        for note in result.notes:
+            self.report(note)
+        for err in result.rejected:
+            self.report(f"{file}: line {err.record}: {err.reason} (filed as a dead letter)")
+        return result.enqueued + len(result.rejected)
+
+    def _transcripts(self, root: str) -> int:
+        if not os.path.isdir(root):
+            return 0
+        from ..producers.transcripts import import_transcripts
+
+        result = import_transcripts(self.paths, root, final=False)
+        for note in result.notes:
+            self.report(note)
+        return result.operations
+
+    def _state(self, root: str) -> int:
+        if not os.path.isdir(root):
+            return 0
+        from ..producers.statedirs import mirror_state_dirs
+
+        result = mirror_state_dirs(self.paths, root)
+        for problem in result.problems:
+            self.report(problem)
+        return result.operations

@@ -1,0 +1,167 @@
+"""Transcripts, the state.json mirror, the session registry and skill adoption."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import apsw
+
+from codi_queue.consumer.loop import Consumer
+from codi_queue.paths import Paths
+from codi_queue.producers.api import enqueue
+from codi_queue.producers.statedirs import mirror_state_dirs
+from codi_queue.producers.transcripts import import_transcripts
+from codi_queue.queries import skill_adoption
+
+from .conftest import ROOT, query, run_cli
+
+FIXTURES = ROOT / "tests" / "fixtures" / "transcripts"
+
+
+def _projects_tree(tmp_path: Path) -> Path:
+    """Claude Code's layout: projects/<project>/<session>.jsonl and <session>/subagents/agent-<id>.jsonl."""
+    root = tmp_path / "projects"
+    proj = root / "-home-dev-spotter"
+    (proj / "sess-b" / "subagents").mkdir(parents=True)
+    shutil.copy(FIXTURES / "short.jsonl", proj / "sess-a.jsonl")
+    shutil.copy(FIXTURES / "tool_heavy.jsonl", proj / "sess-b.jsonl")
+    shutil.copy(FIXTURES / "subagent.jsonl", proj / "sess-b" / "subagents" / "agent-1.jsonl")
+    return root
+
+
+def _independent_token_count() -> tuple[int, list[int]]:
+    """Count usage with nothing but json: once per message.id + requestId, the response's final line."""
+    final: dict[tuple[str, str], list[int]] = {}
+    for name in ("short.jsonl", "tool_heavy.jsonl", "subagent.jsonl"):
+        for line in (FIXTURES / name).read_text().splitlines():
+            obj = json.loads(line)
+            if obj.get("type") == "assistant":
+                usage = obj["message"]["usage"]
+                final[(obj["message"]["id"], obj["requestId"])] = [
+                    usage["input_tokens"], usage["output_tokens"],
+                    usage["cache_creation_input_tokens"], usage["cache_read_input_tokens"],
+                ]
+    return len(final), [sum(v[i] for v in final.values()) for i in range(4)]
+
+
+def test_fixture_transcripts_give_the_independent_token_totals(tmp_path: Path, home: Path, paths: Paths) -> None:
+    root = _projects_tree(tmp_path)
+    first = run_cli(home, "import-transcripts", str(root))
+    assert first.returncode == 0 and "3 transcripts" in first.stdout
+    again = run_cli(home, "import-transcripts", str(root))
+    assert "0 new lines, 0 operations" in again.stdout
+    assert run_cli(home, "run", "--once").returncode == 0
+    responses, totals = _independent_token_count()
+    got = query(paths, "sessions", "SELECT count(*), sum(input_tokens), sum(output_tokens), "
+                                   "sum(cache_creation_input_tokens), sum(cache_read_input_tokens) FROM token_economics")
+    assert got == [(responses, *totals)]
+    roles = dict(query(paths, "sessions", "SELECT role, count(*) FROM messages GROUP BY role"))
+    assert roles["user"] > 0 and roles["assistant"] > 0
+    sessions = {r[0] for r in query(paths, "sessions", "SELECT DISTINCT session_id FROM messages")}
+    assert len(sessions) == 3  # the subagent transcript carries its own session id
+    assert query(paths, "state", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
+
+
+def test_transcript_growing_line_by_line_counts_each_response_once(tmp_path: Path, paths: Paths) -> None:
+    root = tmp_path / "projects" / "p"
+    root.mkdir(parents=True)
+    target = root / "s.jsonl"
+    lines = (FIXTURES / "subagent.jsonl").read_text().splitlines(keepends=True)
+    with open(target, "w") as out:
+        for line in lines:
+            out.write(line)
+            out.flush()
+            import_transcripts(paths, str(tmp_path / "projects"), final=False)
+    Consumer(paths).run(once=True)
+    final: dict[tuple[str, str], int] = {}
+    for line in lines:
+        obj = json.loads(line)
+        if obj.get("type") == "assistant":
+            final[(obj["message"]["id"], obj["requestId"])] = obj["message"]["usage"]["output_tokens"]
+    assert query(paths, "sessions", "SELECT count(*), sum(output_tokens) FROM token_economics") == [
+        (len(final), sum(final.values()))
+    ]
+
+
+def _state(session_dir: Path, state: object) -> None:
+    session_dir.mkdir(parents=True, exist_ok=True)
+    (session_dir / "state.json").write_text(json.dumps(state))
+    old = time.time() - 5  # settled: the mirror debounces files still being written
+    os.utime(session_dir / "state.json", (old, old))
+
+
+def test_state_dirs_mirror_one_way_and_survive_a_malformed_file(tmp_path: Path, home: Path, paths: Paths) -> None:
+    root = tmp_path / "sessions"
+    state = {
+        "project": {"id": "p1", "name": "spotter", "path": "/home/dev/spotter"},
+        "session": {"id": "s1", "status": "running", "model": "opus", "cost_usd": 1.5, "input_tokens": 100,
+                    "started_at": "2026-01-01T00:00:00Z"},
+        "agents": [{"id": "a1", "name": "planner", "status": "done", "cost_usd": 0.5, "output_tokens": 7,
+                    "logs": [{"ts": 1767225600, "level": "info", "message": "planned"},
+                             {"ts": 1767225601, "level": "warn", "message": "retrying"}]}],
+    }
+    _state(root / "s1", state)
+    (root / "broken").mkdir()
+    (root / "broken" / "state.json").write_text("{not json")
+    os.utime(root / "broken" / "state.json", (time.time() - 5, time.time() - 5))
+    res = run_cli(home, "mirror-state", str(root))
+    assert res.returncode == 2 and "broken/state.json: malformed" in res.stderr
+    Consumer(paths).run(once=True)
+    assert query(paths, "project", "SELECT project_id, name FROM projects") == [("p1", "spotter")]
+    assert query(paths, "project", "SELECT session_id, status, cost_usd, input_tokens, started_at FROM sessions") == [
+        ("s1", "running", 1.5, 100, 1767225600)
+    ]
+    assert query(paths, "project", "SELECT agent_id, status, output_tokens FROM agents") == [("a1", "done", 7)]
+    # The file changes; a rescan mirrors the change and does not repeat the logs.
+    state["session"]["status"] = "finished"  # type: ignore[index]
+    _state(root / "s1", state)
+    mirror_state_dirs(paths, str(root), rescan=True)
+    Consumer(paths).run(once=True)
+    assert query(paths, "project", "SELECT status FROM sessions") == [("finished",)]
+    assert query(paths, "project", "SELECT message FROM agent_logs ORDER BY timestamp") == [("planned",), ("retrying",)]
+
+
+def test_session_registry_and_skill_adoption_rate(paths: Paths, home: Path) -> None:
+    enqueue("session", {"session_id": "s1", "project": "spotter", "branch": "main"}, home=str(home))
+    enqueue("session", {"session_id": "s1", "status": "ended"}, home=str(home))
+    enqueue("lock", {"resource": "repo:spotter", "session_id": "s1"}, home=str(home))
+    enqueue("override", {"scope": "model", "key": "default", "value": "opus"}, home=str(home))
+    enqueue("worktree_link", {"worktree_path": "/w/a", "repo": "/r", "session_id": "s1"}, home=str(home))
+    for s in ("s1", "s2", "s3", "s4"):
+        enqueue("skill_suggestion", {"session_id": s, "skill": "pdf"}, home=str(home))
+    enqueue("skill_suggestion", {"session_id": "s1", "skill": "xlsx"}, home=str(home))
+    for s in ("s1", "s3"):
+        enqueue("skill_invocation", {"session_id": s, "skill": "pdf", "success": True}, home=str(home))
+    enqueue("skill_invocation", {"session_id": "s1", "skill": "pdf", "invocations": 2}, home=str(home))  # same key
+    Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT status, project FROM sessions") == [("ended", None)]
+    assert query(paths, "sessions", "SELECT count(*) FROM locks") == [(1,)]
+    conn = apsw.Connection(paths.database("sessions"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rates = {r["skill"]: (r["invoked"], r["suggested"], r["rate"]) for r in skill_adoption(conn)}
+    finally:
+        conn.close()
+    assert rates == {"pdf": (2, 4, 0.5), "xlsx": (0, 1, 0.0)}
+    res = run_cli(home, "adoption", "--json")
+    assert json.loads(res.stdout)[0] == {"skill": "pdf", "suggested": 4, "invoked": 2, "rate": 0.5}
+
+
+def test_consumer_watches_configured_transcripts_and_state_dirs(tmp_path: Path, home: Path, paths: Paths) -> None:
+    from codi_queue.config import load_config
+
+    root = _projects_tree(tmp_path)
+    states = tmp_path / "states"
+    _state(states / "s9", {"session": {"id": "s9", "status": "running"}})
+    os.makedirs(home, exist_ok=True)
+    Path(paths.config).write_text(f'[watch]\ntranscripts = ["{root}"]\nstate_dirs = ["{states}"]\n')
+    Consumer(paths, config=load_config(paths)).run(once=True)
+    responses, _ = _independent_token_count()
+    assert query(paths, "sessions", "SELECT count(*) FROM token_economics") == [(responses,)]
+    assert query(paths, "project", "SELECT session_id FROM sessions") == [("s9",)]
+    before = query(paths, "sessions", "SELECT count(*) FROM messages")
+    Consumer(paths, config=load_config(paths)).run(once=True)  # nothing new: nothing added
+    assert query(paths, "sessions", "SELECT count(*) FROM messages") == before
