@@ -25,7 +25,7 @@ import sys
 from typing import IO, Any
 
 from ..errors import CorruptRecord
-from ..fsutil import FILE_MODE, fsync_dir
+from ..fsutil import FILE_MODE
 from . import frame
 
 __all__ = ["durable_queue_class", "CHUNK_RECORDS", "read_info"]
@@ -98,10 +98,17 @@ def durable_queue_class() -> type:
                 fp.flush()
                 os.fsync(fp.fileno())
             os.replace(tmp, info)
-            fsync_dir(self.path)
+            dfd = getattr(self, "_dir_fd", -1)
+            if dfd < 0:
+                dfd = self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.fsync(dfd)  # the rename is the commit point: make it durable
             self._clear_tail_file()
 
         def close(self) -> None:
+            dfd = getattr(self, "_dir_fd", -1)
+            if dfd >= 0:
+                os.close(dfd)
+                self._dir_fd = -1
             for fp in (getattr(self, "headf", None), getattr(self, "tailf", None)):
                 if fp is not None and not fp.closed:
                     try:

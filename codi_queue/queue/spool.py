@@ -54,6 +54,14 @@ class Spool:
         self.archive = archive or os.path.join(os.path.dirname(root), "archive")
         self.lock_path = os.path.join(root, "inbox.lock")
         self._ready = False
+        # A producer that appends repeatedly keeps its persist-queue Queue open
+        # between calls, but only while the inbox is byte for byte what it left
+        # (its id and info files): any other writer, a claim or a rescue in
+        # between means a fresh Queue. Checked under the lock.
+        self._queue: Any = None
+        self._left: tuple[bytes, bytes] | None = None
+        self._owner_pid = 0
+        self._lock_fd = -1
 
     # -- producer side --------------------------------------------------------------
 
@@ -66,12 +74,15 @@ class Spool:
         try:
             self._prepare()
             with self._locked():
-                queue = self._open_inbox()
+                queue = self._cached_inbox() or self._open_inbox()
+                self._queue, self._left = None, None  # detached while in use
                 try:
                     for record in records:
                         queue.put(record)
-                finally:
-                    queue.close()
+                except BaseException:
+                    queue.close()  # the next opener truncates whatever this left unacknowledged
+                    raise
+                self._queue, self._left = queue, self._inbox_state()
         except OSError as exc:
             raise SpoolError(
                 f"cannot append to spool {self.root}: {exc.strerror or exc}",
@@ -96,6 +107,28 @@ class Spool:
             self._claim_locked()
             self._ensure_inbox_locked()
             return cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
+
+    def _inbox_state(self) -> tuple[bytes, bytes] | None:
+        try:
+            with open(os.path.join(self.inbox, ID_FILE), "rb") as a, open(os.path.join(self.inbox, "info"), "rb") as b:
+                return a.read(), b.read()
+        except FileNotFoundError:
+            return None
+
+    def _cached_inbox(self) -> Any:
+        if self._queue is None or self._owner_pid != os.getpid():
+            self._forget_queue()
+            return None
+        if self._left is None or self._inbox_state() != self._left:
+            self._forget_queue()
+            return None
+        return self._queue
+
+    def _forget_queue(self) -> None:
+        if self._queue is not None:
+            if self._owner_pid == os.getpid():
+                self._queue.close()
+            self._queue, self._left = None, None
 
     def _ensure_inbox_locked(self) -> None:
         ensure_private_dir(self.inbox)
@@ -156,12 +189,17 @@ class Spool:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        # The descriptor is kept for the next call, but not across fork: a
+        # forked child shares the open file description, and with it the flock.
+        if self._owner_pid != os.getpid() or self._lock_fd < 0:
+            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            self._owner_pid = os.getpid()
+            self._queue, self._left = None, None  # the parent's, not ours
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)  # closing the descriptor releases the flock
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _next_id(self) -> str:
         # Time-ordered and never reused, even if the clock steps back: the
