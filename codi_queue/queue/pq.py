@@ -93,10 +93,12 @@ def durable_queue_class() -> type:
             info = os.path.join(self.path, "info")
             tmp = info + ".tmp"  # fixed name: only the holder of the spool lock writes here
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            data = frame.encode_frame(frame._encode_meta(self.info), frame.KIND_META)
             with os.fdopen(fd, "wb") as fp:
-                frame.dump(self.info, fp)
+                fp.write(data)
                 fp.flush()
                 os.fsync(fp.fileno())
+            self.saved_info = data  # what info holds now, for the producer's reuse check
             os.replace(tmp, info)
             dfd = getattr(self, "_dir_fd", -1)
             if dfd < 0:

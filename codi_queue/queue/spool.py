@@ -82,7 +82,11 @@ class Spool:
                 except BaseException:
                     queue.close()  # the next opener truncates whatever this left unacknowledged
                     raise
-                self._queue, self._left = queue, self._inbox_state()
+                inbox_id = read_dir_id(self.inbox)
+                if inbox_id is not None and getattr(queue, "saved_info", None):
+                    self._queue, self._left = queue, (inbox_id.encode(), queue.saved_info)
+                else:
+                    queue.close()
         except OSError as exc:
             raise SpoolError(
                 f"cannot append to spool {self.root}: {exc.strerror or exc}",
@@ -109,9 +113,10 @@ class Spool:
             return cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
 
     def _inbox_state(self) -> tuple[bytes, bytes] | None:
+        inbox_id = read_dir_id(self.inbox)
         try:
-            with open(os.path.join(self.inbox, ID_FILE), "rb") as a, open(os.path.join(self.inbox, "info"), "rb") as b:
-                return a.read(), b.read()
+            with open(os.path.join(self.inbox, "info"), "rb") as fp:
+                return (inbox_id.encode(), fp.read()) if inbox_id else None
         except FileNotFoundError:
             return None
 
