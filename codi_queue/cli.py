@@ -128,14 +128,41 @@ def _fast_path(argv: list[str]) -> int | None:
         else:
             rest.append(arg)
     if rest == ["hook"]:
-        from .producers.hook_main import run_hook
+        from .producers.entry import run_hook
 
         return run_hook(home)
     if len(rest) >= 2 and rest[0] == "git-hook" and not rest[1].startswith("-"):
-        from .producers.hook_main import run_git_hook
+        from .producers.entry import run_git_hook
 
         return run_git_hook(home, rest[1], rest[2:])
+    if rest and rest[0] == "enqueue":
+        return _fast_enqueue(home, rest[1:])
     return None
+
+
+def _fast_enqueue(home: str | None, args: list[str]) -> int | None:
+    positional: list[str] = []
+    skip_invalid = False
+    producer: str | None = None
+    it = iter(args)
+    for arg in it:
+        if arg == "--skip-invalid":
+            skip_invalid = True
+        elif arg == "--producer":
+            producer = next(it, None)
+            if producer is None:
+                return None
+        elif arg.startswith("--producer="):
+            producer = arg[11:]
+        elif arg.startswith("-") and arg != "-":
+            return None  # help or a mistake: let argparse say so
+        else:
+            positional.append(arg)
+    if len(positional) != 2:
+        return None
+    from .producers.entry import run_enqueue
+
+    return run_enqueue(home, positional[0], positional[1], skip_invalid, producer)
 
 
 def _err(message: str) -> None:
@@ -143,46 +170,9 @@ def _err(message: str) -> None:
 
 
 def _cmd_enqueue(args: Any, paths: Any) -> int:
-    from .errors import InvalidOperation, SpoolError
-    from .producers.api import append_records
-    from .producers.validate import decode_json, encode_body, pack_records, spec_or_raise
+    from .producers.entry import run_enqueue
 
-    try:
-        spec_or_raise(args.op)
-    except InvalidOperation as exc:
-        _err(exc.reason)
-        return EXIT_INVALID
-    if args.body == "-":
-        lines: list[tuple[int, bytes]] = [
-            (n, line) for n, line in enumerate(sys.stdin.buffer.read().splitlines(), 1) if line.strip()
-        ]
-    else:
-        lines = [(1, args.body.encode("utf-8", "surrogateescape"))]
-    bodies: list[bytes] = []
-    bad = 0
-    for n, line in lines:
-        try:
-            bodies.append(encode_body(decode_json(args.op, line, record=n), args.op, n))
-        except InvalidOperation as exc:
-            bad += 1
-            where = f"line {n}" + (f": field {exc.field}" if exc.field else "")
-            _err(f"{where}: {exc.reason}")
-    if bad and not args.skip_invalid:
-        _err(f"{bad} of {len(lines)} records invalid; nothing enqueued")
-        return EXIT_INVALID
-    if bodies:
-        try:
-            append_records(paths, pack_records(args.op, bodies, args.producer))
-        except SpoolError as exc:
-            from .errorlog import record_error
-
-            record_error(paths.error_log, "producer", str(exc), op=args.op, operations=len(bodies), errno=exc.errno)
-            _err(str(exc))
-            return EXIT_FAILURE
-    if bad:
-        _err(f"{bad} of {len(lines)} records invalid; the other {len(bodies)} were enqueued")
-        return EXIT_INVALID
-    return EXIT_OK
+    return run_enqueue(paths.home, args.op, args.body, args.skip_invalid, args.producer)
 
 
 def _cmd_run(args: Any, paths: Any) -> int:
@@ -252,13 +242,13 @@ def _cmd_paths(args: Any, paths: Any) -> int:
 
 
 def _cmd_hook(args: Any, paths: Any) -> int:
-    from .producers.hook_main import run_hook
+    from .producers.entry import run_hook
 
     return run_hook(paths.home)
 
 
 def _cmd_git_hook(args: Any, paths: Any) -> int:
-    from .producers.hook_main import run_git_hook
+    from .producers.entry import run_git_hook
 
     return run_git_hook(paths.home, args.name, args.args)
 

@@ -155,7 +155,7 @@ def test_missing_timestamp_defaults_to_now() -> None:
 @pytest.mark.parametrize(
     ("op", "body", "field", "fragment"),
     [
-        ("session_outcome", {"quality": 6}, "quality", "between 1 and 5"),
+        ("session_outcome", {"quality": 6}, "quality", "<= 5.0"),
         ("session_outcome", {"complexity": 1.5}, "complexity", "<= 1.0"),
         ("session_outcome", {"outcome": "great"}, "outcome", "Invalid enum value"),
         ("session_outcome", {"messages_count": "12"}, "messages_count", "Expected `int | null`, got `str`"),

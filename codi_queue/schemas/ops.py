@@ -44,6 +44,8 @@ __all__ = [
 
 # -- tier 3: sessions (events are inserts) ----------------------------------------------
 
+Quality = Annotated[float, msgspec.Meta(ge=1.0, le=5.0)]
+
 
 class ToolEvent(OpBase, tag="tool_event"):
     tool_name: Name
@@ -92,7 +94,7 @@ class RoutingMetric(OpBase, tag="routing_metric"):
 class SessionOutcome(OpBase, tag="session_outcome"):
     session_id: Name | None = None
     outcome: Literal["success", "partial", "failure", "abandoned"] | None = None
-    quality: Real | None = None
+    quality: Quality | None = None
     complexity: Unit | None = None
     intent: Text | None = None
     model: Name | None = None
@@ -101,11 +103,6 @@ class SessionOutcome(OpBase, tag="session_outcome"):
     cost_usd: Money | None = None
     success: bool | None = None
     summary: Text | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.quality is not None and not 1.0 <= self.quality <= 5.0:
-            raise ValueError("Expected `float` between 1 and 5 - at `$.quality`")
 
 
 class SelfHeal(OpBase, tag="self_heal"):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Annotated, Any, ClassVar, Union
 
 import msgspec
+
+from ..timestamps import normalize_timestamp
 
 __all__ = [
     "Name",
@@ -26,7 +27,6 @@ __all__ = [
 
 TEXT_MAX = 64 * 1024
 LONG_TEXT_MAX = 1024 * 1024
-_MS_FROM = 100_000_000_000  # 1e11: as seconds that is year 5138, as milliseconds 1973
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX)]
@@ -39,41 +39,6 @@ Money = Annotated[float, msgspec.Meta(ge=0.0, le=1e9)]
 # Free-form JSON stored as TEXT: producers may pass a string or a structure.
 JsonText = Union[Text, dict[str, Any], list[Any], None]
 Timestamp = Union[int, float, str, None]
-
-
-def normalize_timestamp(value: Any) -> int:
-    """Unix seconds from unix seconds, unix milliseconds or ISO 8601; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError("expected unix seconds, unix milliseconds or ISO 8601, got a boolean")
-    if isinstance(value, str):
-        text = value.strip()
-        if text.replace(".", "", 1).isdigit():
-            value = float(text)
-        else:
-            return _parse_iso(text)
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("timestamp must be finite")
-        if value < 0:
-            raise ValueError(f"timestamp {value} is before 1970")
-        if value >= _MS_FROM:
-            value = value / 1000
-        if value >= _MS_FROM:
-            raise ValueError(f"timestamp {value} is neither unix seconds nor milliseconds")
-        return int(value)
-    raise ValueError(f"expected unix seconds, unix milliseconds or ISO 8601, got {type(value).__name__}")
-
-
-def _parse_iso(text: str) -> int:
-    from datetime import datetime, timezone  # only string timestamps pay for datetime
-
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text[:40]!r} is not unix seconds, unix milliseconds or ISO 8601") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp())
 
 
 class OpBase(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field="op"):

@@ -1,0 +1,48 @@
+"""Timestamps as producers send them (unix seconds, unix milliseconds, ISO 8601) → unix seconds.
+
+Standard library only: the Structs and the fast CLI check share it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["normalize_timestamp"]
+
+_MS_FROM = 100_000_000_000  # 1e11: as seconds that is year 5138, as milliseconds 1973
+
+
+def normalize_timestamp(value: Any) -> int:
+    """Unix seconds from unix seconds, unix milliseconds or ISO 8601; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected unix seconds, unix milliseconds or ISO 8601, got a boolean")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.replace(".", "", 1).isdigit():
+            value = float(text)
+        else:
+            return _parse_iso(text)
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("timestamp must be finite")
+        if value < 0:
+            raise ValueError(f"timestamp {value} is before 1970")
+        if value >= _MS_FROM:
+            value = value / 1000
+        if value >= _MS_FROM:
+            raise ValueError(f"timestamp {value} is neither unix seconds nor milliseconds")
+        return int(value)
+    raise ValueError(f"expected unix seconds, unix milliseconds or ISO 8601, got {type(value).__name__}")
+
+
+def _parse_iso(text: str) -> int:
+    from datetime import datetime, timezone  # only string timestamps pay for datetime
+
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not unix seconds, unix milliseconds or ISO 8601") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp())
