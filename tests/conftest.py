@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -74,3 +75,12 @@ def count_when_ready(paths: Paths, tier: str, sql: str) -> int | None:
         return int(query(paths, tier, sql)[0][0])
     except apsw.SQLError:
         return None  # not migrated yet
+
+
+def modules_loaded(home: Path, code: str, watch: tuple[str, ...]) -> list[str]:
+    """Run ``code`` in a fresh interpreter; which of ``watch`` it imported (what a hot path must not)."""
+    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted(m for m in {watch!r} if m in sys.modules)))\n"
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env(home), timeout=60)
+    assert res.returncode == 0, res.stderr
+    loaded: list[str] = json.loads(res.stdout.strip().splitlines()[-1])
+    return loaded
