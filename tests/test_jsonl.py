@@ -175,3 +175,33 @@ def test_consumer_tails_configured_files_exactly_once_across_restarts(tmp_path: 
     assert types == ["half-written"] + ["timeout"] * 5
     methods = {r[0] for r in query(paths, "sessions", "SELECT recovery_method FROM recovery_events")}
     assert methods == {"auto"}  # the declared default
+
+
+def test_import_shows_a_progress_bar_on_a_terminal_only(tmp_path: Path, home: Path) -> None:
+    import pty
+
+    src = tmp_path / "tool-usage.jsonl"
+    _write(src, [{"ts": 1700000000 + i, "tool": "Bash", "success": True} for i in range(50)])
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "codi_queue", "import", str(src)], stderr=slave,
+                              stdout=subprocess.PIPE, env=cli_env(home), timeout=60)
+        os.close(slave)
+        slave = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert proc.returncode == 0
+    assert b"tool-usage.jsonl [" in shown and b"100.0%" in shown
+    piped = run_cli(home, "import", str(src))  # not a terminal: no bar, just the summary
+    assert "[" not in piped.stderr

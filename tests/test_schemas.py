@@ -251,3 +251,16 @@ def test_a_version_1_database_migrates_to_the_latest(tmp_path: Path) -> None:
             assert conn.execute("SELECT count(*) FROM sessions").get == 0
         finally:
             conn.close()
+
+
+def test_trigger_tables_are_declared(tmp_path: Path) -> None:
+    # apply.py counts rows with total_changes unless a table is declared to have triggers.
+    for tier in TIERS:
+        conn = open_tier(str(tmp_path / f"{tier}.db"), tier)
+        try:
+            with_triggers = {r[0] for r in conn.execute("SELECT tbl_name FROM sqlite_master WHERE type = 'trigger'")}
+        finally:
+            conn.close()
+        for spec in OPS.values():
+            if spec.tier == tier:
+                assert spec.has_triggers == (spec.table in with_triggers), spec.table

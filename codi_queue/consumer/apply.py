@@ -128,15 +128,15 @@ def _apply_group(
     conn: apsw.Connection, spec: OpSpec, rows: list[tuple[Any, ...]], items: list[Item], dead: list[DeadLetter]
 ) -> int:
     """Rows changed. Fast path: the whole group in one executemany under a savepoint."""
-    if not spec.is_upsert:
-        # Event tables have no triggers, so total_changes counts exactly the
-        # rows inserted (a replayed op_id inserts nothing).
+    if not spec.has_triggers:
+        # Without triggers total_changes counts exactly the rows inserted or
+        # updated (a replayed op_id, or an upsert older than the row, writes nothing).
         before = conn.total_changes()
         if _executemany_or_undo(conn, spec.sql, rows):
             return conn.total_changes() - before
     changed = 0
-    # One statement per row: upserts (changes() ignores the FTS trigger rows
-    # that total_changes would count), or a group that held a poison row.
+    # One statement per row: a table with triggers (changes() ignores the FTS
+    # rows that total_changes would count), or a group that held a poison row.
     for row, item in zip(rows, items):
         try:
             with conn:

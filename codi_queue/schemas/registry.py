@@ -27,6 +27,9 @@ STATE_TIER = "state"
 # it travels through the spool so the consumer can file it as a dead letter.
 REJECTED_OP = "_rejected"
 
+# Tables whose migrations attach triggers (the components full-text index).
+_TRIGGER_TABLES = frozenset({"components"})
+
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*")
 
 
@@ -77,6 +80,11 @@ class OpSpec:
     @property
     def is_upsert(self) -> bool:
         return bool(self.key)
+
+    @property
+    def has_triggers(self) -> bool:
+        """Whether writing a row writes others too (then total_changes overcounts)."""
+        return self.table in _TRIGGER_TABLES
 
     def __repr__(self) -> str:
         return f"OpSpec({self.name!r}, tier={self.tier!r}, table={self.table!r}, key={self.key!r})"
