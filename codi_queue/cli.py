@@ -71,6 +71,20 @@ def _parser() -> Any:
     p.add_argument("--since", help="only suggestions at or after this time (unix seconds or ISO 8601)")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("replay", parents=[common], help="re-apply dead letters or the archive; rebuild databases")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dead-letter", action="store_true", help="re-apply dead-lettered operations")
+    mode.add_argument("--from-archive", action="store_true", help="re-apply archived operations (no duplicates)")
+    mode.add_argument("--rebuild", action="store_true", help="rebuild tier databases from archive + pending")
+    p.add_argument("--op", help="only this operation type")
+    p.add_argument("--id", help="only this dead letter (--dead-letter)")
+    p.add_argument("--since", help="enqueued at or after (unix seconds or ISO 8601; --from-archive)")
+    p.add_argument("--until", help="enqueued at or before (--from-archive)")
+    p.add_argument("--tier", action="append", choices=["platform", "org", "sessions", "project", "state"],
+                   help="only this tier (--rebuild; repeatable; default all)")
+    p.add_argument("--into", help="write rebuilt databases here instead of replacing the live ones (--rebuild)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be applied (--rebuild)")
+
     p = sub.add_parser("config", parents=[common], help="the effective configuration")
     p.add_argument("--show", action="store_true", help="print it (the default)")
     p.add_argument("--json", action="store_true")
@@ -374,6 +388,56 @@ def _cmd_adoption(args: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_replay(args: Any, paths: Any) -> int:
+    from .producers.jsonl import progress_bar
+
+    if args.dead_letter:
+        from .recovery.replay import replay_dead_letters
+
+        result = replay_dead_letters(paths, args.op, args.id)
+        for why in result.skipped:
+            _err(why)
+        print(f"{result.sent} dead letters re-sent; the consumer removes each one that applies "
+              f"and keeps the others with their new reason")
+        return EXIT_OK
+    if args.from_archive:
+        from .recovery.replay import parse_time, replay_archive
+
+        try:
+            since, until = parse_time(args.since), parse_time(args.until)
+        except ValueError as exc:
+            _err(f"--since/--until: {exc}")
+            return EXIT_INVALID
+        result = replay_archive(paths, since, until, args.op)
+        print(f"{result.sent} archived operations re-sent; the consumer skips those already applied")
+        return EXIT_OK
+    from .consumer.loop import ALL_TIERS
+    from .recovery.journal import journal_dirs
+    from .recovery.rebuild import count_journal, rebuild_in_place, rebuild_into
+
+    tiers = tuple(args.tier) if args.tier else ALL_TIERS
+    if args.dry_run:
+        counted = count_journal(paths, tiers)
+        for table, n in counted.per_table.items():
+            print(f"{table:<28} {n}")
+        print(f"{counted.operations} operations would be applied")
+        return EXIT_OK
+    bar = progress_bar("rebuild", len(journal_dirs(paths)))
+    if args.into:
+        rebuilt = rebuild_into(paths, args.into, tiers, bar)
+    else:
+        rebuilt = rebuild_in_place(paths, tiers, bar)
+    for table, n in sorted(rebuilt.per_table.items()):
+        print(f"{table:<28} {n} rows")
+    for tier, old in rebuilt.replaced.items():
+        print(f"{tier}: previous database kept at {old}")
+    for warning in rebuilt.warnings:
+        _err(warning)
+    print(f"rebuilt {', '.join(tiers)} from {rebuilt.operations} journal operations"
+          + (f" into {args.into}" if args.into else ""))
+    return EXIT_OK
+
+
 def _cmd_config(args: Any, paths: Any) -> int:
     import json
 
@@ -399,6 +463,7 @@ _COMMANDS = {
     "import": _cmd_import,
     "import-transcripts": _cmd_import_transcripts,
     "mirror-state": _cmd_mirror_state,
+    "replay": _cmd_replay,
     "adoption": _cmd_adoption,
     "config": _cmd_config,
     "hook": _cmd_hook,

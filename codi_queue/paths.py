@@ -36,6 +36,14 @@ class Paths:
         self.state = state
         self.config = os.path.join(config_dir, "config.toml")
 
+    def with_db_dir(self, db_dir: str) -> Paths:
+        """The same paths, but databases in ``db_dir`` (a rebuild writes beside the live ones)."""
+        other = Paths.__new__(Paths)
+        for name in self.__slots__:
+            setattr(other, name, getattr(self, name))
+        other.db_dir = db_dir
+        return other
+
     def database(self, tier: str) -> str:
         return os.path.join(self.db_dir, DATABASE_FILES[tier])
 

@@ -59,7 +59,7 @@ def test_import_maps_aliases_and_files_bad_lines_as_dead_letters(tmp_path: Path,
         (1700000006, "q6", None, None, None, 1, None, None),
     ]
     dead = query(paths, "state", "SELECT op, reason, format FROM cq_dead_letters ORDER BY reason")
-    assert len(dead) == 3 and all(d[0] == "routing_metric" and d[2] == "jsonl" for d in dead)
+    assert len(dead) == 3 and all(d[0] == "routing_metric" and d[2] == "rejected" for d in dead)
     assert "line 4" in dead[0][1] and "line 5" in dead[1][1] and "line 6" in dead[2][1]
     # A second import finds nothing new, and enqueues nothing.
     again = run_cli(home, "import", str(src))

@@ -50,6 +50,7 @@ class DeadLetter:
 class TierResult:
     applied: dict[str, int] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)  # dead letters whose retry succeeded here
 
 
 def _decoder(spec: OpSpec, json: bool) -> Any:
@@ -60,9 +61,11 @@ def _decoder(spec: OpSpec, json: bool) -> Any:
 
 
 def dead_letter(item: Item, reason: str) -> DeadLetter:
+    # A failed retry stays the dead letter it retried, with the new reason.
+    op_id = item.env.retry_of or item.env.id
     if item.json:
-        return DeadLetter(item.env.id, item.env.op, reason, _encode_json(item.env), item.pos, "json")
-    return DeadLetter(item.env.id, item.env.op, reason, _encode(item.env), item.pos)
+        return DeadLetter(op_id, item.env.op, reason, _encode_json(item.env), item.pos, "json")
+    return DeadLetter(op_id, item.env.op, reason, _encode(item.env), item.pos)
 
 
 def _rejected(item: Item) -> DeadLetter:
@@ -71,7 +74,8 @@ def _rejected(item: Item) -> DeadLetter:
     except msgspec.DecodeError as exc:
         return dead_letter(item, f"undecodable rejected-input report: {exc}")
     reason = f"{rej.source}: line {rej.line}: {rej.reason}"
-    return DeadLetter(item.env.id, rej.op, reason, rej.raw.encode(), item.pos, "jsonl")
+    # The whole report is kept: replay needs the source and line to re-derive the op id.
+    return DeadLetter(item.env.id, rej.op, reason, msgspec.json.encode(rej), item.pos, "rejected")
 
 
 def prepare(items: Sequence[Item]) -> tuple[list[tuple[OpSpec, list[tuple[Any, ...]], list[Item]]], list[DeadLetter]]:
@@ -112,6 +116,10 @@ def apply_items(
             if n:
                 result.applied[spec.table] = result.applied.get(spec.table, 0) + n
         _bump_applied(conn, result.applied)
+        failed = {d.op_id for d in dead}
+        result.retried = [i.env.retry_of for i in items if i.env.retry_of and i.env.retry_of not in failed]
+        for op_id in result.retried:
+            conn.execute("DELETE FROM cq_dead_letters WHERE op_id = ?", (op_id,))
         record_dead_letters(conn, segment, dead)
         conn.execute(
             "INSERT INTO cq_cursor (segment, pos) VALUES (?, ?) "

@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,9 +67,11 @@ class Consumer:
         rotate_age_s: float = 3600.0,
         max_backoff_s: float = 30.0,
         config: Config | None = None,
+        tiers: tuple[str, ...] = ALL_TIERS,
     ) -> None:
         self.paths = paths
         self.config = config
+        self.tiers = tiers  # a rebuild may write only some
         self.spool = Spool(paths.spool, paths.archive)
         self.batch_ops = batch_ops
         self.poll_interval = poll_interval
@@ -161,7 +163,7 @@ class Consumer:
                 raise UnsafePath(path, why)
 
     def _open_databases(self) -> None:
-        for tier in ALL_TIERS:
+        for tier in self.tiers:
             if tier not in self._conns:
                 self._conns[tier] = open_tier(self.paths.database(tier), tier)
 
@@ -203,10 +205,27 @@ class Consumer:
                 break
         return total
 
+    def apply_journal(self, dirs: list[QueueDir], progress: Callable[[int], None] | None = None) -> ConsumerStats:
+        """Apply queue directories in order without claiming or archiving anything (a rebuild)."""
+        self._open_databases()
+        try:
+            for n, qd in enumerate(dirs, 1):
+                try:
+                    self._drain_dir(qd)
+                except FileNotFoundError:
+                    continue  # the live consumer archived it meanwhile; it is listed again below
+                if progress:
+                    progress(n)
+        finally:
+            self._close_databases()
+        return self.stats
+
     def _cursor_map(self, seg: str) -> dict[str, int]:
         cursors = self._cursors.get(seg)
         if cursors is None:
-            cursors = self._cursors[seg] = {t: get_cursor(self._conns[t], seg) for t in ALL_TIERS}
+            cursors = self._cursors[seg] = {
+                t: get_cursor(self._conns[t], seg) if t in self._conns else 0 for t in ALL_TIERS
+            }
         return cursors
 
     def _drain_dir(self, qd: QueueDir) -> tuple[int, bool]:
@@ -283,7 +302,7 @@ class Consumer:
         for tier in ALL_TIERS:
             items = routed[tier]
             extra = damaged if tier == STATE_TIER else []
-            if not items and not extra:
+            if not items and not extra or tier not in self._conns:
                 continue
             result = apply_items(self._conns[tier], seg, end, items, extra)
             cursors[tier] = end  # committed: a retry after a later tier's failure skips these
@@ -293,6 +312,13 @@ class Consumer:
                 if dead.op != "?":
                     self._report(f"dead letter {dead.op_id} ({dead.op}): {dead.reason}")
             self.stats.dead_letters += len(result.dead)
+            if tier != STATE_TIER and result.retried and STATE_TIER in self._conns:
+                # Retries of dead letters filed in the state database (an op this
+                # code did not know then, a rejected source line) succeeded here.
+                # Deleting after the tier committed is safe to repeat.
+                state = self._conns[STATE_TIER]
+                for op_id in result.retried:
+                    state.execute("DELETE FROM cq_dead_letters WHERE op_id = ?", (op_id,))
         for tier in ALL_TIERS:
             # Tiers with nothing in [start, end) are done with it too; only the
             # in-memory cursor moves (a restart re-reads, and skips, the span).

@@ -23,6 +23,10 @@ class Envelope(msgspec.Struct, array_like=True):
     ts: float  # enqueue time, unix seconds
     producer: str
     body: msgspec.Raw  # the encoded Operation (tagged), decoded only when applied
+    # Added after release (hence the default): the dead letter this operation
+    # re-applies; on success the consumer removes it, on failure it files the
+    # new reason under that same dead letter.
+    retry_of: str | None = None
 
 
 class Record(msgspec.Struct, array_like=True):
