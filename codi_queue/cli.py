@@ -85,6 +85,18 @@ def _parser() -> Any:
     p.add_argument("--into", help="write rebuilt databases here instead of replacing the live ones (--rebuild)")
     p.add_argument("--dry-run", action="store_true", help="count what would be applied (--rebuild)")
 
+    p = sub.add_parser("backup", parents=[common], help="consistent online snapshots of every tier database")
+    p.add_argument("--into", help="directory for the snapshot (default: HOME/backups/<timestamp>)")
+
+    p = sub.add_parser("restore", parents=[common], help="put a snapshot back (consumer stopped; old files kept)")
+    p.add_argument("snapshot", help="a directory written by codi-queue backup")
+    p.add_argument("--tier", action="append", choices=["platform", "org", "sessions", "project", "state"])
+    p.add_argument("--no-catch-up", action="store_true", help="do not re-send archived operations since the snapshot")
+
+    p = sub.add_parser("db", parents=[common], help="database care: check, vacuum, migrate")
+    p.add_argument("action", choices=["check", "vacuum", "migrate"])
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("config", parents=[common], help="the effective configuration")
     p.add_argument("--show", action="store_true", help="print it (the default)")
     p.add_argument("--json", action="store_true")
@@ -438,6 +450,58 @@ def _cmd_replay(args: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_backup(args: Any, paths: Any) -> int:
+    from .recovery.backup import backup
+
+    result = backup(paths, args.into)
+    for tier, info in result.tiers.items():
+        print(f"{tier:<9} {info['bytes']:>12} bytes  schema v{info['user_version']}  integrity {info['integrity']}")
+    for problem in result.problems:
+        _err(problem)
+    print(f"snapshot: {result.directory}")
+    return EXIT_FAILURE if result.problems or not result.tiers else EXIT_OK
+
+
+def _cmd_restore(args: Any, paths: Any) -> int:
+    from .recovery.backup import CATCH_UP_MARGIN_S, restore
+    from .recovery.replay import replay_archive
+
+    moved, created = restore(paths, args.snapshot, tuple(args.tier) if args.tier else None)
+    for tier, old in moved.items():
+        print(f"{tier}: restored; the file it replaced is kept at {old}")
+    if not args.no_catch_up:
+        sent = replay_archive(paths, since=created - CATCH_UP_MARGIN_S).sent
+        print(f"{sent} archived operations since the snapshot re-sent; the next consumer run applies what is missing")
+    return EXIT_OK
+
+
+def _cmd_db(args: Any, paths: Any) -> int:
+    import json
+
+    from .recovery import maintenance
+
+    if args.action == "check":
+        report = maintenance.check(paths)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        for tier, info in report.items():
+            if not args.json:
+                if not info["exists"]:
+                    print(f"{tier:<9} absent")
+                else:
+                    print(f"{tier:<9} integrity {info['integrity']}  schema v{info['user_version']}"
+                          f"/{info['latest_version']}  {info['bytes']} bytes  wal {info['wal_bytes']} bytes")
+        bad = [t for t, i in report.items() if i["exists"] and i["integrity"] != "ok"]
+        return EXIT_FAILURE if bad else EXIT_OK
+    if args.action == "vacuum":
+        for tier, (before, after) in maintenance.vacuum(paths).items():
+            print(f"{tier:<9} {before} -> {after} bytes")
+        return EXIT_OK
+    for tier, (before, after) in maintenance.migrate(paths).items():
+        print(f"{tier:<9} schema v{before} -> v{after}")
+    return EXIT_OK
+
+
 def _cmd_config(args: Any, paths: Any) -> int:
     import json
 
@@ -464,6 +528,9 @@ _COMMANDS = {
     "import-transcripts": _cmd_import_transcripts,
     "mirror-state": _cmd_mirror_state,
     "replay": _cmd_replay,
+    "backup": _cmd_backup,
+    "restore": _cmd_restore,
+    "db": _cmd_db,
     "adoption": _cmd_adoption,
     "config": _cmd_config,
     "hook": _cmd_hook,

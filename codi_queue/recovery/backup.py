@@ -1,0 +1,128 @@
+"""``codi-queue backup`` and ``restore``: consistent online snapshots of every tier database.
+
+A snapshot is taken with SQLite's backup API in a single step, under one read
+transaction, so it is consistent while the consumer keeps writing (WAL lets
+both proceed). Each copy is integrity-checked. ``restore`` needs the consumer
+stopped (it takes its lock), checks the snapshot first, keeps the current
+files aside, and then re-sends what the archive holds from shortly before the
+snapshot, so the restored databases catch up (op ids make the overlap
+harmless).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import apsw
+
+from ..consumer.db import set_busy_timeout
+from ..consumer.lock import ConsumerLock
+from ..consumer.loop import ALL_TIERS
+from ..errors import CodiQueueError
+from ..fsutil import FILE_MODE, ensure_private_dir, fsync_dir, write_atomic
+from ..paths import Paths
+
+__all__ = ["BackupResult", "backup", "restore", "copy_database", "integrity", "CATCH_UP_MARGIN_S"]
+
+CATCH_UP_MARGIN_S = 3600.0  # operations enqueued this long before a snapshot may have been applied after it
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class BackupResult:
+    directory: str
+    tiers: dict[str, dict[str, object]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def integrity(path: str) -> str:
+    """``"ok"``, or what is wrong (a file too damaged to check says so too)."""
+    try:
+        conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    except apsw.Error as exc:
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        set_busy_timeout(conn)
+        rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+    except apsw.Error as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+    return "ok" if rows == ["ok"] else "; ".join(str(r) for r in rows[:5])
+
+
+def copy_database(src_path: str, dest_path: str) -> int:
+    """Copy with the backup API in one step (one consistent read); the destination's user_version."""
+    if os.path.exists(dest_path):
+        raise FileExistsError(dest_path)
+    os.close(os.open(dest_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    src = apsw.Connection(src_path, flags=apsw.SQLITE_OPEN_READONLY)
+    dest = apsw.Connection(dest_path)
+    try:
+        set_busy_timeout(src)
+        with dest.backup("main", src, "main") as step:
+            step.step(-1)
+        dest.execute("PRAGMA journal_mode = DELETE")  # a snapshot is one self-contained file
+        return int(dest.execute("PRAGMA user_version").get)
+    finally:
+        dest.close()
+        src.close()
+
+
+def backup(paths: Paths, into: str | None = None) -> BackupResult:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    directory = into or os.path.join(paths.home, "backups", stamp)
+    ensure_private_dir(directory)
+    result = BackupResult(directory)
+    for tier in ALL_TIERS:
+        src = paths.database(tier)
+        if not os.path.exists(src):
+            continue
+        dest = os.path.join(directory, os.path.basename(src))
+        version = copy_database(src, dest)
+        check = integrity(dest)
+        if check != "ok":
+            result.problems.append(f"{tier}: the copy failed its integrity check: {check}")
+        result.tiers[tier] = {"file": os.path.basename(dest), "user_version": version, "integrity": check,
+                              "bytes": os.path.getsize(dest)}
+    manifest = {"created": time.time(), "home": paths.home, "tiers": result.tiers}
+    write_atomic(os.path.join(directory, MANIFEST), json.dumps(manifest, indent=2).encode())
+    return result
+
+
+class SnapshotError(CodiQueueError):
+    pass
+
+
+def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -> tuple[dict[str, str], float]:
+    """Put a snapshot back; (tier → where the replaced file went, the snapshot's time)."""
+    try:
+        with open(os.path.join(snapshot, MANIFEST), "rb") as fp:
+            manifest = json.loads(fp.read())
+    except (FileNotFoundError, ValueError) as exc:
+        raise SnapshotError(f"{snapshot} is not a codi-queue snapshot (no readable {MANIFEST}: {exc})") from None
+    chosen = [t for t in manifest["tiers"] if tiers is None or t in tiers]
+    for tier in chosen:  # refuse before touching anything
+        check = integrity(os.path.join(snapshot, manifest["tiers"][tier]["file"]))
+        if check != "ok":
+            raise SnapshotError(f"snapshot {tier} database fails its integrity check: {check}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved: dict[str, str] = {}
+    with ConsumerLock(paths.consumer_lock):
+        ensure_private_dir(paths.db_dir)
+        for tier in chosen:
+            live = paths.database(tier)
+            staged = f"{live}.restoring-{stamp}"
+            copy_database(os.path.join(snapshot, manifest["tiers"][tier]["file"]), staged)
+            if os.path.exists(live):
+                aside = f"{live}.before-restore-{stamp}"
+                for suffix in ("", "-wal", "-shm"):
+                    if os.path.exists(live + suffix):
+                        os.replace(live + suffix, aside + suffix)
+                moved[tier] = aside
+            os.replace(staged, live)
+        fsync_dir(paths.db_dir)
+    return moved, float(manifest["created"])

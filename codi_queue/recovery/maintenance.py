@@ -1,0 +1,95 @@
+"""``codi-queue db check|vacuum|migrate``: database care without running the consumer.
+
+``check`` only reads and is safe at any time. ``vacuum`` and ``migrate``
+write, so they take the consumer's lock (the consumer must be stopped).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import apsw
+
+from ..consumer.db import migrate as run_migrations
+from ..consumer.db import open_readonly, open_tier, schema_version, set_busy_timeout
+from ..consumer.lock import ConsumerLock
+from ..consumer.loop import ALL_TIERS
+from ..paths import Paths
+from ..schemas.migrations import latest_version
+from .backup import integrity
+
+__all__ = ["check", "vacuum", "migrate"]
+
+
+def _wal_bytes(path: str) -> int:
+    try:
+        return os.path.getsize(path + "-wal")
+    except FileNotFoundError:
+        return 0
+
+
+def check(paths: Paths) -> dict[str, dict[str, Any]]:
+    report: dict[str, dict[str, Any]] = {}
+    for tier in ALL_TIERS:
+        path = paths.database(tier)
+        conn = open_readonly(path)
+        if conn is None:
+            report[tier] = {"exists": False}
+            continue
+        try:
+            version = schema_version(conn)
+        finally:
+            conn.close()
+        report[tier] = {
+            "exists": True,
+            "integrity": integrity(path),
+            "user_version": version,
+            "latest_version": latest_version(tier),
+            "bytes": os.path.getsize(path),
+            "wal_bytes": _wal_bytes(path),
+        }
+    return report
+
+
+def vacuum(paths: Paths) -> dict[str, tuple[int, int]]:
+    """Checkpoint the WAL and rebuild each file compactly: tier → (bytes before, bytes after)."""
+    sizes: dict[str, tuple[int, int]] = {}
+    with ConsumerLock(paths.consumer_lock):
+        for tier in ALL_TIERS:
+            path = paths.database(tier)
+            if not os.path.exists(path):
+                continue
+            before = os.path.getsize(path) + _wal_bytes(path)
+            conn = apsw.Connection(path)
+            try:
+                set_busy_timeout(conn)
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+            sizes[tier] = (before, os.path.getsize(path) + _wal_bytes(path))
+    return sizes
+
+
+def migrate(paths: Paths) -> dict[str, tuple[int, int]]:
+    """Apply pending migrations: tier → (version before, version after)."""
+    done: dict[str, tuple[int, int]] = {}
+    with ConsumerLock(paths.consumer_lock):
+        for tier in ALL_TIERS:
+            path = paths.database(tier)
+            before = 0
+            if os.path.exists(path):
+                conn = open_readonly(path)
+                if conn is not None:
+                    try:
+                        before = schema_version(conn)
+                    finally:
+                        conn.close()
+            conn = open_tier(path, tier)  # migrates (and refuses a database newer than this code)
+            try:
+                done[tier] = (before, run_migrations(conn, tier))
+            finally:
+                conn.close()
+    return done

@@ -1,0 +1,116 @@
+"""Backups under load pass integrity checks and restore; database care commands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import apsw
+
+from codi_queue.consumer.loop import Consumer
+from codi_queue.paths import Paths
+from codi_queue.producers.api import enqueue, enqueue_many
+
+from .conftest import cli_env, count_when_ready, query, run_cli
+
+
+def test_backup_under_steady_load_is_consistent_and_restores(tmp_path: Path, home: Path, paths: Paths) -> None:
+    enqueue("decision", {"decision_id": "d1", "title": "keep", "decision": "yes"}, home=str(home))
+    consumer = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "0.1"], env=cli_env(home),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stop = threading.Event()
+    sent = [0]
+
+    def load() -> None:
+        while not stop.is_set():
+            enqueue_many("tool_event", [{"tool_name": f"load{sent[0]}-{i}", "success": True} for i in range(50)],
+                         home=str(home))
+            sent[0] += 1
+
+    writer = threading.Thread(target=load)
+    try:
+        deadline = time.monotonic() + 30
+        while (count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") or 0) < 500:
+            assert time.monotonic() < deadline
+            if not writer.is_alive() and sent[0] == 0:
+                writer.start()
+            time.sleep(0.05)
+        snap = tmp_path / "snap"
+        res = run_cli(home, "backup", "--into", str(snap))  # while the writer and consumer keep going
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.count("integrity ok") == 5
+    finally:
+        stop.set()
+        if writer.is_alive():
+            writer.join(timeout=30)
+        consumer.send_signal(signal.SIGTERM)
+        consumer.wait(timeout=30)
+    snapped = apsw.Connection(str(snap / "sessions.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        in_snapshot = snapped.execute("SELECT count(*) FROM tool_events").get
+        assert snapped.execute("PRAGMA integrity_check").get == "ok"
+    finally:
+        snapped.close()
+    assert in_snapshot % 50 == 0  # whole batches only: a transaction is in the snapshot or not
+    Consumer(paths).run(once=True)
+    total = query(paths, "sessions", "SELECT count(*) FROM tool_events")[0][0]
+    # Lose the org database, then restore the snapshot.
+    os.remove(paths.database("org"))
+    res = run_cli(home, "restore", str(snap), "--no-catch-up")
+    assert res.returncode == 0, res.stderr
+    assert query(paths, "org", "SELECT title FROM decisions") == [("keep",)]
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(in_snapshot,)]
+    assert any(Path(paths.db_dir).glob("sessions.db.before-restore-*"))
+    # Pending and archived operations after the snapshot come back with the catch-up.
+    res = run_cli(home, "restore", str(snap))
+    assert res.returncode == 0 and "re-sent" in res.stdout
+    Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(total,)]
+
+
+def test_restore_refuses_while_the_consumer_runs_and_a_damaged_snapshot(tmp_path: Path, home: Path, paths: Paths) -> None:
+    enqueue("task", {"task_id": "t", "title": "x"}, home=str(home))
+    Consumer(paths).run(once=True)
+    snap = tmp_path / "snap"
+    assert run_cli(home, "backup", "--into", str(snap)).returncode == 0
+    data = bytearray((snap / "project.db").read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for n in range(1, len(data) // page):  # wreck every b-tree page header after the first
+        data[n * page:n * page + 12] = b"\x42" * 12
+    (snap / "project.db").write_bytes(bytes(data))
+    res = run_cli(home, "restore", str(snap))
+    assert res.returncode == 1 and "integrity" in res.stderr
+    consumer = subprocess.Popen([sys.executable, "-m", "codi_queue", "run"], env=cli_env(home),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while run_cli(home, "status", "--json").stdout.find('"running": true') < 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        res = run_cli(home, "restore", str(snap), "--tier", "org")
+        assert res.returncode == 1 and "already running" in res.stderr
+    finally:
+        consumer.send_signal(signal.SIGTERM)
+        consumer.wait(timeout=30)
+
+
+def test_db_check_vacuum_migrate(home: Path, paths: Paths) -> None:
+    enqueue_many("tool_event", [{"tool_name": "x" * 100, "success": True}] * 2000, home=str(home))
+    Consumer(paths).run(once=True)
+    conn = apsw.Connection(paths.database("sessions"))
+    conn.execute("DELETE FROM tool_events")
+    conn.close()
+    check = run_cli(home, "db", "check")
+    assert check.returncode == 0 and check.stdout.count("integrity ok") == 5
+    vac = run_cli(home, "db", "vacuum")
+    assert vac.returncode == 0
+    line = [l for l in vac.stdout.splitlines() if l.startswith("sessions")][0]
+    before, after = (int(x) for x in line.split()[1:4:2])
+    assert after < before
+    mig = run_cli(home, "db", "migrate")
+    assert mig.returncode == 0 and "sessions  schema v2 -> v2" in mig.stdout
