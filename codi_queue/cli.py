@@ -97,6 +97,11 @@ def _parser() -> Any:
     p.add_argument("action", choices=["check", "vacuum", "migrate"])
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("agent", parents=[common], help="run the consumer as a KeepAlive agent (launchd/systemd)")
+    p.add_argument("action", choices=["install", "uninstall", "status"])
+    p.add_argument("--kind", choices=["launchd", "systemd"], help="default: launchd on macOS, systemd elsewhere")
+    p.add_argument("--dry-run", action="store_true", help="print the file and the commands, change nothing")
+
     p = sub.add_parser("config", parents=[common], help="the effective configuration")
     p.add_argument("--show", action="store_true", help="print it (the default)")
     p.add_argument("--json", action="store_true")
@@ -502,6 +507,47 @@ def _cmd_db(args: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_agent(args: Any, paths: Any) -> int:
+    from .agent import agent_for
+    from .consumer.lock import consumer_pid
+    from .fsutil import write_atomic
+
+    agent = agent_for(paths, args.kind)
+    if args.action == "status":
+        pid = consumer_pid(paths.consumer_lock)
+        print(f"agent file: {agent.path} ({'present' if os.path.exists(agent.path) else 'absent'})")
+        print(f"consumer:   {'running, pid ' + str(pid) if pid else 'not running'}")
+        if not args.dry_run:
+            failures = agent.apply([agent.status])
+            for failure in failures:
+                _err(failure)
+        return EXIT_OK
+    commands = agent.install if args.action == "install" else agent.uninstall
+    if args.dry_run:
+        if args.action == "install":
+            print(f"# would write {agent.path}:")
+            sys.stdout.write(agent.content.decode())
+        else:
+            print(f"# would remove {agent.path}")
+        for cmd in commands:
+            print("# would run: " + " ".join(cmd))
+        return EXIT_OK
+    if args.action == "install":
+        os.makedirs(os.path.dirname(agent.path), exist_ok=True)
+        write_atomic(agent.path, agent.content)
+        print(f"wrote {agent.path}")
+        # bootout first so a reinstall reloads; it fails when nothing was loaded, which is fine
+        failures = [f for f in agent.apply(commands) if "bootout" not in f]
+    else:
+        failures = agent.apply(commands)
+        if os.path.exists(agent.path):
+            os.remove(agent.path)
+            print(f"removed {agent.path}")
+    for failure in failures:
+        _err(failure)
+    return EXIT_FAILURE if failures else EXIT_OK
+
+
 def _cmd_config(args: Any, paths: Any) -> int:
     import json
 
@@ -531,6 +577,7 @@ _COMMANDS = {
     "backup": _cmd_backup,
     "restore": _cmd_restore,
     "db": _cmd_db,
+    "agent": _cmd_agent,
     "adoption": _cmd_adoption,
     "config": _cmd_config,
     "hook": _cmd_hook,
