@@ -120,6 +120,9 @@ def _parser() -> Any:
 
     p = sub.add_parser("status", parents=[common], help="queue depth, lag, dead letters, consumer liveness")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
+    p.add_argument("--prometheus", metavar="FILE", help="write the Prometheus textfile format to FILE (- for stdout)")
 
     p = sub.add_parser("paths", parents=[common], help="where everything lives")
     p.add_argument("--json", action="store_true")
@@ -212,11 +215,9 @@ def _cmd_run(args: Any, paths: Any) -> int:
     from .config import load_config
     from .consumer.loop import Consumer
 
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    from .consumer.logfile import configure_logging
+
+    configure_logging(paths.consumer_log, verbose=args.verbose)
     consumer = Consumer(
         paths,
         batch_ops=max(1, args.batch),
@@ -235,25 +236,32 @@ def _cmd_run(args: Any, paths: Any) -> int:
 
 def _cmd_status(args: Any, paths: Any) -> int:
     import json
+    import time
 
-    from .consumer.status import collect
+    from .consumer.status import collect, prometheus_text, render_human
 
-    report = collect(paths)
-    if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
+    if args.prometheus:
+        text = prometheus_text(collect(paths))
+        if args.prometheus == "-":
+            sys.stdout.write(text)
+        else:
+            from .consumer.loop import write_textfile
+
+            write_textfile(args.prometheus, text)
         return EXIT_OK
-    consumer = report["consumer"]
-    age = report["oldest_pending_age_s"]
-    print(f"home            {paths.home}")
-    print(f"consumer        {'running, pid ' + str(consumer['pid']) if consumer['running'] else 'not running'}")
-    print(f"pending         {report['pending']}" + (f" (oldest {age:.1f}s)" if age is not None else ""))
-    print(f"dead letters    {report['dead_letters']}")
-    print(f"producer errors {report['producer_errors']}")
-    for table, n in sorted(report["applied"].items()):
-        print(f"applied         {table}: {n}")
-    err = report["last_error"]
-    print(f"last error      {err['message'] if err else 'none'}")
-    return EXIT_OK
+    while True:
+        report = collect(paths)
+        out = json.dumps(report, indent=2, sort_keys=True) if args.json else render_human(report, paths.home)
+        if args.watch:
+            sys.stdout.write("\x1b[H\x1b[2J" + out + f"\n\n(every {args.interval:g}s; Ctrl-C to stop)\n")
+            sys.stdout.flush()
+            try:
+                time.sleep(max(0.2, args.interval))
+            except KeyboardInterrupt:
+                return EXIT_OK
+            continue
+        print(out)
+        return EXIT_OK
 
 
 def _cmd_paths(args: Any, paths: Any) -> int:
@@ -284,15 +292,17 @@ def _cmd_git_hook(args: Any, paths: Any) -> int:
     return run_git_hook(paths.home, args.name, args.args)
 
 
-def _explicit_home(args: Any) -> str | None:
-    return getattr(args, "home", None) or os.environ.get("CODI_QUEUE_HOME") or None
+def _explicit_home(args: Any, paths: Any) -> str:
+    # Hooks get the home resolved now: a hook process then needs neither
+    # platformdirs nor the config file, and cannot drift to another home.
+    return str(paths.home)
 
 
 def _cmd_install_hooks(args: Any, paths: Any) -> int:
     from .producers.install import command_line, install_claude_hooks
 
     try:
-        diff, backup = install_claude_hooks(args.settings, command_line("hook", _explicit_home(args)), args.dry_run)
+        diff, backup = install_claude_hooks(args.settings, command_line("hook", _explicit_home(args, paths)), args.dry_run)
     except (ValueError, OSError) as exc:
         _err(str(exc))
         return EXIT_INVALID if isinstance(exc, ValueError) else EXIT_FAILURE
@@ -309,7 +319,7 @@ def _cmd_install_git_hook(args: Any, paths: Any) -> int:
     from .producers.install import command_line, install_git_hooks
 
     try:
-        for line in install_git_hooks(args.repo, command_line("git-hook", _explicit_home(args)), args.dry_run):
+        for line in install_git_hooks(args.repo, command_line("git-hook", _explicit_home(args, paths)), args.dry_run):
             print(line)
     except (ValueError, OSError) as exc:
         _err(str(exc))

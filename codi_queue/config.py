@@ -10,6 +10,16 @@
     "~/.claude/data/routing-metrics.jsonl" = "routing_metric"
     "~/.claude/data/git-activity.jsonl" = "auto"   # known file names map themselves
 
+    [archive]                                # retention of applied segments (the replay journal)
+    max_age_days = 30                        # 0 = keep forever
+    max_bytes = 2147483648                   # 2 GiB; 0 = no size limit
+
+    [observability]
+    prometheus_textfile = "/var/lib/node_exporter/textfile/codi_queue.prom"
+
+``home = "..."`` at the top level is read by path resolution (``paths.py``)
+from the file in the platform's config directory.
+
 A missing file means nothing extra is watched. A file that is not valid TOML,
 names an unknown operation or has a value of the wrong type is refused with
 the key and the reason.
@@ -34,8 +44,13 @@ class ConfigError(CodiQueueError):
         super().__init__(f"{path}: {key + ': ' if key else ''}{reason}")
 
 
+ARCHIVE_MAX_AGE_DAYS = 30
+ARCHIVE_MAX_BYTES = 2 * 1024**3
+
+
 class Config:
-    __slots__ = ("path", "exists", "jsonl", "transcripts", "state_dirs")
+    __slots__ = ("path", "exists", "jsonl", "transcripts", "state_dirs", "archive_max_age_days",
+                 "archive_max_bytes", "prometheus_textfile")
 
     def __init__(self, path: str, exists: bool) -> None:
         self.path = path
@@ -43,12 +58,17 @@ class Config:
         self.jsonl: dict[str, str] = {}
         self.transcripts: list[str] = []
         self.state_dirs: list[str] = []
+        self.archive_max_age_days: float = ARCHIVE_MAX_AGE_DAYS
+        self.archive_max_bytes: int = ARCHIVE_MAX_BYTES
+        self.prometheus_textfile: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "file": self.path,
             "file_exists": self.exists,
             "watch": {"jsonl": dict(self.jsonl), "transcripts": list(self.transcripts), "state_dirs": list(self.state_dirs)},
+            "archive": {"max_age_days": self.archive_max_age_days, "max_bytes": self.archive_max_bytes},
+            "observability": {"prometheus_textfile": self.prometheus_textfile},
         }
 
 
@@ -77,6 +97,25 @@ def load_config(paths: Paths) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, None, f"not valid TOML: {exc}") from None
     config = Config(path, exists=True)
+    unknown_top = set(data) - {"home", "watch", "archive", "observability"}
+    if unknown_top:
+        raise ConfigError(path, None, f"unknown keys {sorted(unknown_top)} (known: home, watch, archive, observability)")
+    archive = data.get("archive", {})
+    if not isinstance(archive, dict) or set(archive) - {"max_age_days", "max_bytes"}:
+        raise ConfigError(path, "archive", "expected a table with max_age_days and/or max_bytes")
+    for key, attr in (("max_age_days", "archive_max_age_days"), ("max_bytes", "archive_max_bytes")):
+        if key in archive:
+            value = archive[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(path, f"archive.{key}", "expected a number >= 0 (0 = no limit)")
+            setattr(config, attr, value if key == "max_age_days" else int(value))
+    obs = data.get("observability", {})
+    if not isinstance(obs, dict) or set(obs) - {"prometheus_textfile"}:
+        raise ConfigError(path, "observability", "expected a table with prometheus_textfile")
+    if "prometheus_textfile" in obs:
+        if not isinstance(obs["prometheus_textfile"], str):
+            raise ConfigError(path, "observability.prometheus_textfile", "expected a path")
+        config.prometheus_textfile = _expand(obs["prometheus_textfile"])
     watch = data.get("watch", {})
     if not isinstance(watch, dict):
         raise ConfigError(path, "watch", "expected a table")

@@ -1,9 +1,11 @@
 """Where everything lives, and which rule chose it.
 
-Order: ``--home`` > ``CODI_QUEUE_HOME`` > platformdirs defaults. With a home,
+Order: ``--home`` > ``CODI_QUEUE_HOME`` > ``home = ...`` in the config file
+(the platform's user config directory) > platformdirs defaults. With a home,
 everything sits under it; without, data (spool, archive, databases) goes to
 the user data directory and logs, state and config to their own platform
-directories. User data is never placed inside the installed package.
+directories. A home inside the installed package is refused: user data never
+lives there.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ DATABASE_FILES = {
 class Paths:
     __slots__ = ("home", "source", "spool", "archive", "logs", "state", "config", "db_dir")
 
-    def __init__(self, home: str, source: str, *, logs: str, state: str, config_dir: str) -> None:
+    def __init__(self, home: str, source: str, *, logs: str, state: str, config_dir: str, config: str = "") -> None:
         self.home = home
         self.source = source  # which rule chose the home: "--home", "CODI_QUEUE_HOME", "platformdirs"
         self.spool = os.path.join(home, "spool")
@@ -34,7 +36,7 @@ class Paths:
         self.db_dir = os.path.join(home, "db")
         self.logs = logs
         self.state = state
-        self.config = os.path.join(config_dir, "config.toml")
+        self.config = config or os.path.join(config_dir, "config.toml")
 
     def with_db_dir(self, db_dir: str) -> Paths:
         """The same paths, but databases in ``db_dir`` (a rebuild writes beside the live ones)."""
@@ -50,6 +52,14 @@ class Paths:
     @property
     def error_log(self) -> str:
         return os.path.join(self.logs, "errors.jsonl")
+
+    @property
+    def metrics(self) -> str:
+        return os.path.join(self.state, "metrics.json")
+
+    @property
+    def consumer_log(self) -> str:
+        return os.path.join(self.logs, "consumer.log")
 
     @property
     def consumer_lock(self) -> str:
@@ -77,21 +87,52 @@ def resolve(home: str | None = None) -> Paths:
         return _under(env, ENV_HOME)
     import platformdirs  # only the default-path case pays for it
 
-    return Paths(
+    config = os.path.join(platformdirs.user_config_dir(APP, appauthor=False), "config.toml")
+    configured = _home_from(config)
+    if configured:
+        return _under(configured, "config file", config=config)
+    return _checked(Paths(
         platformdirs.user_data_dir(APP, appauthor=False),
         "platformdirs",
         logs=platformdirs.user_log_dir(APP, appauthor=False),
         state=platformdirs.user_state_dir(APP, appauthor=False),
-        config_dir=platformdirs.user_config_dir(APP, appauthor=False),
-    )
+        config_dir=os.path.dirname(config),
+    ))
 
 
-def _under(home: str, source: str) -> Paths:
+def _home_from(config: str) -> str | None:
+    if not os.path.exists(config):
+        return None
+    import tomllib
+
+    from .errors import CodiQueueError
+
+    try:
+        with open(config, "rb") as fp:
+            home = tomllib.load(fp).get("home")
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CodiQueueError(f"{config}: {exc}") from None
+    if home is not None and not isinstance(home, str):
+        raise CodiQueueError(f"{config}: home: expected a path")
+    return home or None
+
+
+def _under(home: str, source: str, config: str = "") -> Paths:
     home = os.path.abspath(os.path.expanduser(home))
-    return Paths(
+    return _checked(Paths(
         home,
         source,
         logs=os.path.join(home, "logs"),
         state=os.path.join(home, "state"),
         config_dir=home,
-    )
+        config=config,
+    ))
+
+
+def _checked(paths: Paths) -> Paths:
+    package = os.path.dirname(os.path.abspath(__file__))
+    if paths.home == package or paths.home.startswith(package + os.sep):
+        from .errors import UnsafePath
+
+        raise UnsafePath(paths.home, "inside the installed codi-queue package; user data never lives there")
+    return paths

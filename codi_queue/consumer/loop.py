@@ -10,6 +10,7 @@ signal lets the batch in flight commit (or roll back) and the process exit 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -34,6 +35,7 @@ from ..schemas.registry import OPS, STATE_TIER, TIERS
 from .apply import DeadLetter, Item, apply_items, get_cursor
 from .db import open_tier
 from .lock import ConsumerLock
+from .metrics import Metrics
 from .tail import Tailers
 from .wake import Waker
 
@@ -84,6 +86,8 @@ class Consumer:
         self._conns: dict[str, apsw.Connection] = {}
         self._cursors: dict[str, dict[str, int]] = {}
         self.tailers = Tailers(paths, config, self._report) if config is not None else None
+        self.metrics = Metrics(paths.metrics)
+        self._housekeeping_at = 0.0
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -98,10 +102,12 @@ class Consumer:
                     # the next ones retire what it claimed and catch stragglers.
                     self._poll_sources()
                     self.drain(max_passes=3)
+                    self._housekeeping(force=True)
                 else:
                     self._serve()
             finally:
                 self._close_databases()
+                self.metrics.flush(force=True, running=False)
         return self.stats
 
     def request_stop(self) -> None:
@@ -124,6 +130,7 @@ class Consumer:
                     try:
                         self._poll_sources()
                         self.drain()
+                        self._housekeeping()
                         backoff = 0.0
                     except (apsw.Error, OSError) as exc:
                         # Infrastructure trouble (disk full, database locked or gone):
@@ -312,6 +319,7 @@ class Consumer:
                 if dead.op != "?":
                     self._report(f"dead letter {dead.op_id} ({dead.op}): {dead.reason}")
             self.stats.dead_letters += len(result.dead)
+            self.metrics.batch(len(items) + len(extra), sum(result.applied.values()), len(result.dead))
             if tier != STATE_TIER and result.retried and STATE_TIER in self._conns:
                 # Retries of dead letters filed in the state database (an op this
                 # code did not know then, a rejected source line) succeeded here.
@@ -324,6 +332,24 @@ class Consumer:
             # in-memory cursor moves (a restart re-reads, and skips, the span).
             cursors[tier] = max(cursors[tier], end)
         self.stats.batches += 1
+        self.metrics.flush()
+
+    def _housekeeping(self, force: bool = False) -> None:
+        """Archive retention and the Prometheus textfile, at most once a minute."""
+        now = time.time()
+        if not force and now - self._housekeeping_at < 60:
+            return
+        self._housekeeping_at = now
+        self.metrics.flush(force=True)
+        if self.config is None:
+            return
+        removed = self.spool.prune_archive(self.config.archive_max_age_days * 86400, self.config.archive_max_bytes)
+        if removed:
+            log.info("archive retention removed %d segments", len(removed))
+        if self.config.prometheus_textfile:
+            from .status import collect, prometheus_text
+
+            write_textfile(self.config.prometheus_textfile, prometheus_text(collect(self.paths)))
 
     def _poll_sources(self) -> None:
         if self.tailers:
@@ -344,3 +370,11 @@ class Consumer:
     def _report(self, message: str) -> None:
         log.warning("%s", message)
         record_error(self.paths.error_log, "consumer", message)
+
+
+def write_textfile(path: str, text: str) -> None:
+    """Atomically replace a Prometheus textfile (the collector must never read half of one)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fp:
+        fp.write(text)
+    os.replace(tmp, path)

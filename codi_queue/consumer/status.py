@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -16,8 +17,9 @@ from ..schemas.envelope import RecordHead
 from ..schemas.registry import STATE_TIER, TIERS
 from .db import open_readonly
 from .lock import consumer_pid
+from .metrics import read_metrics
 
-__all__ = ["collect"]
+__all__ = ["collect", "prometheus_text", "render_human"]
 
 _decode_head = msgspec.msgpack.Decoder(RecordHead).decode
 _decode_json_head = msgspec.json.Decoder(RecordHead).decode
@@ -40,15 +42,79 @@ def collect(paths: Paths) -> dict[str, Any]:
             if conn is not None:
                 conn.close()
     pid = consumer_pid(paths.consumer_lock)
+    running = pid is not None
+    metrics = read_metrics(paths.metrics) or {}
+    live = running and metrics.get("pid") == pid
+    segments, archive_bytes = Spool(paths.spool, paths.archive).archive_bytes()
+    wal = 0
+    for tier in (*TIERS, STATE_TIER):
+        try:
+            wal += os.path.getsize(paths.database(tier) + "-wal")
+        except FileNotFoundError:
+            continue
     return {
         "pending": pending,
         "oldest_pending_age_s": None if oldest is None else round(max(0.0, time.time() - oldest), 3),
         "dead_letters": dead,
-        "consumer": {"running": pid is not None, "pid": pid if pid and pid > 0 else None},
+        "consumer": {
+            "running": running,
+            "pid": pid if pid and pid > 0 else None,
+            "started": metrics.get("started") if live else None,
+            "last_batch_at": metrics.get("last_batch_at") if live else None,
+        },
+        "throughput_1m_ops_s": metrics.get("throughput_1m_ops_s", 0.0) if live else 0.0,
+        "batches": metrics.get("batches", 0) if live else 0,
         "applied": applied,
+        "wal_bytes": wal,
+        "archive": {"segments": segments, "bytes": archive_bytes},
         "last_error": last_error(paths.error_log),
         "producer_errors": error_count(paths.error_log, "producer"),
     }
+
+
+def render_human(report: dict[str, Any], home: str) -> str:
+    consumer = report["consumer"]
+    age = report["oldest_pending_age_s"]
+    lines = [
+        f"home             {home}",
+        "consumer         " + (f"running, pid {consumer['pid']}" if consumer["running"] else "not running"),
+        f"pending          {report['pending']}" + (f" (lag: oldest {age:.1f}s)" if age is not None else ""),
+        f"throughput       {report['throughput_1m_ops_s']:.1f} ops/s over the last minute, "
+        f"{report['batches']} batches since start",
+        f"dead letters     {report['dead_letters']}",
+        f"producer errors  {report['producer_errors']}",
+        f"wal              {report['wal_bytes']} bytes",
+        f"archive          {report['archive']['segments']} segments, {report['archive']['bytes']} bytes",
+    ]
+    lines += [f"applied          {t}: {n}" for t, n in sorted(report["applied"].items())]
+    err = report["last_error"]
+    lines.append("last error       " + (f"{err['message']}" if err else "none"))
+    return "\n".join(lines)
+
+
+def prometheus_text(report: dict[str, Any]) -> str:
+    """The report in the Prometheus text exposition format (for node_exporter's textfile collector)."""
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> list[str]:
+        out = [f"# HELP codi_queue_{name} {help_text}", f"# TYPE codi_queue_{name} {kind}"]
+        out += [f"codi_queue_{name}{labels} {value}" for labels, value in samples]
+        return out
+
+    age = report["oldest_pending_age_s"]
+    lines = (
+        metric("pending_operations", "gauge", "Operations acknowledged but not yet applied.", [("", report["pending"])])
+        + metric("oldest_pending_age_seconds", "gauge", "Age of the oldest pending operation.", [("", age or 0)])
+        + metric("dead_letters", "gauge", "Operations in the dead-letter store.", [("", report["dead_letters"])])
+        + metric("consumer_up", "gauge", "1 if the consumer holds its lock.", [("", int(report["consumer"]["running"]))])
+        + metric("throughput_ops_per_second", "gauge", "Operations applied per second over the last minute.",
+                 [("", report["throughput_1m_ops_s"])])
+        + metric("wal_bytes", "gauge", "Total size of the databases' write-ahead logs.", [("", report["wal_bytes"])])
+        + metric("archive_bytes", "gauge", "Size of the archived journal.", [("", report["archive"]["bytes"])])
+        + metric("producer_errors", "counter", "Infrastructure faults recorded by producers.",
+                 [("", report["producer_errors"])])
+        + metric("applied_rows", "counter", "Rows written per table.",
+                 [(f'{{table="{t}"}}', n) for t, n in sorted(report["applied"].items())])
+    )
+    return "\n".join(lines) + "\n"
 
 
 def _has_table(conn: Any, name: str) -> bool:

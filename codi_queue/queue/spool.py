@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -182,6 +183,36 @@ class Spool:
         fsync_dir(self.archive)
         fsync_dir(self.segments)
         return dest
+
+    def prune_archive(self, max_age_s: float, max_bytes: int, now: float | None = None) -> list[str]:
+        """Delete the oldest archived segments beyond the age or total-size limit (0 = none)."""
+        try:
+            names = sorted(n for n in os.listdir(self.archive) if n.isdigit() and len(n) == ID_DIGITS)
+        except FileNotFoundError:
+            return []
+        now = time.time() if now is None else now
+        sizes = {n: dir_bytes(os.path.join(self.archive, n)) for n in names}
+        total = sum(sizes.values())
+        removed = []
+        for name in names:  # oldest first
+            too_old = max_age_s > 0 and now - int(name) / 1e9 > max_age_s
+            too_big = max_bytes > 0 and total > max_bytes
+            if not (too_old or too_big):
+                break
+            shutil.rmtree(os.path.join(self.archive, name))
+            total -= sizes[name]
+            removed.append(name)
+        if removed:
+            fsync_dir(self.archive)
+        return removed
+
+    def archive_bytes(self) -> tuple[int, int]:
+        """(segments, bytes) in the archive."""
+        try:
+            names = [n for n in os.listdir(self.archive) if n.isdigit() and len(n) == ID_DIGITS]
+        except FileNotFoundError:
+            return 0, 0
+        return len(names), sum(dir_bytes(os.path.join(self.archive, n)) for n in names)
 
     # -- internals ------------------------------------------------------------------
 

@@ -1,0 +1,83 @@
+"""The consumer's own figures, published for ``status`` (and Prometheus) in ``state/metrics.json``.
+
+Advisory data: written atomically (temp file + rename) at most once a second,
+never fsynced; losing the last second of counters on a crash costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from typing import Any
+
+from ..fsutil import FILE_MODE
+
+__all__ = ["Metrics", "read_metrics", "WINDOW_S"]
+
+WINDOW_S = 60.0
+
+
+class Metrics:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.started = time.time()
+        self.batches = 0
+        self.operations = 0
+        self.applied = 0
+        self.dead_letters = 0
+        self.last_batch_at: float | None = None
+        self._window: deque[tuple[float, int]] = deque()
+        self._flushed = 0.0
+
+    def batch(self, operations: int, applied: int, dead_letters: int) -> None:
+        now = time.time()
+        self.batches += 1
+        self.operations += operations
+        self.applied += applied
+        self.dead_letters += dead_letters
+        self.last_batch_at = now
+        self._window.append((now, operations))
+
+    def rate(self, now: float | None = None) -> float:
+        """Operations per second over the last minute."""
+        now = time.time() if now is None else now
+        while self._window and self._window[0][0] < now - WINDOW_S:
+            self._window.popleft()
+        return sum(n for _, n in self._window) / WINDOW_S
+
+    def snapshot(self, running: bool = True) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "pid": os.getpid(),
+            "running": running,
+            "started": self.started,
+            "updated": now,
+            "batches": self.batches,
+            "operations": self.operations,
+            "applied": self.applied,
+            "dead_letters": self.dead_letters,
+            "last_batch_at": self.last_batch_at,
+            "throughput_1m_ops_s": round(self.rate(now), 3),
+        }
+
+    def flush(self, force: bool = False, running: bool = True) -> None:
+        now = time.time()
+        if not force and now - self._flushed < 1.0:
+            return
+        self._flushed = now
+        tmp = f"{self.path}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "w") as fp:
+            json.dump(self.snapshot(running), fp)
+        os.replace(tmp, self.path)
+
+
+def read_metrics(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as fp:
+            data = json.loads(fp.read())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

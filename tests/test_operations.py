@@ -1,0 +1,121 @@
+"""Paths and their resolution order, observability (status, watch, Prometheus, the JSON log), retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import codi_queue
+from codi_queue.config import load_config
+from codi_queue.consumer.loop import Consumer
+from codi_queue.consumer.status import collect
+from codi_queue.errors import UnsafePath
+from codi_queue.paths import Paths, resolve
+from codi_queue.producers.api import enqueue, enqueue_many
+from codi_queue.queue.spool import Spool
+
+from .conftest import ROOT, cli_env, run_cli
+
+
+def _paths_json(env: dict[str, str], *args: str) -> dict[str, object]:
+    res = subprocess.run([sys.executable, "-m", "codi_queue", *args, "paths", "--json"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    data: dict[str, object] = json.loads(res.stdout)
+    return data
+
+
+def test_resolution_order_home_env_config_platformdirs(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CODI_QUEUE_HOME"}
+    env.update(PYTHONPATH=str(ROOT), XDG_CONFIG_HOME=str(tmp_path / "cfg"), XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_STATE_HOME=str(tmp_path / "state"), HOME=str(tmp_path))
+    default = _paths_json(env)
+    assert default["source"] == "platformdirs" and str(default["home"]).startswith(str(tmp_path / "data"))
+    cfg = tmp_path / "cfg" / "codi-queue"
+    cfg.mkdir(parents=True)
+    (cfg / "config.toml").write_text(f'home = "{tmp_path / "from-config"}"\n')
+    configured = _paths_json(env)
+    assert configured["source"] == "config file" and configured["home"] == str(tmp_path / "from-config")
+    assert configured["config"] == str(cfg / "config.toml")
+    env["CODI_QUEUE_HOME"] = str(tmp_path / "from-env")
+    assert _paths_json(env)["home"] == str(tmp_path / "from-env")
+    assert _paths_json(env, "--home", str(tmp_path / "flag"))["home"] == str(tmp_path / "flag")
+
+
+def test_home_inside_the_package_is_refused() -> None:
+    with pytest.raises(UnsafePath, match="inside the installed codi-queue package"):
+        resolve(os.path.join(os.path.dirname(codi_queue.__file__), "data"))
+
+
+def test_status_reports_throughput_wal_archive_and_watch(home: Path, paths: Paths) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "0.1", "--rotate-bytes", "1"],
+                            env=cli_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for i in range(20):
+            enqueue_many("tool_event", [{"tool_name": f"t{i}", "success": True}] * 10, home=str(home))
+        deadline = time.monotonic() + 30
+        while True:
+            report = collect(paths)
+            if report["batches"] and report["throughput_1m_ops_s"] > 0 and report["archive"]["segments"]:
+                break
+            assert time.monotonic() < deadline, report
+            time.sleep(0.1)
+        assert report["consumer"]["running"] and report["consumer"]["started"]
+        human = run_cli(home, "status").stdout
+        assert "ops/s over the last minute" in human and "archive" in human and "wal" in human
+        prom = run_cli(home, "status", "--prometheus", "-").stdout
+        samples = [l for l in prom.splitlines() if l and not l.startswith("#")]
+        assert all(len(l.split()) == 2 for l in samples)
+        assert "codi_queue_consumer_up 1" in samples
+        assert any(l.startswith('codi_queue_applied_rows{table="tool_events"} ') for l in samples)
+        watch = subprocess.Popen([sys.executable, "-m", "codi_queue", "status", "--watch", "--interval", "0.2"],
+                                 env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.5)
+        watch.send_signal(signal.SIGINT)
+        out, _ = watch.communicate(timeout=30)
+        assert watch.returncode == 0 and out.count(b"\x1b[H\x1b[2J") >= 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    log = Path(paths.consumer_log)
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+    events = [json.loads(l) for l in log.read_text().splitlines()]
+    assert events and all({"ts", "level", "message", "pid"} <= e.keys() for e in events)
+    assert not collect(paths)["consumer"]["running"]
+
+
+def test_archive_retention_by_size_and_age(home: Path, paths: Paths) -> None:
+    consumer = Consumer(paths, rotate_bytes=1)
+    for i in range(6):
+        enqueue_many("tool_event", [{"tool_name": f"batch{i}", "success": True}] * 20, home=str(home))
+        consumer.run(once=True)
+    spool = Spool(paths.spool, paths.archive)
+    count, total = spool.archive_bytes()
+    assert count == 6
+    names = sorted(os.listdir(paths.archive))
+    removed = spool.prune_archive(0, total // 2)
+    assert removed == names[: len(removed)] and 0 < len(removed) < 6  # oldest first
+    assert spool.archive_bytes()[1] <= total // 2
+    remaining = sorted(os.listdir(paths.archive))
+    newest = int(remaining[-1]) / 1e9
+    assert spool.prune_archive(3600, 0, now=newest + 1800) == []  # all younger than an hour
+    assert spool.prune_archive(3600, 0, now=newest + 7200) == remaining  # all older
+    assert os.listdir(paths.archive) == []
+
+
+def test_config_drives_retention_in_the_consumer(home: Path, paths: Paths) -> None:
+    os.makedirs(home, exist_ok=True)
+    Path(paths.config).write_text("[archive]\nmax_age_days = 0\nmax_bytes = 1\n")
+    assert load_config(paths).archive_max_bytes == 1
+    enqueue("tool_event", {"tool_name": "x", "success": True}, home=str(home))
+    Consumer(paths, rotate_bytes=1, config=load_config(paths)).run(once=True)
+    assert os.listdir(paths.archive) == []
+    Path(paths.config).write_text("[archive]\nmax_bytes = -1\n")
+    assert run_cli(home, "config").returncode == 1
