@@ -72,14 +72,14 @@ def migrate(conn: apsw.Connection, tier: str) -> int:
     return target
 
 
-def open_tier(path: str, tier: str) -> apsw.Connection:
+def open_tier(path: str, tier: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> apsw.Connection:
     """A writer connection: created 0600, busy timeout, WAL, FULL sync, migrated."""
     ensure_private_dir(os.path.dirname(path))
     if not os.path.exists(path):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
     conn = apsw.Connection(path)
     try:
-        set_busy_timeout(conn)
+        set_busy_timeout(conn, busy_timeout_ms)
         enable_wal(conn)
         durable_commits(conn)
         bounded_wal(conn)

@@ -33,7 +33,7 @@ from ..queue.spool import QueueDir, Spool, dir_bytes
 from ..schemas.envelope import Record
 from ..schemas.registry import OPS, STATE_TIER, TIERS
 from .apply import DeadLetter, Item, apply_items, get_cursor
-from .db import open_tier
+from .db import BUSY_TIMEOUT_MS, open_tier
 from .lock import ConsumerLock
 from .metrics import Metrics
 from .tail import Tailers
@@ -70,10 +70,13 @@ class Consumer:
         max_backoff_s: float = 30.0,
         config: Config | None = None,
         tiers: tuple[str, ...] = ALL_TIERS,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     ) -> None:
         self.paths = paths
         self.config = config
         self.tiers = tiers  # a rebuild may write only some
+        self.busy_timeout_ms = busy_timeout_ms
+        self._identity: dict[str, tuple[int, int]] = {}  # tier → (st_dev, st_ino) of the file opened
         self.spool = Spool(paths.spool, paths.archive)
         self.batch_ops = batch_ops
         self.poll_interval = poll_interval
@@ -96,15 +99,15 @@ class Consumer:
         with ConsumerLock(self.paths.consumer_lock):
             self._check_dirs()
             try:
-                self._open_databases()
                 if once:
                     # Pass 1 applies everything acknowledged before it began;
                     # the next ones retire what it claimed and catch stragglers.
+                    self._open_databases()
                     self._poll_sources()
                     self.drain(max_passes=3)
                     self._housekeeping(force=True)
                 else:
-                    self._serve()
+                    self._serve()  # opens the databases inside its retry loop: a locked one only delays
             finally:
                 self._close_databases()
                 self.metrics.flush(force=True, running=False)
@@ -156,6 +159,9 @@ class Consumer:
             self.request_stop()
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        # A file-size limit must surface as an error we back off from (EFBIG),
+        # not as the default SIGXFSZ that kills the process mid-batch.
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         try:
             yield
         finally:
@@ -172,7 +178,45 @@ class Consumer:
     def _open_databases(self) -> None:
         for tier in self.tiers:
             if tier not in self._conns:
-                self._conns[tier] = open_tier(self.paths.database(tier), tier)
+                path = self.paths.database(tier)
+                self._conns[tier] = open_tier(path, tier, self.busy_timeout_ms)
+                # The first file seen is the one to compare with; a reopen after a
+                # fault keeps it, so _check_databases notices a replacement.
+                st = os.stat(path)
+                self._identity.setdefault(tier, (st.st_dev, st.st_ino))
+
+    def _check_databases(self) -> None:
+        """A tier file deleted or replaced under us: reopen it and refill it from the journal.
+
+        Writes to a deleted file vanish with it, so the fresh file gets every
+        archived operation again (pending ones follow from its empty cursors);
+        op ids make any overlap harmless.
+        """
+        for tier, conn in list(self._conns.items()):
+            path = self.paths.database(tier)
+            try:
+                st = os.stat(path)
+                same = (st.st_dev, st.st_ino) == self._identity.get(tier)
+            except FileNotFoundError:
+                same = False
+            if same:
+                continue
+            self._report(f"{tier} database {path} was deleted or replaced while open: recreating it from the journal")
+            conn.close()
+            del self._conns[tier]
+            self._cursors.clear()
+            self._open_databases()
+            st = os.stat(path)
+            self._identity[tier] = (st.st_dev, st.st_ino)
+            from ..recovery.journal import journal_dirs
+
+            refill = Consumer(self.paths, batch_ops=self.batch_ops, tiers=(tier,), busy_timeout_ms=self.busy_timeout_ms)
+            refill._conns = {tier: self._conns[tier]}
+            for qd in journal_dirs(self.paths, archived=True, pending=False):
+                try:
+                    refill._drain_dir(qd)
+                except FileNotFoundError:
+                    continue
 
     def _close_databases(self) -> None:
         for conn in self._conns.values():
@@ -193,6 +237,7 @@ class Consumer:
         """Pass over the spool until a pass finds nothing new; the number of operations handled."""
         if not self._conns:
             self._open_databases()
+        self._check_databases()
         total = passes = 0
         while not self.stopping and (max_passes is None or passes < max_passes):
             passes += 1

@@ -138,9 +138,14 @@ def mirror_state_dirs(paths: Any, root: str, *, rescan: bool = False, settle_s: 
             st = os.stat(path, follow_symlinks=False)
             if not rescan and now - st.st_mtime < settle_s:
                 continue  # still being written: the next poll takes it
-            with open(path, "rb") as fp:
+            # Never through a link: a watched directory must not read files outside itself.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fp:
                 data = fp.read()
         except FileNotFoundError:
+            continue
+        except OSError as exc:
+            result.problems.append(f"{path}: not read ({exc.strerror}; a symbolic link or not a regular file)")
             continue
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         if not rescan and _seen.get(path) == digest:
