@@ -436,7 +436,10 @@ def _cmd_replay(args: Any, paths: Any) -> int:
             _err(f"--since/--until: {exc}")
             return EXIT_INVALID
         result = replay_archive(paths, since, until, args.op)
-        print(f"{result.sent} archived operations re-sent; the consumer skips those already applied")
+        for why in result.skipped:
+            _err(f"damaged, skipped: {why}")
+        print(f"{result.sent} archived operations re-sent; the consumer skips those already applied"
+              + (f"; {len(result.skipped)} damaged spans skipped" if result.skipped else ""))
         return EXIT_OK
     from .consumer.loop import ALL_TIERS
     from .recovery.journal import journal_dirs

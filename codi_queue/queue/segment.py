@@ -109,28 +109,40 @@ class SegmentReader:
             yield from self._chunk_entries(chunk, offset, limit)
 
     def _chunk_entries(self, chunk: int, offset: int, limit: int | None) -> Iterator[Entry]:
+        # Entries come out in position order, and every span ends past where it
+        # starts: the consumer's cursor moves to the end of the last entry.
         base = chunk << POS_SHIFT
         try:
             fp = os.fdopen(os.open(f"q{chunk:05d}", os.O_RDONLY, dir_fd=self._dfd), "rb")
         except FileNotFoundError:
-            if limit != 0:
-                yield Entry(base, base, None, f"chunk file q{chunk:05d} is missing")
+            end = base + limit if limit else (chunk + 1) << POS_SHIFT
+            if offset < end - base and limit != 0:
+                yield Entry(base + offset, end, None, f"chunk file q{chunk:05d} is missing")
             return
         with fp:
             size = os.fstat(fp.fileno()).st_size
             end = size if limit is None else limit
-            if size < end:
-                yield Entry(base + size, base + end, None, f"chunk q{chunk:05d} is {end - size} bytes shorter than info says")
-                end = size
-            if offset >= end:
-                return
-            with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                for item in frame.scan(buf, offset, end):
-                    if isinstance(item, frame.Frame):
-                        if item.kind != frame.KIND_META:
-                            yield Entry(base + item.start, base + item.end, item.payload, None, b"", item.kind)
+            avail = min(size, end)
+            held: Entry | None = None  # damage at the end of the bytes, merged with a short file below
+            if offset < avail:
+                with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                    for item in frame.scan(buf, offset, avail):
+                        if held is not None:
+                            yield held
+                            held = None
+                        if isinstance(item, frame.Frame):
+                            if item.kind != frame.KIND_META:
+                                yield Entry(base + item.start, base + item.end, item.payload, None, b"", item.kind)
+                            else:
+                                yield Entry(base + item.start, base + item.end, None, "unexpected metadata frame")
                         else:
-                            yield Entry(base + item.start, base + item.end, None, "unexpected metadata frame")
-                    else:
-                        raw = bytes(buf[item.start : min(item.end, item.start + _QUARANTINE_CAP)])
-                        yield Entry(base + item.start, base + item.end, None, item.reason, raw)
+                            raw = bytes(buf[item.start : min(item.end, item.start + _QUARANTINE_CAP)])
+                            held = Entry(base + item.start, base + item.end, None, item.reason, raw)
+            if size < end and offset < end:
+                short = f"chunk q{chunk:05d} is {end - size} bytes shorter than info says"
+                if held is not None:  # one torn record, one report
+                    yield held._replace(end=base + end, damage=f"{short} ({held.damage})")
+                    return
+                yield Entry(base + max(size, offset), base + end, None, short)
+            elif held is not None:
+                yield held

@@ -105,13 +105,20 @@ class Spool:
             self._claim_locked()
             self._ensure_inbox_locked()
         try:
-            return cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
+            queue = cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
         except CorruptRecord:
-            # info is unreadable: the same rescue. We hold the lock, so no
-            # other producer is inside the directory.
+            queue = None  # info is unreadable: the same rescue
+        if queue is None or not _consistent(queue):
+            # Also when the head chunk is shorter than info says: an append
+            # would land inside a span the consumer already stepped over as
+            # damaged, and be skipped. We hold the lock: no other producer is
+            # inside the directory.
+            if queue is not None:
+                queue.close()
             self._claim_locked()
             self._ensure_inbox_locked()
-            return cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
+            queue = cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
+        return queue
 
     def _inbox_state(self) -> tuple[bytes, bytes] | None:
         inbox_id = read_dir_id(self.inbox)
@@ -125,7 +132,7 @@ class Spool:
         if self._queue is None or self._owner_pid != os.getpid():
             self._forget_queue()
             return None
-        if self._left is None or self._inbox_state() != self._left:
+        if self._left is None or self._inbox_state() != self._left or not _consistent(self._queue):
             self._forget_queue()
             return None
         return self._queue
@@ -258,6 +265,14 @@ def read_dir_id(path: str) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return text if text.isdigit() and len(text) == ID_DIGITS else None
+
+
+def _consistent(queue: Any) -> bool:
+    """The head chunk holds exactly what info acknowledges (Queue() already cut anything past it)."""
+    try:
+        return bool(os.fstat(queue.headf.fileno()).st_size == int(queue.info["head"][2]))
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
 
 
 def _has_chunk_data(path: str) -> bool:

@@ -9,7 +9,7 @@ import msgspec
 
 from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
-from ..queue.segment import SegmentReader
+from ..queue.segment import SegmentReader, describe_pos
 from ..queue.spool import ID_DIGITS, QueueDir, Spool
 from ..schemas.envelope import Record
 
@@ -32,21 +32,30 @@ def journal_dirs(paths: Paths, archived: bool = True, pending: bool = True) -> l
     return dirs
 
 
-def records(qd: QueueDir) -> Iterator[tuple[bool, Record]]:
-    """(is_json, record) of every intact record in one queue directory; damage is skipped."""
+def records(qd: QueueDir, damage: list[str] | None = None) -> Iterator[tuple[bool, Record]]:
+    """(is_json, record) of every intact record in one queue directory.
+
+    Damaged spans and undecodable records are never decoded: each is described
+    in ``damage`` (when given) and reading goes on after it.
+    """
     try:
         reader = SegmentReader(qd.path)
     except FileNotFoundError:
         return  # archived or claimed while we looked; the caller lists again
     with reader:
+        if damage is not None:
+            damage.extend(reader.warnings)
         for entry in reader.entries():
             if entry.payload is None:
+                if damage is not None:
+                    damage.append(f"{qd.path}: {describe_pos(entry.start)}: {entry.damage}")
                 continue
             is_json = entry.kind == KIND_JSON_RECORD
             try:
                 yield is_json, _decoders[is_json](entry.payload)
-            except msgspec.DecodeError:
-                continue
+            except msgspec.DecodeError as exc:
+                if damage is not None:
+                    damage.append(f"{qd.path}: {describe_pos(entry.start)}: undecodable record: {exc}")
 
 
 def encode_record(record: Record, is_json: bool) -> bytes:

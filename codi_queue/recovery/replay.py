@@ -131,7 +131,7 @@ def replay_archive(
     dirs = journal_dirs(paths, archived=True, pending=False)
     for n, qd in enumerate(dirs, 1):
         batch: list[bytes] = []
-        for is_json, record in records(qd):
+        for is_json, record in records(qd, result.skipped):
             keep = [
                 e for e in record.ops
                 if (since is None or e.ts >= since) and (until is None or e.ts <= until) and (op is None or e.op == op)
