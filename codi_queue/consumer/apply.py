@@ -71,7 +71,7 @@ def dead_letter(item: Item, reason: str) -> DeadLetter:
 def _rejected(item: Item) -> DeadLetter:
     try:
         rej = (msgspec.json if item.json else msgspec.msgpack).decode(item.env.body, type=Rejected)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         return dead_letter(item, f"undecodable rejected-input report: {exc}")
     reason = f"{rej.source}: line {rej.line}: {rej.reason}"
     # The whole report is kept: replay needs the source and line to re-derive the op id.
@@ -92,7 +92,7 @@ def prepare(items: Sequence[Item]) -> tuple[list[tuple[OpSpec, list[tuple[Any, .
             continue
         try:
             body = _decoder(spec, item.json).decode(item.env.body)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # nesting too deep is bad input too
             dead.append(dead_letter(item, f"invalid body: {exc}"))
             continue
         group = groups.get(spec.name)

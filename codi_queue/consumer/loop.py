@@ -328,7 +328,7 @@ class Consumer:
         is_json = entry.kind == KIND_JSON_RECORD
         try:
             record = (_decode_json_record if is_json else _decode_record)(entry.payload)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             if entry.end > cursors[STATE_TIER]:
                 reason = f"undecodable record at {describe_pos(entry.start)}: {exc}"
                 self._report(f"segment {seg}: {reason}")

@@ -145,8 +145,8 @@ def _pending(paths: Paths, conns: dict[str, Any]) -> tuple[int, float | None]:
                     continue
                 try:
                     head = (_decode_json_head if entry.kind == KIND_JSON_RECORD else _decode_head)(entry.payload)
-                except msgspec.DecodeError:
-                    continue
+                except (msgspec.DecodeError, RecursionError):
+                    continue  # damaged records are the consumer's to report
                 count += head.n
                 if oldest is None:
                     oldest = head.ts

@@ -45,7 +45,7 @@ class ImportResult:
 def _convert(op: str, line: Line, columns: tuple[str, ...]) -> Any:
     try:
         obj = _decode_line(line.raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidOperation(f"not valid JSON: {exc}", op=op, record=line.number) from None
     if not isinstance(obj, dict):
         raise InvalidOperation(f"expected a JSON object, got {type(obj).__name__}", op=op, record=line.number)
@@ -53,6 +53,8 @@ def _convert(op: str, line: Line, columns: tuple[str, ...]) -> Any:
         return msgspec.convert(from_legacy(op, obj, columns), OPS[op].type, strict=False)
     except msgspec.ValidationError as exc:
         raise invalid_from_msgspec(exc, op, line.number) from None
+    except RecursionError:
+        raise InvalidOperation("nested too deeply", op=op, record=line.number) from None
 
 
 def import_file(

@@ -152,7 +152,7 @@ def mirror_state_dirs(paths: Any, root: str, *, rescan: bool = False, settle_s: 
             continue
         try:
             ops += operations_for_state(json.loads(data), entry.path, path)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             result.problems.append(f"{path}: malformed state.json, not mirrored: {exc}")
             _seen[path] = digest  # reported once per version of the file
             continue

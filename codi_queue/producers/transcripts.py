@@ -141,7 +141,7 @@ def import_transcripts(paths: Any, root: str, *, final: bool = True, batch_lines
         for line in source.lines(final=final):
             try:
                 obj = json.loads(line.raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 if final and not line.raw.endswith(b"}"):
                     break  # an unfinished last line
                 result.skipped += 1

@@ -69,6 +69,8 @@ def validate(op: str, body: Mapping[str, Any], *, record: int | None = None) -> 
         return msgspec.convert(body if isinstance(body, dict) else dict(body), spec.type)
     except msgspec.ValidationError as exc:
         raise invalid_from_msgspec(exc, op, record) from None
+    except RecursionError:
+        raise InvalidOperation("nested too deeply", op=op, record=record) from None
 
 
 def decode_json(op: str, line: bytes | str, *, record: int | None = None) -> OpBase:
@@ -82,7 +84,7 @@ def decode_json(op: str, line: bytes | str, *, record: int | None = None) -> OpB
         return op_struct
     except msgspec.ValidationError as exc:
         raise invalid_from_msgspec(exc, op, record) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidOperation(f"not valid JSON: {exc}", op=op, record=record) from None
 
 

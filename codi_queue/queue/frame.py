@@ -65,7 +65,7 @@ def _encode_meta(value: Any) -> bytes:
 def _decode_meta(payload: bytes) -> Any:
     try:
         return json.loads(payload)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CorruptRecord(f"metadata is not JSON: {exc}") from None
 
 

@@ -53,7 +53,7 @@ def records(qd: QueueDir, damage: list[str] | None = None) -> Iterator[tuple[boo
             is_json = entry.kind == KIND_JSON_RECORD
             try:
                 yield is_json, _decoders[is_json](entry.payload)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, RecursionError) as exc:
                 if damage is not None:
                     damage.append(f"{qd.path}: {describe_pos(entry.start)}: undecodable record: {exc}")
 

@@ -110,7 +110,7 @@ def replay_dead_letters(paths: Paths, op: str | None = None, op_id: str | None =
             else:
                 result.skipped.append(f"{dead_id}: {fmt} data (damaged spool bytes) cannot be replayed")
                 continue
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             result.skipped.append(f"{dead_id}: stored envelope undecodable: {exc}")
             continue
         result.sent += 1
