@@ -143,3 +143,38 @@ def test_producers_and_consumer_killed_at_random(tmp_path: Path, home: Path, pat
     _check_exactly_once(paths, acked, count, {str(k) for k in killed})
     assert query(paths, "sessions", "SELECT count(*) FROM tool_events WHERE tool_name = 'after'") == [(1,)]
     assert query(paths, "state", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_replay_killed_mid_way_then_run_again_applies_everything_once(home: Path, paths: Paths, round_: int) -> None:
+    import apsw
+
+    from codi_queue.consumer.loop import Consumer
+    from codi_queue.producers.api import enqueue_many
+
+    rng = random.Random(round_ * 31 + os.getpid())
+    consumer = Consumer(paths, rotate_bytes=1)
+    for i in range(40):
+        enqueue_many("tool_event", [{"tool_name": f"r{i}-{j}", "success": True} for j in range(25)], home=str(home))
+        if i % 4 == 3:
+            consumer.run(once=True)  # 10 archived segments
+    consumer.run(once=True)
+    conn = apsw.Connection(paths.database("sessions"))
+    conn.execute("DELETE FROM tool_events")  # lost: only the archive has them now
+    conn.close()
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-m", "codi_queue", "replay", "--from-archive"], env=cli_env(home),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        # The consumer is killed too, now and then, while it applies a partial replay.
+        runner = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--once"], env=cli_env(home),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, 0.3))
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=30)
+    assert run_cli(home, "replay", "--from-archive").returncode == 0
+    assert run_cli(home, "run", "--once", timeout=120).returncode == 0
+    names = [r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events")]
+    assert len(names) == 1000 and len(set(names)) == 1000
