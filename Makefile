@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test reliability bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/python -m mypy
+
+# The long reliability runs (issue: reliability): hundreds of kills, thousands of
+# fuzz cases, a multi-minute soak. CI runs them after `make test`.
+reliability: $(STAMP)
+	CODI_CRASH_ROUNDS=$${CODI_CRASH_ROUNDS:-25} CODI_FUZZ_EXAMPLES=$${CODI_FUZZ_EXAMPLES:-3000} \
+	CODI_SOAK_SECONDS=$${CODI_SOAK_SECONDS:-120} \
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_crash.py tests/reliability tests/test_multiprocess.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -70,7 +70,26 @@ def spool_putter(home: str, ident: str, count: int, go: str) -> int:
     return 0
 
 
-ROLES = {"producer": producer, "naive": naive_putter, "spool": spool_putter}
+def paced(home: str, ident: str, seconds: int, ackfile: str, rate: float = 40.0) -> int:
+    """Enqueue at a steady rate for ``seconds``; one ack line per acknowledged operation."""
+    import time
+
+    from codi_queue import enqueue
+
+    ack = os.open(ackfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < seconds:
+        if not enqueue("tool_event", {"tool_name": "soak", "success": True, "tool_use_id": f"s{ident}-{n}"}, home=home):
+            return 1
+        os.write(ack, f"{n}\n".encode())
+        n += 1
+        time.sleep(max(0.0, start + n / rate - time.monotonic()))
+    os.close(ack)
+    return 0
+
+
+ROLES = {"producer": producer, "naive": naive_putter, "spool": spool_putter, "paced": paced}
 
 if __name__ == "__main__":
     sys.exit(ROLES[sys.argv[1]](sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]))
