@@ -44,6 +44,10 @@ __all__ = ["Consumer", "ConsumerStats", "ALL_TIERS"]
 log = logging.getLogger("codi_queue.consumer")
 
 ALL_TIERS: tuple[str, ...] = (*TIERS, STATE_TIER)
+# Readers that overlap without a gap (dashboards) starve SQLite's passive
+# autocheckpoint, and the WAL grows without bound. Past this size the
+# consumer checkpoints with TRUNCATE, which waits out the current readers.
+WAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
 _decode_record = msgspec.msgpack.Decoder(Record).decode
 _decode_json_record = msgspec.json.Decoder(Record).decode
 
@@ -253,9 +257,24 @@ class Consumer:
                     self.spool.retire(qd.id)
                     self._cursors.pop(qd.id, None)
             total += handled
+            self._bound_wal()
             if not handled:
                 break
         return total
+
+    def _bound_wal(self) -> None:
+        for tier, conn in self._conns.items():
+            try:
+                size = os.path.getsize(self.paths.database(tier) + "-wal")
+            except FileNotFoundError:
+                continue
+            if size <= WAL_CHECKPOINT_BYTES:
+                continue
+            row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if row is None or row[0]:
+                self._report(f"{tier}: WAL is {size} bytes and readers kept it from being checkpointed; retrying")
+            else:
+                log.info("%s: checkpointed and truncated a %d-byte WAL", tier, size)
 
     def apply_journal(self, dirs: list[QueueDir], progress: Callable[[int], None] | None = None) -> ConsumerStats:
         """Apply queue directories in order without claiming or archiving anything (a rebuild)."""

@@ -85,6 +85,7 @@ def test_every_crash_state_of_an_enqueue_into_an_existing_inbox(tmp_path: Path, 
     argv = [sys.executable, "-c", ENQUEUE.format(name="five"), str(home)]
     checked = _run(tmp_path, home, argv, [*acked, "four"], "five")
     assert checked >= 15
+    print(f"crash-states enqueue-existing-inbox: {checked} states recovered, lost 0, duplicates 0")
 
 
 def test_every_crash_state_of_an_enqueue_that_starts_a_fresh_inbox(tmp_path: Path, home: Path) -> None:
@@ -94,6 +95,7 @@ def test_every_crash_state_of_an_enqueue_that_starts_a_fresh_inbox(tmp_path: Pat
     argv = [sys.executable, "-c", ENQUEUE.format(name="two"), str(home)]
     checked = _run(tmp_path, home, argv, ["one"], "two")
     assert checked >= 25  # mkdir, id file, last_segment, chunk, info: many crash points
+    print(f"crash-states enqueue-fresh-inbox: {checked} states recovered, lost 0, duplicates 0")
 
 
 def test_every_crash_state_of_a_claim_and_archive(tmp_path: Path, home: Path) -> None:
@@ -105,3 +107,4 @@ def test_every_crash_state_of_a_claim_and_archive(tmp_path: Path, home: Path) ->
     # The databases may be as before the run or as after it: both are crash-consistent with any spool state.
     checked = _run(tmp_path, home, argv, acked, None, ("before", "after"))
     assert checked >= 10
+    print(f"crash-states claim-and-archive: {checked} states recovered, lost 0, duplicates 0")
