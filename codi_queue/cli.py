@@ -249,18 +249,18 @@ def _cmd_status(args: Any, paths: Any) -> int:
 
             write_textfile(args.prometheus, text)
         return EXIT_OK
-    while True:
+    if not args.watch:
         report = collect(paths)
-        out = json.dumps(report, indent=2, sort_keys=True) if args.json else render_human(report, paths.home)
-        if args.watch:
+        print(json.dumps(report, indent=2, sort_keys=True) if args.json else render_human(report, paths.home))
+        return EXIT_OK
+    try:  # Ctrl-C is how --watch ends, wherever in the loop it lands
+        while True:
+            report = collect(paths)
+            out = json.dumps(report, indent=2, sort_keys=True) if args.json else render_human(report, paths.home)
             sys.stdout.write("\x1b[H\x1b[2J" + out + f"\n\n(every {args.interval:g}s; Ctrl-C to stop)\n")
             sys.stdout.flush()
-            try:
-                time.sleep(max(0.2, args.interval))
-            except KeyboardInterrupt:
-                return EXIT_OK
-            continue
-        print(out)
+            time.sleep(max(0.2, args.interval))
+    except KeyboardInterrupt:
         return EXIT_OK
 
 
