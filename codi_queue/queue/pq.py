@@ -88,29 +88,57 @@ def durable_queue_class() -> type:
             return os.fdopen(fd, mode)
 
         def _saveinfo(self) -> None:
+            # Data, then the new info, are written and info renamed into place
+            # under the spool lock; the fsyncs come after the lock is released
+            # (pending_syncs), so concurrent producers' fsyncs overlap and share
+            # journal commits. The caller acknowledges only after them.
             self.headf.flush()
-            os.fsync(self.headf.fileno())
             info = os.path.join(self.path, "info")
             tmp = info + ".tmp"  # fixed name: only the holder of the spool lock writes here
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             data = frame.encode_frame(frame._encode_meta(self.info), frame.KIND_META)
-            with os.fdopen(fd, "wb") as fp:
-                fp.write(data)
-                fp.flush()
-                os.fsync(fp.fileno())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.replace(tmp, info)
+            except BaseException:
+                os.close(fd)
+                raise
+            old = getattr(self, "_info_fd", -1)
+            if old >= 0:
+                os.close(old)  # superseded within this append: the newest info is the one to sync
+            self._info_fd = fd
             self.saved_info = data  # what info holds now, for the producer's reuse check
-            os.replace(tmp, info)
-            dfd = getattr(self, "_dir_fd", -1)
-            if dfd < 0:
-                dfd = self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            os.fsync(dfd)  # the rename is the commit point: make it durable
+            if getattr(self, "_dir_fd", -1) < 0:
+                self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             self._clear_tail_file()
 
+        def pending_syncs(self) -> list[int]:
+            """Descriptors the caller must fsync (then close) before acknowledging: data, info, directory.
+
+            The data fsync makes this append's records durable; the info and
+            directory fsyncs make the pointer to them durable. Should a power
+            loss leave a newer producer's info naming bytes it had not synced
+            yet, those belong to a record nobody acknowledged: the reader finds
+            them by checksum, and a short chunk or unreadable info sends the
+            inbox to the consumer's full scan.
+            """
+            fds = [os.dup(self.headf.fileno())]
+            info_fd = getattr(self, "_info_fd", -1)
+            if info_fd >= 0:
+                fds.append(info_fd)
+                self._info_fd = -1
+            if getattr(self, "_dir_fd", -1) >= 0:
+                fds.append(os.dup(self._dir_fd))
+            return fds
+
         def close(self) -> None:
-            dfd = getattr(self, "_dir_fd", -1)
-            if dfd >= 0:
-                os.close(dfd)
-                self._dir_fd = -1
+            for name in ("_dir_fd", "_info_fd"):
+                fd = getattr(self, name, -1)
+                if fd >= 0:
+                    os.close(fd)
+                    setattr(self, name, -1)
             for fp in (getattr(self, "headf", None), getattr(self, "tailf", None)):
                 if fp is not None and not fp.closed:
                     try:

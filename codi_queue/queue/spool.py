@@ -71,7 +71,12 @@ class Spool:
 
         Returns only when the records, persist-queue's ``info`` and every
         directory entry involved are on disk. Raises ``SpoolError``.
+
+        Group commit: the lock covers only the writes and the rename (tens of
+        microseconds); the fsyncs run after it is released, so producers
+        that arrive together overlap them instead of queueing behind them.
         """
+        syncs: list[int] = []
         try:
             self._prepare()
             with self._locked():
@@ -80,6 +85,7 @@ class Spool:
                 try:
                     for record in records:
                         queue.put(record)
+                    syncs = queue.pending_syncs()
                 except BaseException:
                     queue.close()  # the next opener truncates whatever this left unacknowledged
                     raise
@@ -88,12 +94,17 @@ class Spool:
                     self._queue, self._left = queue, (inbox_id.encode(), queue.saved_info)
                 else:
                     queue.close()
+            for fd in syncs:
+                os.fsync(fd)
         except OSError as exc:
             raise SpoolError(
                 f"cannot append to spool {self.root}: {exc.strerror or exc}",
                 path=exc.filename or self.root,
                 errno=exc.errno,
             ) from exc
+        finally:
+            for fd in syncs:
+                os.close(fd)
 
     def _open_inbox(self) -> Any:
         self._ensure_inbox_locked()

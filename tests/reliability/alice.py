@@ -18,7 +18,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-SYSCALLS = "openat,write,pwrite64,fsync,fdatasync,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,ftruncate,close"
+SYSCALLS = ("openat,write,pwrite64,fsync,fdatasync,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,"
+            "ftruncate,close,dup,dup2,dup3,fcntl")
 _LINE = re.compile(r"^(\d+)\s+(\w+)\((.*)\)\s+=\s+(-?\d+)(?:<(.*)>)?$")
 _HEX = re.compile(rb"\\x([0-9a-f]{2})")
 _STR = re.compile(r'"((?:\\x[0-9a-f]{2})*)"')
@@ -85,8 +86,12 @@ def record(argv: list[str], trace: str, env: dict[str, str], root: str | tuple[s
                     offset = offsets[key]
                     offsets[key] += len(data)
                 ops.append(Op("write", path, data=data, offset=offset, fd_key=key))
+            elif key in fds and (name in ("dup", "dup2", "dup3") or (name == "fcntl" and "F_DUPFD" in args)):
+                fds[(pid, ret)] = fds[key]
+                ops.append(Op("dup", fds[key][0], fd_key=key, offset=ret))
             elif key in fds and name in ("fsync", "fdatasync"):
-                ops.append(Op("sync", fds[key][0], fd_key=key, trunc=fds[key][2]))
+                # A directory is named by its path now (it may have been renamed since it was opened).
+                ops.append(Op("sync", fd_path if fds[key][2] else fds[key][0], fd_key=key, trunc=fds[key][2]))
             elif key in fds and name == "ftruncate":
                 ops.append(Op("truncate", fds[key][0], offset=int(args.rsplit(",", 1)[1]), fd_key=key))
             elif key in fds and name == "close":
@@ -163,6 +168,9 @@ class Model:
             if len(inode.cur) < offset:
                 inode.cur.extend(b"\0" * (offset - len(inode.cur)))
             inode.cur[offset:offset + len(op.data)] = op.data
+        elif op.kind == "dup":
+            if op.fd_key in self.fd_inodes:
+                self.fd_inodes[(op.fd_key[0], op.offset)] = self.fd_inodes[op.fd_key]
         elif op.kind == "truncate":
             inode = self.fd_inodes[op.fd_key]
             del inode.cur[op.offset:]

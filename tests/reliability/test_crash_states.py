@@ -70,7 +70,10 @@ def _run(tmp_path: Path, home: Path, argv: list[str], acked: list[str], in_fligh
             case = tmp_path / f"case-{label}-{k}-{db_label}"
             shutil.copytree(db_source, case, ignore=shutil.ignore_patterns("spool", "archive"))
             model.materialise(str(case), durable, torn)
-            _recover_and_check(case, acked, in_flight, finished=(k == len(ops) and label != "torn"))
+            try:
+                _recover_and_check(case, acked, in_flight, finished=(k == len(ops) and label != "torn"))
+            except AssertionError as exc:
+                raise AssertionError(f"crash state {label} after {k} of {len(ops)} calls ({db_label}): {exc}") from None
             shutil.rmtree(case)
             checked += 1
     return checked
