@@ -141,3 +141,26 @@ def test_our_persist_queue_copy_cannot_fall_back_to_pickle(tmp_path: Path) -> No
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.stdout.split() == ["False", "CorruptRecord"], res.stdout + res.stderr
+
+
+def test_scanning_a_huge_chunk_keeps_memory_bounded(tmp_path: Path) -> None:
+    def rss_kb() -> int:
+        with open("/proc/self/status") as fp:
+            return next(int(line.split()[1]) for line in fp if line.startswith("VmRSS:"))
+
+    spool = Spool(str(tmp_path / "spool"))
+    payload = os.urandom(1024 * 1024)
+    for _ in range(4):
+        spool.append([payload] * 25)  # 100 records of 1 MiB: one 100 MiB chunk
+    inbox = os.path.join(str(tmp_path / "spool"), "inbox")
+    before = rss_kb()
+    peak = before
+    count = 0
+    with SegmentReader(inbox) as reader:
+        for entry in reader.entries():
+            assert entry.payload is not None and len(entry.payload) == len(payload)
+            count += 1
+            peak = max(peak, rss_kb())
+    assert count == 100
+    # Pages already scanned are released as the reader moves on (every 32 MiB).
+    assert peak - before < 60 * 1024, f"resident memory grew by {(peak - before) // 1024} MiB"

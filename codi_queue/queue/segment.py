@@ -28,6 +28,10 @@ POS_SHIFT = 40
 _OFFSET_MASK = (1 << POS_SHIFT) - 1
 _CHUNK = re.compile(r"q(\d{5,})")
 _QUARANTINE_CAP = 1 << 20  # keep at most this many damaged bytes per report
+# Scanned pages of a mapped chunk are dropped from memory every this many
+# bytes: a chunk can be gigabytes (persist-queue chunks by record count, and a
+# record can be a large batch), and the consumer must stay small whatever the depth.
+_RELEASE_EVERY = 32 * 1024 * 1024
 
 
 class Entry(NamedTuple):
@@ -126,7 +130,12 @@ class SegmentReader:
             held: Entry | None = None  # damage at the end of the bytes, merged with a short file below
             if offset < avail:
                 with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                    released = 0
                     for item in frame.scan(buf, offset, avail):
+                        if item.start - released >= _RELEASE_EVERY:
+                            upto = item.start - item.start % mmap.PAGESIZE
+                            buf.madvise(mmap.MADV_DONTNEED, released, upto - released)
+                            released = upto
                         if held is not None:
                             yield held
                             held = None
