@@ -236,7 +236,6 @@ def _cmd_run(args: Any, paths: Any) -> int:
 
 def _cmd_status(args: Any, paths: Any) -> int:
     import json
-    import time
 
     from .consumer.status import collect, prometheus_text, render_human
 
@@ -253,13 +252,16 @@ def _cmd_status(args: Any, paths: Any) -> int:
         report = collect(paths)
         print(json.dumps(report, indent=2, sort_keys=True) if args.json else render_human(report, paths.home))
         return EXIT_OK
+    import threading
+
+    tick = threading.Event()  # never set: its wait is the refresh interval
     try:  # Ctrl-C is how --watch ends, wherever in the loop it lands
         while True:
             report = collect(paths)
             out = json.dumps(report, indent=2, sort_keys=True) if args.json else render_human(report, paths.home)
             sys.stdout.write("\x1b[H\x1b[2J" + out + f"\n\n(every {args.interval:g}s; Ctrl-C to stop)\n")
             sys.stdout.flush()
-            time.sleep(max(0.2, args.interval))
+            tick.wait(max(0.2, args.interval))
     except KeyboardInterrupt:
         return EXIT_OK
 

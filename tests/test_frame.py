@@ -63,8 +63,11 @@ def test_implausible_length_is_damage_not_an_allocation() -> None:
     assert isinstance(item, frame.Damage)
 
 
-def test_load_refuses_pickle_bytes() -> None:
-    import pickle  # noqa: S403 - only to prove such bytes are refused
+# pickle.dumps({"head": [0, 0, 0]}), as bytes: what a hostile writer could drop into a spool.
+PICKLED = b"\x80\x04\x95\x15\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x04head\x94]\x94(K\x00K\x00K\x00es."
 
+
+def test_load_refuses_pickle_bytes() -> None:
     with pytest.raises(CorruptRecord):
-        frame.load(io.BytesIO(pickle.dumps({"head": [0, 0, 0]})))
+        frame.load(io.BytesIO(PICKLED))
+    assert not any(isinstance(i, frame.Frame) for i in frame.scan(PICKLED))

@@ -29,18 +29,25 @@ def _wal_bytes(path: str) -> int:
         return 0
 
 
+def _version(path: str) -> int | None:
+    """The database's schema version, or None if it does not exist."""
+    conn = open_readonly(path)
+    if conn is None:
+        return None
+    try:
+        return schema_version(conn)
+    finally:
+        conn.close()
+
+
 def check(paths: Paths) -> dict[str, dict[str, Any]]:
     report: dict[str, dict[str, Any]] = {}
     for tier in ALL_TIERS:
         path = paths.database(tier)
-        conn = open_readonly(path)
-        if conn is None:
+        version = _version(path)
+        if version is None:
             report[tier] = {"exists": False}
             continue
-        try:
-            version = schema_version(conn)
-        finally:
-            conn.close()
         report[tier] = {
             "exists": True,
             "integrity": integrity(path),
@@ -79,14 +86,7 @@ def migrate(paths: Paths) -> dict[str, tuple[int, int]]:
     with ConsumerLock(paths.consumer_lock):
         for tier in ALL_TIERS:
             path = paths.database(tier)
-            before = 0
-            if os.path.exists(path):
-                conn = open_readonly(path)
-                if conn is not None:
-                    try:
-                        before = schema_version(conn)
-                    finally:
-                        conn.close()
+            before = _version(path) or 0
             conn = open_tier(path, tier)  # migrates (and refuses a database newer than this code)
             try:
                 done[tier] = (before, run_migrations(conn, tier))
