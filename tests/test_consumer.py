@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from codi_queue.consumer.loop import Consumer
+from codi_queue.consumer.metrics import read_metrics
 from codi_queue.consumer.status import collect
 from codi_queue.paths import Paths
 from codi_queue.producers.api import append_records, enqueue, enqueue_many
@@ -216,10 +217,9 @@ def test_signal_finishes_the_batch_and_exits_zero(home: Path, paths: Paths, sig:
 def test_consumer_wakes_on_new_data_without_waiting_for_the_poll(home: Path, paths: Paths) -> None:
     proc = _start_consumer(home, "--poll", "30")  # the poll alone would take 30 s
     try:
-        _wait_for(
-            lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 0, what="consumer start"
-        )
-        time.sleep(0.5)  # the watcher registers just after the databases open; let it settle
+        # The consumer publishes its metrics at the end of its first pass: after
+        # that, only the watcher (not the start-up drain) can pick the write up.
+        _wait_for(lambda: (read_metrics(paths.metrics) or {}).get("pid") == proc.pid, what="first pass")
         enqueue("tool_event", {"tool_name": "woken", "success": True}, home=str(home))
         _wait_for(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 1, timeout=20)
         assert _tools(paths) == ["woken"]
