@@ -1,4 +1,9 @@
-"""Small durable-filesystem helpers: private directories, directory fsync, atomic writes."""
+"""Small durable-filesystem helpers: private directories, directory fsync, atomic writes.
+
+Nothing under the home is opened through a symbolic link: every open here
+uses ``O_NOFOLLOW`` (directories ``O_DIRECTORY | O_NOFOLLOW``), and
+``check_private`` refuses a directory another user could write to.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,22 @@ __all__ = [
     "ensure_private_dir",
     "fsync_dir",
     "write_atomic",
+    "write_all",
     "append_line",
     "check_private",
+    "NOFOLLOW",
+    "DIR_FLAGS",
 ]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW
 
 
 def fsync_dir(path: str) -> None:
     """Make the directory's entries (creates, renames, unlinks) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, DIR_FLAGS)
     try:
         os.fsync(fd)
     finally:
@@ -46,33 +56,56 @@ def ensure_private_dir(path: str) -> bool:
     return True
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never a mix."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never a mix.
+
+    The temporary name is new each time (``O_EXCL``), so a file planted under
+    it is never written through.
+    """
+    tmp = f"{path}.tmp.{os.getpid()}.{os.urandom(4).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)  # the umask must not decide who can read it
+        write_all(fd, data)
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def append_line(path: str, line: bytes) -> None:
     """Append one line with a single O_APPEND write so concurrent writers never interleave."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, FILE_MODE)
     try:
         os.write(fd, line if line.endswith(b"\n") else line + b"\n")
     finally:
         os.close(fd)
 
 
-def check_private(path: str) -> str | None:
-    """Why ``path`` is unsafe to hold our state (another owner, group/world writable), or None."""
-    st = os.stat(path)
+def check_private(path: str, follow: bool = False) -> str | None:
+    """Why ``path`` is unsafe to hold our state, or None.
+
+    Unsafe: another owner, writable by group or others, not a directory, or
+    (unless ``follow``) a symbolic link. A missing path is safe: we create it.
+    """
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link (nothing under the home is followed through a link)"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
     if hasattr(os, "getuid") and st.st_uid != os.getuid():
         return f"owned by uid {st.st_uid}, not by uid {os.getuid()}"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):

@@ -65,6 +65,26 @@ class Paths:
     def consumer_lock(self) -> str:
         return os.path.join(self.state, "consumer.lock")
 
+    def private_dirs(self) -> list[tuple[str, bool]]:
+        """Every directory we keep state in, and whether it may be a symbolic link (only the home)."""
+        return [(self.home, True), (self.spool, False), (self.archive, False), (self.db_dir, False),
+                (self.state, False), (self.logs, False)]
+
+    def check_safe(self) -> None:
+        """Refuse a home (or state, logs, spool, db directory) another user could write to.
+
+        Another user able to write there could plant a config file, swap the
+        logs for a link, or forge spool files: nothing is read or written then.
+        """
+        from .fsutil import check_private
+
+        for path, follow in self.private_dirs():
+            why = check_private(path, follow=follow)
+            if why:
+                from .errors import UnsafePath
+
+                raise UnsafePath(path, why)
+
     def as_dict(self) -> dict[str, object]:
         return {
             "home": self.home,

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
+import struct
+import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from codi_queue.errors import CorruptRecord
 from codi_queue.queue import frame
@@ -16,11 +21,15 @@ def _frames(*payloads: bytes) -> bytes:
 
 def test_round_trip_through_serializer_protocol() -> None:
     buf = io.BytesIO()
-    frame.dump(b"record-bytes", buf)
-    frame.dump({"head": [0, 1, 2], "size": 1}, buf)
+    ser = frame.FrameSerializer()
+    ser.info = {"ops": 7}
+    ser.dump(b"record-bytes", buf)
+    ser.dump({"head": [0, 1, 2], "size": 1}, buf)
     buf.seek(0)
     assert frame.load(buf) == b"record-bytes"
     assert frame.load(buf) == {"head": [0, 1, 2], "size": 1}
+    (first, _meta) = list(frame.scan(buf.getvalue()))
+    assert isinstance(first, frame.Frame) and first.seq == 7
 
 
 def test_every_single_bit_flip_is_detected() -> None:
@@ -58,7 +67,7 @@ def test_scan_resynchronises_after_a_flipped_bit() -> None:
 
 
 def test_implausible_length_is_damage_not_an_allocation() -> None:
-    head = frame.HEADER.pack(frame.MAGIC, 1, frame.KIND_RECORD, frame.MAX_PAYLOAD + 1, 0)
+    head = frame.HEADER.pack(frame.MAGIC, frame.KIND_RECORD, b"\x00\x00\x00", frame.MAX_PAYLOAD + 1, 0, 0)
     (item,) = list(frame.scan(head + b"x" * 20))
     assert isinstance(item, frame.Damage)
 
@@ -71,3 +80,60 @@ def test_load_refuses_pickle_bytes() -> None:
     with pytest.raises(CorruptRecord):
         frame.load(io.BytesIO(PICKLED))
     assert not any(isinstance(i, frame.Frame) for i in frame.scan(PICKLED))
+
+
+@settings(max_examples=int(os.environ.get("CODI_FUZZ_EXAMPLES", "200")), deadline=None)
+@given(st.binary(max_size=300))
+def test_stuffing_round_trips_and_keeps_0xff_out_of_every_payload(payload: bytes) -> None:
+    data = frame.encode_frame(payload, frame.KIND_RECORD, seq=3, nops=1)
+    assert b"\xff" not in data[frame.HEADER.size :]
+    assert frame.decode_frame(data) == (frame.KIND_RECORD, payload)
+
+
+def _smuggling_carrier(inner: bytes) -> bytes:
+    """A msgpack-ish payload whose text field carries ``inner`` verbatim, between two real frames."""
+    return b"\x93\x01\xcb" + b"\x00" * 8 + b"\x91\xda" + len(inner).to_bytes(2, "big") + inner
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_frame_smuggled_inside_a_payload_is_never_decoded_after_damage(version: int) -> None:
+    # The attacker's frame: CRC-valid, in either format, carried inside a text field.
+    evil_payload = b"EVIL-OPERATION"
+    if version == 2:
+        evil = frame.encode_frame(evil_payload, frame.KIND_RECORD, seq=1, nops=1)
+    else:
+        head = struct.pack("<2sBBI", b"CQ", 1, frame.KIND_RECORD, len(evil_payload))
+        evil = head + struct.pack("<I", zlib.crc32(evil_payload, zlib.crc32(head))) + evil_payload
+    carrier = frame.encode_frame(_smuggling_carrier(b"xx" + evil + b"yy"), frame.KIND_RECORD, seq=1, nops=1)
+    data = bytearray(frame.encode_frame(b"first", seq=0, nops=1) + carrier + frame.encode_frame(b"last", seq=2, nops=1))
+    start = len(frame.encode_frame(b"first", seq=0, nops=1))
+    for offset in range(frame.HEADER.size):  # damage anywhere in the carrier's header
+        damaged = bytearray(data)
+        damaged[start + offset] ^= 0x5A
+        payloads = [i.payload for i in frame.scan(bytes(damaged)) if isinstance(i, frame.Frame)]
+        assert evil_payload not in payloads, offset
+        assert payloads == [b"first", b"last"]
+
+
+def test_version_1_frames_still_read_and_resync_among_themselves() -> None:
+    def v1(payload: bytes) -> bytes:
+        head = struct.pack("<2sBBI", b"CQ", 1, frame.KIND_RECORD, len(payload))
+        return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+    data = bytearray(v1(b"one") + v1(b"two") + v1(b"three") + frame.encode_frame(b"four", seq=0, nops=1))
+    data[len(v1(b"one")) + 13] ^= 1  # inside "two"
+    items = list(frame.scan(bytes(data), legacy=True))
+    assert [i.payload for i in items if isinstance(i, frame.Frame)] == [b"one", b"three", b"four"]
+    assert frame.load(io.BytesIO(v1(b"one"))) == b"one"
+
+
+def test_record_ops_reads_the_count_from_either_encoding() -> None:
+    import msgspec
+
+    from codi_queue.schemas.envelope import Record
+
+    for n in (0, 1, 127, 128, 70_000):
+        packed = msgspec.msgpack.encode(Record(n, 1.0, []))
+        assert frame.record_ops(packed, frame.KIND_RECORD) == n
+        assert frame.record_ops(msgspec.json.encode(Record(n, 1.0, [])), frame.KIND_JSON_RECORD) == n
+    assert frame.record_ops(b"garbage", frame.KIND_JSON_RECORD) == 0

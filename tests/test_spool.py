@@ -78,10 +78,19 @@ def test_zeroed_info_is_rescued_too(paths: Paths) -> None:
 
 def test_unwritable_spool_returns_false_and_is_logged(paths: Paths) -> None:
     os.makedirs(paths.spool, mode=0o700)
-    Path(paths.spool, "inbox").write_bytes(b"not a directory")
+    Path(paths.spool, "segments").write_bytes(b"not a directory")
     assert enqueue("tool_event", {"tool_name": "x", "success": True}, home=paths.home) is False
     log = Path(paths.error_log).read_text()
     assert '"source":"producer"' in log and "cannot append to spool" in log
+
+
+def test_an_inbox_that_is_a_file_is_moved_aside_and_enqueue_goes_on(paths: Paths) -> None:
+    os.makedirs(paths.spool, mode=0o700)
+    Path(paths.spool, "inbox").write_bytes(b"not a directory")
+    assert enqueue("tool_event", {"tool_name": "x", "success": True}, home=paths.home) is True
+    Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT tool_name FROM tool_events") == [("x",)]
+    assert "cannot be read as a queue directory" in Path(paths.error_log).read_text()
 
 
 def test_segment_ids_never_repeat_even_if_the_clock_steps_back(tmp_path: Path) -> None:

@@ -18,9 +18,19 @@ import msgspec
 
 from ..schemas.envelope import Envelope, Rejected
 from ..schemas.registry import OPS, REJECTED_OP, OpSpec
+from ..text import clean_text
 from .db import immediate
 
-__all__ = ["Item", "DeadLetter", "TierResult", "apply_items", "record_dead_letters", "get_cursor"]
+__all__ = ["Item", "DeadLetter", "TierResult", "apply_items", "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
+
+# Errors of the database or the disk, not of one operation: the batch rolls
+# back and is retried with backoff, never dead-lettered. Anything else raised
+# while decoding, converting or binding one operation makes it a dead letter.
+INFRASTRUCTURE: tuple[type[BaseException], ...] = (
+    apsw.FullError, apsw.IOError, apsw.BusyError, apsw.LockedError, apsw.CantOpenError,
+    apsw.ReadOnlyError, apsw.NoMemError, apsw.InterruptError, apsw.CorruptError, apsw.NotADBError,
+    apsw.ConnectionClosedError, MemoryError,
+)
 
 _decoders: dict[tuple[str, bool], Any] = {}
 _encode = msgspec.msgpack.Encoder().encode
@@ -62,17 +72,22 @@ def _decoder(spec: OpSpec, json: bool) -> Any:
 
 def dead_letter(item: Item, reason: str) -> DeadLetter:
     # A failed retry stays the dead letter it retried, with the new reason.
-    op_id = item.env.retry_of or item.env.id
-    if item.json:
-        return DeadLetter(op_id, item.env.op, reason, _encode_json(item.env), item.pos, "json")
-    return DeadLetter(op_id, item.env.op, reason, _encode(item.env), item.pos)
+    op_id = clean_text(item.env.retry_of or item.env.id)
+    op = clean_text(item.env.op)
+    try:
+        if item.json:
+            return DeadLetter(op_id, op, reason, _encode_json(item.env), item.pos, "json")
+        return DeadLetter(op_id, op, reason, _encode(item.env), item.pos)
+    except Exception as exc:  # noqa: BLE001 - an envelope that will not even re-encode is still kept, as text
+        return DeadLetter(op_id, op, f"{reason} (envelope kept as text: {type(exc).__name__})",
+                          clean_text(repr(item.env)).encode(), item.pos, "raw")
 
 
 def _rejected(item: Item) -> DeadLetter:
     try:
         rej = (msgspec.json if item.json else msgspec.msgpack).decode(item.env.body, type=Rejected)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        return dead_letter(item, f"undecodable rejected-input report: {exc}")
+    except Exception as exc:  # noqa: BLE001 - an unreadable report is still a dead letter
+        return dead_letter(item, f"undecodable rejected-input report: {type(exc).__name__}: {exc}")
     reason = f"{rej.source}: line {rej.line}: {rej.reason}"
     # The whole report is kept: replay needs the source and line to re-derive the op id.
     return DeadLetter(item.env.id, rej.op, reason, msgspec.json.encode(rej), item.pos, "rejected")
@@ -92,13 +107,17 @@ def prepare(items: Sequence[Item]) -> tuple[list[tuple[OpSpec, list[tuple[Any, .
             continue
         try:
             body = _decoder(spec, item.json).decode(item.env.body)
+            row = (*spec.row(body), item.env.id)
         except (msgspec.DecodeError, RecursionError) as exc:  # nesting too deep is bad input too
             dead.append(dead_letter(item, f"invalid body: {exc}"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - whatever one body provokes, it is that op's dead letter
+            dead.append(dead_letter(item, f"invalid body: {type(exc).__name__}: {exc}"))
             continue
         group = groups.get(spec.name)
         if group is None:
             group = groups[spec.name] = (spec, [], [])
-        group[1].append((*spec.row(body), item.env.id))
+        group[1].append(row)
         group[2].append(item)
     return list(groups.values()), dead
 
@@ -150,7 +169,9 @@ def _apply_group(
             with conn:
                 conn.execute(spec.sql, row)
                 changed += conn.changes()
-        except apsw.Error as exc:
+        except INFRASTRUCTURE:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a row that cannot be bound or stored is that op's dead letter
             dead.append(dead_letter(item, f"{type(exc).__name__}: {exc}"))
     return changed
 
@@ -160,7 +181,9 @@ def _executemany_or_undo(conn: apsw.Connection, sql: str, rows: list[tuple[Any, 
     try:
         with conn:
             conn.executemany(sql, rows)
-    except apsw.Error:
+    except INFRASTRUCTURE:
+        raise
+    except Exception:  # noqa: BLE001 - some row is poison: the caller retries row by row and dead-letters it
         return False
     return True
 
@@ -181,7 +204,8 @@ def record_dead_letters(conn: apsw.Connection, segment: str | None, dead: Sequen
             "INSERT INTO cq_dead_letters (op_id, op, reason, envelope, format, segment, pos, first_failed, last_failed) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(op_id) DO UPDATE SET "
             "reason = excluded.reason, last_failed = excluded.last_failed, attempts = attempts + 1",
-            (d.op_id, d.op, d.reason, d.envelope, d.format, segment, d.pos, now, now),
+            (clean_text(d.op_id), clean_text(d.op), clean_text(d.reason), d.envelope, d.format, segment, d.pos,
+             now, now),
         )
 
 

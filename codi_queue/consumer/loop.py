@@ -28,9 +28,10 @@ from ..errors import UnsafePath
 from ..fsutil import check_private, ensure_private_dir
 from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
-from ..queue.segment import Entry, SegmentReader, describe_pos
+from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, describe_lost, describe_pos
 from ..queue.spool import QueueDir, Spool, dir_bytes
 from ..schemas.envelope import Record
+from ..text import clean_value, decode_text
 from ..schemas.registry import OPS, STATE_TIER, TIERS
 from .apply import DeadLetter, Item, apply_items, get_cursor
 from .db import BUSY_TIMEOUT_MS, open_tier
@@ -52,6 +53,24 @@ _decode_record = msgspec.msgpack.Decoder(Record).decode
 _decode_json_record = msgspec.json.Decoder(Record).decode
 
 
+def decode_record(payload: bytes, is_json: bool) -> tuple[Record, bool]:
+    """The record, and whether invalid text in it had to be replaced (JSON records only).
+
+    Raises whatever a hostile payload provokes; callers turn that into a dead letter.
+    """
+    try:
+        return (_decode_json_record if is_json else _decode_record)(payload), False
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        if not is_json:
+            raise
+    # Invalid UTF-8 or unpaired surrogates: the text rule (replace with U+FFFD),
+    # as every producer applies it at enqueue.
+    import json
+
+    value = clean_value(json.loads(decode_text(payload)))
+    return _decode_json_record(json.dumps(value, ensure_ascii=False).encode()), True
+
+
 @dataclass
 class ConsumerStats:
     operations: int = 0  # operations applied or dead-lettered
@@ -59,6 +78,7 @@ class ConsumerStats:
     dead_letters: int = 0
     batches: int = 0
     damaged_spans: int = 0
+    lost_operations: int = 0  # operations that damage destroyed (counted where the frames tell)
     started: float = field(default_factory=time.time)
 
 
@@ -139,9 +159,10 @@ class Consumer:
                         self.drain()
                         self._housekeeping()
                         backoff = 0.0
-                    except (apsw.Error, OSError) as exc:
-                        # Infrastructure trouble (disk full, database locked or gone):
-                        # everything not committed stays queued; retry with backoff.
+                    except Exception as exc:  # noqa: BLE001 - nothing may stop the consumer; reported, retried
+                        # Infrastructure trouble (disk full, database locked or gone), or
+                        # a defect of ours: everything not committed stays queued, the
+                        # reason goes to the log and status, and we retry with backoff.
                         backoff = min(self.max_backoff_s, max(0.5, backoff * 2))
                         self._report(f"drain failed, retrying in {backoff:.1f}s: {type(exc).__name__}: {exc}")
                         self._reopen_databases()
@@ -246,6 +267,9 @@ class Consumer:
         while not self.stopping and (max_passes is None or passes < max_passes):
             passes += 1
             handled = 0
+            rescued = self.spool.rescue_inbox()
+            if rescued:
+                self._report(rescued)
             for qd in list(self.spool.queue_dirs()):
                 n, complete = self._drain_dir(qd)
                 handled += n
@@ -302,18 +326,30 @@ class Consumer:
     def _drain_dir(self, qd: QueueDir) -> tuple[int, bool]:
         cursors = self._cursor_map(qd.id)
         start = min(cursors.values())
-        with SegmentReader(qd.path) as reader:
+        try:
+            reader = SegmentReader(qd.path, live=qd.live)
+        except OSError as exc:
+            if qd.live or isinstance(exc, FileNotFoundError):
+                raise
+            # A link or a file where a segment should be: never read, moved out
+            # of the way, and the pass goes on (1 handled: the next pass runs).
+            dest = self.spool.quarantine(qd.id)
+            self._report(f"segment {qd.id} cannot be read as a queue directory ({exc.strerror or exc}): moved to {dest}")
+            return 1, False
+        with reader:
             for warning in reader.warnings:
                 self._report(warning)
             if start >= reader.end:
                 return 0, True
+            if qd.live:
+                reader.make_durable()
             routed: dict[str, list[Item]] = {t: [] for t in ALL_TIERS}
             damaged: list[DeadLetter] = []
             handled = pending = 0
             last_end = start
             dirty = False
             for entry in reader.entries(start):
-                pending += self._route(qd.id, entry, cursors, routed, damaged)
+                pending += self._route(qd.id, entry, cursors, routed, damaged, reader)
                 last_end = entry.end
                 dirty = True
                 if pending >= self.batch_ops:
@@ -336,31 +372,70 @@ class Consumer:
         cursors: dict[str, int],
         routed: dict[str, list[Item]],
         damaged: list[DeadLetter],
+        reader: SegmentReader,
     ) -> int:
+        fresh = entry.end > cursors[STATE_TIER]  # not yet reported by an earlier run
         if entry.payload is None:
-            if entry.end > cursors[STATE_TIER]:
-                reason = f"damaged spool bytes at {describe_pos(entry.start)}: {entry.damage}"
-                self._report(f"segment {seg}: {reason}")
-                damaged.append(DeadLetter(f"damage:{seg}:{entry.start}", "?", reason, entry.raw, entry.start, "raw"))
-                self.stats.damaged_spans += 1
+            if fresh:
+                damaged.append(self._damage_letter(seg, entry, reader))
             return 1
+        if entry.lost and fresh:
+            reason = f"{describe_lost(entry.lost)} just before {describe_pos(entry.start)} (their records are gone)"
+            self._report(f"segment {seg}: {reason}")
+            damaged.append(DeadLetter(f"gap:{seg}:{entry.start}", "?", reason, b"", entry.start, "raw"))
+            self.stats.lost_operations += entry.lost
         is_json = entry.kind == KIND_JSON_RECORD
         try:
-            record = (_decode_json_record if is_json else _decode_record)(entry.payload)
-        except (msgspec.DecodeError, RecursionError) as exc:
-            if entry.end > cursors[STATE_TIER]:
-                reason = f"undecodable record at {describe_pos(entry.start)}: {exc}"
+            record, replaced = decode_record(entry.payload, is_json)
+        except Exception as exc:  # noqa: BLE001 - any failure to decode one record makes it a dead letter
+            if fresh:
+                reason = f"undecodable record at {describe_pos(entry.start)}: {type(exc).__name__}: {exc}"
                 self._report(f"segment {seg}: {reason}")
                 damaged.append(
                     DeadLetter(f"record:{seg}:{entry.start}", "?", reason, entry.payload, entry.start, "raw")
                 )
             return 1
+        if replaced and fresh:
+            self._report(f"segment {seg}: record at {describe_pos(entry.start)}: invalid UTF-8 or unpaired "
+                         "surrogates replaced with U+FFFD")
         for env in record.ops:
             spec = OPS.get(env.op)
             tier = spec.tier if spec is not None else STATE_TIER
             if entry.end > cursors[tier]:
                 routed[tier].append(Item(env, entry.end, is_json))
         return len(record.ops)
+
+    def _damage_letter(self, seg: str, entry: Entry, reader: SegmentReader) -> DeadLetter:
+        """A dead letter for a damaged span, its whole bytes copied aside when they exceed what it holds inline."""
+        reason = f"damaged spool bytes at {describe_pos(entry.start)}: {entry.damage}; {describe_lost(entry.lost)}"
+        if len(entry.raw) >= QUARANTINE_INLINE:
+            kept = self._keep_span(seg, entry, reader)
+            reason += f"; all {kept[1]} bytes kept in {kept[0]}" if kept else "; only the first 1 MiB could be kept"
+        self._report(f"segment {seg}: {reason}")
+        self.stats.damaged_spans += 1
+        self.stats.lost_operations += entry.lost or 0
+        return DeadLetter(f"damage:{seg}:{entry.start}", "?", reason, entry.raw, entry.start, "raw")
+
+    def _keep_span(self, seg: str, entry: Entry, reader: SegmentReader) -> tuple[str, int] | None:
+        from ..fsutil import FILE_MODE, NOFOLLOW, write_all
+
+        folder = os.path.join(self.paths.spool, "quarantine")
+        path = os.path.join(folder, f"{seg}.{entry.start}-{entry.end}.bin")
+        try:
+            ensure_private_dir(folder)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, FILE_MODE)
+            size = 0
+            try:
+                for block in reader.span_bytes(entry.start, entry.end):
+                    write_all(fd, block)
+                    size += len(block)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._report(f"could not copy damaged bytes to {path}: {exc}")
+            return None
+        return path, size
 
     def _commit(
         self,

@@ -1,19 +1,28 @@
-"""Checksummed frames: the only bytes the spool ever holds.
+"""Checksummed, self-delimiting frames: the only bytes the spool ever holds.
 
-A frame is a 12-byte header and a payload::
+Version 2 (written today) is a 24-byte header and a payload::
 
-    magic "CQ" | version u8 | kind u8 | length u32 LE | crc32 u32 LE | payload
+    0xFF "CQ" | version u8 = 2 | kind u8 | nops u24 LE | length u32 LE | seq u64 LE | crc32 u32 LE | payload
 
-The CRC covers the first eight header bytes and the payload, so a flipped bit
-in the length or kind is caught too. Record payloads are msgspec
-MessagePack (``KIND_RECORD``) or, from the stdlib-only hook path, JSON
-(``KIND_JSON_RECORD``); both decode into the same ``Record`` Struct. There is
-no code-executing decoder anywhere on the read path.
+* The payload is **byte-stuffed** so 0xFF never occurs in it (0xFE → FE 00,
+  0xFF → FE 01). A frame start (0xFF "CQ" 2) can therefore only be a real
+  header: resynchronising after damage never lands inside a payload, so no
+  text an attacker puts in a field can be decoded as a frame of its own.
+  JSON and the strings inside MessagePack are UTF-8, where 0xFE and 0xFF
+  never occur, so stuffing almost never changes a byte.
+* ``seq`` is the directory's count of operations before this record and
+  ``nops`` the operations in it: a reader knows, from any two intact frames,
+  how many operations lie between them, so every loss is reported as a count.
+* The CRC covers the header's first twenty bytes and the (stuffed) payload.
 
-This module is also the ``serializer`` handed to persist-queue's ``Queue``
-(``dump(value, fp)`` / ``load(fp)``): records arrive as ready-encoded bytes;
-persist-queue's own ``info`` dict is JSON, framed the same way, so opening a
-queue needs nothing beyond the standard library.
+Version 1 (``"CQ" | 1 | kind | length u32 | crc u32``, no stuffing, no
+sequence) is still read, so spools and archives written before stay readable;
+a damaged version-1 chunk resynchronises only on version-1 headers.
+
+Record payloads are msgspec MessagePack (``KIND_RECORD``) or, from the
+stdlib-only producer path, JSON (``KIND_JSON_RECORD``); both decode into the
+same ``Record`` Struct. persist-queue's own ``info`` dict is JSON
+(``KIND_META``). There is no code-executing decoder anywhere on the read path.
 """
 
 from __future__ import annotations
@@ -38,7 +47,9 @@ __all__ = [
     "KIND_JSON_RECORD",
     "encode_frame",
     "decode_frame",
-    "dump",
+    "encode_meta",
+    "record_ops",
+    "FrameSerializer",
     "load",
     "Frame",
     "Damage",
@@ -46,19 +57,23 @@ __all__ = [
     "JsonRecord",
 ]
 
-MAGIC = b"CQ"
-VERSION = 1
+MAGIC = b"\xffCQ\x02"  # version 2: stuffing keeps 0xFF out of every payload
+VERSION = 2
 KIND_RECORD = 0
 KIND_META = 1
 KIND_JSON_RECORD = 2
 _KINDS = (KIND_RECORD, KIND_META, KIND_JSON_RECORD)
-HEADER = struct.Struct("<2sBBII")
+HEADER = struct.Struct("<4sB3sIQI")  # magic+version, kind, nops (u24), length, seq, crc
+_NOPS_MAX = (1 << 24) - 1
 MAX_PAYLOAD = 64 * 1024 * 1024  # a frame claiming more is corrupt, not a reason to allocate
+
+V1_MAGIC = b"CQ\x01"
+V1_HEADER = struct.Struct("<2sBBII")
 
 Buffer = Union[bytes, bytearray, "mmap.mmap"]
 
 
-def _encode_meta(value: Any) -> bytes:
+def encode_meta(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
@@ -69,51 +84,101 @@ def _decode_meta(payload: bytes) -> Any:
         raise CorruptRecord(f"metadata is not JSON: {exc}") from None
 
 
-def encode_frame(payload: bytes, kind: int = KIND_RECORD) -> bytes:
-    n = len(payload)
+def _stuff(payload: bytes) -> bytes:
+    if b"\xfe" in payload or b"\xff" in payload:
+        return payload.replace(b"\xfe", b"\xfe\x00").replace(b"\xff", b"\xfe\x01")
+    return payload
+
+
+def _unstuff(data: bytes) -> bytes:
+    # Every 0xFE is an escape lead, so left-to-right replacement is exact;
+    # FE 01 first, or FE 00 01 (a literal FE 01) would turn into FF.
+    if b"\xfe" in data:
+        return data.replace(b"\xfe\x01", b"\xff").replace(b"\xfe\x00", b"\xfe")
+    return data
+
+
+def encode_frame(payload: bytes, kind: int = KIND_RECORD, seq: int = 0, nops: int = 0) -> bytes:
+    body = _stuff(payload)
+    n = len(body)
     if n > MAX_PAYLOAD:
         raise ValueError(f"payload of {n} bytes exceeds the frame limit of {MAX_PAYLOAD}")
-    head = struct.pack("<2sBBI", MAGIC, VERSION, kind, n)
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return head + struct.pack("<I", crc) + payload
+    head = HEADER.pack(MAGIC, kind, min(nops, _NOPS_MAX).to_bytes(3, "little"), n, seq, 0)[:-4]
+    crc = zlib.crc32(body, zlib.crc32(head))
+    return head + struct.pack("<I", crc) + body
 
 
-def _check_header(buf: Buffer, offset: int, limit: int) -> tuple[int, int, int] | str:
-    """(kind, length, crc) of a plausible header at ``offset``, else why not."""
-    if limit - offset < HEADER.size:
+class _Head:
+    __slots__ = ("kind", "size", "length", "seq", "nops", "crc")
+
+    def __init__(self, kind: int, size: int, length: int, seq: int | None, nops: int, crc: int) -> None:
+        self.kind, self.size, self.length, self.seq, self.nops, self.crc = kind, size, length, seq, nops, crc
+
+
+def _check_header(buf: Buffer, offset: int, limit: int) -> _Head | str:
+    """The header at ``offset`` if it is plausible, else why not."""
+    if buf[offset : offset + 4] == MAGIC:
+        if limit - offset < HEADER.size:
+            return "truncated header"
+        _m, kind, nops, length, seq, crc = HEADER.unpack_from(buf, offset)
+        head = _Head(kind, HEADER.size, length, seq, int.from_bytes(nops, "little"), crc)
+    elif buf[offset : offset + 3] == V1_MAGIC:
+        if limit - offset < V1_HEADER.size:
+            return "truncated header"
+        _m, _v, kind, length, crc = V1_HEADER.unpack_from(buf, offset)
+        head = _Head(kind, V1_HEADER.size, length, None, 0, crc)
+    elif limit - offset < 4 and MAGIC.startswith(bytes(buf[offset:limit])):
         return "truncated header"
-    magic, version, kind, length, crc = HEADER.unpack_from(buf, offset)
-    if magic != MAGIC:
+    else:
         return "bad magic"
-    if version != VERSION:
-        return f"unknown frame version {version}"
-    if kind not in _KINDS:
-        return f"unknown frame kind {kind}"
-    if length > MAX_PAYLOAD:
-        return f"implausible length {length}"
-    if offset + HEADER.size + length > limit:
+    if head.kind not in _KINDS:
+        return f"unknown frame kind {head.kind}"
+    if head.length > MAX_PAYLOAD:
+        return f"implausible length {head.length}"
+    if offset + head.size + head.length > limit:
         return "truncated payload"
-    return kind, length, crc
+    return head
 
 
-def _crc_ok(buf: Buffer, offset: int, length: int, crc: int) -> bool:
-    body = offset + HEADER.size
+def _crc_ok(buf: Buffer, offset: int, head: _Head) -> bool:
+    body = offset + head.size
     # A scoped view: an export left open would keep an mmap from closing.
     with memoryview(buf) as mv:
-        return zlib.crc32(mv[body : body + length], zlib.crc32(mv[offset : offset + 8])) == crc
+        return zlib.crc32(mv[body : body + head.length], zlib.crc32(mv[offset : body - 4])) == head.crc
 
 
 def decode_frame(data: bytes) -> tuple[int, bytes]:
     """Kind and payload of exactly one frame; ``CorruptRecord`` if it is not intact."""
-    got = _check_header(data, 0, len(data))
-    if isinstance(got, str):
-        raise CorruptRecord(got, offset=0)
-    kind, length, crc = got
-    if HEADER.size + length != len(data):
+    head = _check_header(data, 0, len(data))
+    if isinstance(head, str):
+        raise CorruptRecord(head, offset=0)
+    if head.size + head.length != len(data):
         raise CorruptRecord("trailing bytes after frame", offset=0)
-    if not _crc_ok(data, 0, length, crc):
+    if not _crc_ok(data, 0, head):
         raise CorruptRecord("checksum mismatch", offset=0)
-    return kind, data[HEADER.size :]
+    body = data[head.size :]
+    return head.kind, (body if head.seq is None else _unstuff(body))
+
+
+def record_ops(payload: bytes, kind: int) -> int:
+    """How many operations a record holds, read from its head (``[n, ts, ops]``); 0 if unreadable.
+
+    Both encodings start with the count: JSON ``[n,``, MessagePack a
+    three-element array whose first element is an unsigned integer.
+    """
+    try:
+        if kind == KIND_JSON_RECORD:
+            return int(payload[1 : payload.index(b",", 1, 24)])
+        if payload[0] == 0x93:
+            first = payload[1]
+            if first < 0x80:
+                return first
+            width = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}.get(first)
+            if width:
+                return int.from_bytes(payload[2 : 2 + width], "big")
+    except (ValueError, IndexError):
+        pass  # not a record head we can read: the count stays unknown (0)
+    return 0
 
 
 # -- persist-queue serializer protocol -------------------------------------------------
@@ -123,23 +188,41 @@ class JsonRecord(bytes):
     """Record bytes that are JSON, not MessagePack (the stdlib-only producer path)."""
 
 
-def dump(value: Any, fp: IO[bytes]) -> None:
-    if isinstance(value, JsonRecord):
-        fp.write(encode_frame(bytes(value), KIND_JSON_RECORD))
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        fp.write(encode_frame(bytes(value), KIND_RECORD))
-    else:
-        fp.write(encode_frame(_encode_meta(value), KIND_META))
+class FrameSerializer:
+    """persist-queue's ``serializer`` (``dump(value, fp)`` / ``load(fp)``) for one queue directory.
+
+    Records arrive as ready-encoded bytes and are framed with the directory's
+    running operation count (``info["ops"]``, kept by persist-queue in its
+    own ``info`` dict); anything else is persist-queue's ``info``, framed as JSON.
+    """
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] | None = None  # the queue's info, once it is loaded
+
+    def dump(self, value: Any, fp: IO[bytes]) -> None:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            kind = KIND_JSON_RECORD if isinstance(value, JsonRecord) else KIND_RECORD
+            data = bytes(value)
+            info = self.info if self.info is not None else {}
+            seq = int(info.get("ops", 0))
+            nops = record_ops(data, kind)
+            fp.write(encode_frame(data, kind, seq, nops))
+            info["ops"] = seq + nops
+        else:
+            fp.write(encode_frame(encode_meta(value), KIND_META))
+
+    def load(self, fp: IO[bytes]) -> Any:
+        return load(fp)
 
 
 def load(fp: IO[bytes]) -> Any:
-    head = fp.read(HEADER.size)
-    if len(head) < HEADER.size:
-        raise CorruptRecord("truncated header")
-    length = HEADER.unpack(head)[3]
-    if length > MAX_PAYLOAD:
-        raise CorruptRecord(f"implausible length {length}")
-    kind, payload = decode_frame(head + fp.read(length))
+    first = fp.read(4)
+    size = HEADER.size if first == MAGIC else V1_HEADER.size
+    head = first + fp.read(size - len(first))
+    got = _check_header(head, 0, len(head) + MAX_PAYLOAD)
+    if isinstance(got, str):
+        raise CorruptRecord("truncated header" if len(head) < size else got)
+    kind, payload = decode_frame(head + fp.read(got.length))
     if kind == KIND_META:
         return _decode_meta(payload)
     return JsonRecord(payload) if kind == KIND_JSON_RECORD else payload
@@ -149,13 +232,14 @@ def load(fp: IO[bytes]) -> Any:
 
 
 class Frame:
-    """An intact frame at ``[start, end)``. (Plain slotted classes: NamedTuple
-    creation costs milliseconds of start-up on the hook path.)"""
+    """An intact frame at ``[start, end)``: its payload (unstuffed), and for version 2 its
+    operation sequence ``seq`` and count ``nops`` (``seq`` is None for version 1).
+    (Plain slotted classes: NamedTuple creation costs milliseconds of start-up on the hook path.)"""
 
-    __slots__ = ("start", "end", "kind", "payload")
+    __slots__ = ("start", "end", "kind", "payload", "seq", "nops")
 
-    def __init__(self, start: int, end: int, kind: int, payload: bytes) -> None:
-        self.start, self.end, self.kind, self.payload = start, end, kind, payload
+    def __init__(self, start: int, end: int, kind: int, payload: bytes, seq: int | None = None, nops: int = 0) -> None:
+        self.start, self.end, self.kind, self.payload, self.seq, self.nops = start, end, kind, payload, seq, nops
 
 
 class Damage:
@@ -167,38 +251,49 @@ class Damage:
         self.start, self.end, self.reason = start, end, reason
 
 
-def scan(buf: Buffer, start: int = 0, limit: int | None = None) -> Iterator[Frame | Damage]:
+def scan(buf: Buffer, start: int = 0, limit: int | None = None, legacy: bool = False) -> Iterator[Frame | Damage]:
     """Every intact frame in ``buf[start:limit]``, and a ``Damage`` for each span between.
 
-    After a bad frame the scan resynchronises on the next offset whose header
-    is plausible *and* whose checksum matches, so one flipped bit costs one
-    record, not the rest of the file.
+    After a bad frame the scan resynchronises on the next version-2 header
+    whose checksum matches (version-1 headers only when ``legacy``: a chunk
+    written before version 2, whose payloads were not stuffed), so one
+    flipped bit costs one record, not the rest of the file.
     """
     end = len(buf) if limit is None else min(limit, len(buf))
     pos = start
     while pos < end:
         got = _check_header(buf, pos, end)
         if not isinstance(got, str):
-            kind, length, crc = got
-            if _crc_ok(buf, pos, length, crc):
-                stop = pos + HEADER.size + length
-                yield Frame(pos, stop, kind, bytes(buf[pos + HEADER.size : stop]))
+            if _crc_ok(buf, pos, got):
+                stop = pos + got.size + got.length
+                body = bytes(buf[pos + got.size : stop])
+                if got.seq is not None:
+                    body = _unstuff(body)
+                yield Frame(pos, stop, got.kind, body, got.seq, got.nops)
                 pos = stop
                 continue
             reason = "checksum mismatch"
         else:
             reason = got
-        nxt = _resync(buf, pos + 1, end)
+        nxt = _resync(buf, pos + 1, end, legacy)
         yield Damage(pos, nxt, reason)
         pos = nxt
 
 
-def _resync(buf: Buffer, pos: int, end: int) -> int:
+def _resync(buf: Buffer, pos: int, end: int, legacy: bool) -> int:
     while True:
-        pos = buf.find(MAGIC, pos, end)
-        if pos < 0:
+        if legacy:  # version-1 "CQ" headers, and version-2 ones appended after an upgrade
+            found = buf.find(b"CQ", pos, end)
+            candidates = [] if found < 0 else [found - 1, found]
+        else:
+            found = buf.find(MAGIC, pos, end)
+            candidates = [] if found < 0 else [found]
+        if found < 0:
             return end
-        got = _check_header(buf, pos, end)
-        if not isinstance(got, str) and _crc_ok(buf, pos, got[1], got[2]):
-            return pos
-        pos += 1
+        for cand in candidates:
+            if cand < pos:
+                continue
+            got = _check_header(buf, cand, end)
+            if not isinstance(got, str) and (legacy or got.seq is not None) and _crc_ok(buf, cand, got):
+                return cand
+        pos = found + 1

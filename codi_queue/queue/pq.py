@@ -8,9 +8,13 @@ Two things differ from using ``persistqueue.Queue`` directly:
   the package's spec without executing its ``__init__``, then step aside so a
   later plain ``import persistqueue`` still gets the real package.
 * ``Queue`` never fsyncs on put and renames ``info`` without syncing it
-  (persist-queue #180). ``DurableQueue._saveinfo`` syncs the data, then the new
-  ``info``, then the directory, in that order: the pointer never names bytes
-  that are not on disk. ``_openchunk`` creates chunk files 0600.
+  (persist-queue #180). ``DurableQueue._saveinfo`` writes the new ``info``
+  and hands the caller the data, ``info`` and directory descriptors to fsync
+  before it acknowledges (``pending_syncs``). ``_openchunk`` creates chunk
+  files 0600, and every file is opened without following a symbolic link.
+* Records are framed by a ``frame.FrameSerializer`` bound to the queue's
+  ``info``, which carries the directory's running operation count
+  (``info["ops"]``) that every frame header records.
 
 Both overrides rely on persist-queue 1.1 internals; pyproject pins the minor
 version and ``tests/test_pq_format.py`` guards the layout.
@@ -25,16 +29,19 @@ import sys
 from typing import IO, Any
 
 from ..errors import CorruptRecord
-from ..fsutil import FILE_MODE
+from ..fsutil import FILE_MODE, write_all
 from . import frame
 
-__all__ = ["durable_queue_class", "CHUNK_RECORDS", "read_info"]
+__all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "NOFOLLOW"]
 
 # Records per chunk file. The inbox is usually claimed long before a chunk
 # fills; when the consumer is down for days this keeps the file count sane.
 CHUNK_RECORDS = 1000
 
 _durable: type | None = None
+# Nothing under the home is ever opened through a symbolic link (a planted
+# link would make us write into, or truncate, a file of the attacker's choice).
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
 
 
 def _queue_module() -> Any:
@@ -65,7 +72,7 @@ def _refusing_serializer() -> Any:
     import types
 
     def refuse(*_args: Any, **_kwargs: Any) -> Any:
-        raise CorruptRecord("pickle is disabled in codi-queue: pass serializer=codi_queue.queue.frame")
+        raise CorruptRecord("pickle is disabled in codi-queue: pass serializer=codi_queue.queue.frame.FrameSerializer()")
 
     mod = types.ModuleType("persistqueue.serializers.pickle", "codi-queue: pickle refused")
     mod.dump = mod.load = mod.dumps = mod.loads = refuse  # type: ignore[attr-defined]
@@ -83,9 +90,17 @@ def durable_queue_class() -> type:
         def _openchunk(self, number: int, mode: str = "rb") -> IO[bytes]:
             path = self._qfile(number)
             if mode == "rb":
-                return open(path, "rb")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+                return os.fdopen(os.open(path, os.O_RDONLY | NOFOLLOW), "rb")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | NOFOLLOW, FILE_MODE)
             return os.fdopen(fd, mode)
+
+        def _loadinfo(self) -> dict[str, Any]:
+            try:
+                info = read_info(self.path)
+            except FileNotFoundError:
+                info = {"chunksize": self.chunksize, "size": 0, "tail": [0, 0, 0], "head": [0, 0, 0], "ops": 0}
+            self.serializer.info = info  # frames record the running operation count kept here
+            return info
 
         def _saveinfo(self) -> None:
             # Data, then the new info, are written and info renamed into place
@@ -95,12 +110,10 @@ def durable_queue_class() -> type:
             self.headf.flush()
             info = os.path.join(self.path, "info")
             tmp = info + ".tmp"  # fixed name: only the holder of the spool lock writes here
-            data = frame.encode_frame(frame._encode_meta(self.info), frame.KIND_META)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            data = frame.encode_frame(frame.encode_meta(self.info), frame.KIND_META)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, FILE_MODE)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)
                 os.replace(tmp, info)
             except BaseException:
                 os.close(fd)
@@ -111,7 +124,7 @@ def durable_queue_class() -> type:
             self._info_fd = fd
             self.saved_info = data  # what info holds now, for the producer's reuse check
             if getattr(self, "_dir_fd", -1) < 0:
-                self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
             self._clear_tail_file()
 
         def pending_syncs(self) -> list[int]:
@@ -158,9 +171,14 @@ def durable_queue_class() -> type:
     return DurableQueue
 
 
+def open_queue(path: str, chunksize: int = CHUNK_RECORDS) -> Any:
+    """A ``DurableQueue`` on ``path`` with its own frame serializer."""
+    return durable_queue_class()(path, chunksize=chunksize, tempdir=path, serializer=frame.FrameSerializer())
+
+
 def read_info(path: str, dir_fd: int | None = None) -> dict[str, Any]:
     """The decoded ``info`` of a queue directory; raises OSError or CorruptRecord."""
-    fd = os.open("info" if dir_fd is not None else os.path.join(path, "info"), os.O_RDONLY, dir_fd=dir_fd)
+    fd = os.open("info" if dir_fd is not None else os.path.join(path, "info"), os.O_RDONLY | NOFOLLOW, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as fp:
         info = frame.load(fp)
     if not isinstance(info, dict) or not {"head", "tail", "size", "chunksize"} <= info.keys():

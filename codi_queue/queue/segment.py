@@ -1,13 +1,27 @@
-"""Read a claimed segment frame by frame, with positions the consumer can checkpoint.
+"""Read a queue directory frame by frame, with positions the consumer can checkpoint.
 
 The consumer does not use ``Queue.get``: a get loop cannot step past a
 corrupt record, and ``task_done`` would rewrite ``info`` for every record. It
-reads persist-queue's chunk files directly, bounded by the head pointer in
-``info`` (bytes past it were never acknowledged), verifies every checksum, and
+reads persist-queue's chunk files directly, verifies every checksum, and
 reports damaged spans instead of decoding them.
 
-A position is ``chunk << 40 | byte offset``: a total order over the segment
-that stays valid across restarts because a claimed segment never changes.
+How far it reads depends on who may still write the directory:
+
+* **live** (the inbox): only up to the head in ``info``, which a producer
+  renames into place after writing the bytes it names, and only once the
+  consumer has made that head durable itself (``make_durable``). An inbox
+  with no readable ``info`` has nothing to read: a producer may be writing
+  its first record. (The consumer rescues a broken inbox under the spool lock.)
+* **claimed** (segments, archive): no producer can write it any more, so
+  when ``info`` is missing or unreadable every chunk is scanned to its end.
+
+Version-2 frames carry the directory's running operation count, so every
+gap (a damaged span, a chunk cut short at a record boundary, a missing
+chunk, a tail shorter than ``info`` says) is reported with the number of
+operations lost (``Entry.lost``).
+
+A position is ``chunk << 40 | byte offset``: a total order over the directory
+that stays valid across restarts because bytes at a position never change.
 """
 
 from __future__ import annotations
@@ -15,23 +29,26 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import stat
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from ..errors import CorruptRecord
+from ..fsutil import DIR_FLAGS, NOFOLLOW
 from . import frame
 from .pq import read_info
 
-__all__ = ["Entry", "SegmentReader", "POS_SHIFT", "describe_pos"]
+__all__ = ["Entry", "SegmentReader", "POS_SHIFT", "describe_pos", "QUARANTINE_INLINE"]
 
 POS_SHIFT = 40
 _OFFSET_MASK = (1 << POS_SHIFT) - 1
 _CHUNK = re.compile(r"q(\d{5,})")
-_QUARANTINE_CAP = 1 << 20  # keep at most this many damaged bytes per report
+QUARANTINE_INLINE = 1 << 20  # damaged bytes kept inline in a report; the whole span is copied aside
 # Scanned pages of a mapped chunk are dropped from memory every this many
 # bytes: a chunk can be gigabytes (persist-queue chunks by record count, and a
 # record can be a large batch), and the consumer must stay small whatever the depth.
 _RELEASE_EVERY = 32 * 1024 * 1024
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW  # a planted FIFO must not hang us
 
 
 class Entry(NamedTuple):
@@ -39,12 +56,32 @@ class Entry(NamedTuple):
     end: int
     payload: bytes | None  # an intact record
     damage: str | None  # or why this span is not one
-    raw: bytes = b""  # the damaged bytes (capped), for quarantine
+    raw: bytes = b""  # the damaged bytes (the first QUARANTINE_INLINE of them)
     kind: int = frame.KIND_RECORD  # MessagePack or JSON record
+    # Operations lost: inside this damaged span, or (on an intact record)
+    # missing just before it; None when it cannot be known (version-1 frames).
+    lost: int | None = 0
+    seq: int | None = None  # an intact version-2 record: operations before it in the directory
+    nops: int = 0  # and how many it holds
 
 
 def describe_pos(pos: int) -> str:
     return f"q{pos >> POS_SHIFT:05d}+{pos & _OFFSET_MASK}"
+
+
+def describe_lost(lost: int | None) -> str:
+    if lost is None:
+        return "an unknown number of operations lost"
+    return f"{lost} operation{'s' if lost != 1 else ''} lost"
+
+
+def _open_regular(name: str, dir_fd: int) -> int:
+    """A descriptor of a regular file, never through a link, never blocking on a FIFO."""
+    fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(f"{name} is not a regular file")
+    return fd
 
 
 class SegmentReader:
@@ -54,20 +91,25 @@ class SegmentReader:
     being claimed (renamed) mid-read changes nothing for the reader.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, live: bool = False) -> None:
         self.path = path
+        self.live = live
         self.warnings: list[str] = []
-        self._dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        self.total_ops: int | None = None  # the directory's operation count per info
+        self._info_fd = -1
+        self._dfd = os.open(path, DIR_FLAGS)
         try:
             self._bounds = self._read_bounds()
         except BaseException:
-            os.close(self._dfd)
+            self.close()
             raise
 
     def close(self) -> None:
-        if self._dfd >= 0:
-            os.close(self._dfd)
-            self._dfd = -1
+        for name in ("_dfd", "_info_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
 
     def __enter__(self) -> SegmentReader:
         return self
@@ -83,28 +125,128 @@ class SegmentReader:
         chunk, limit = self._bounds[-1]
         if limit is None:
             try:
-                limit = os.stat(f"q{chunk:05d}", dir_fd=self._dfd).st_size
+                limit = os.stat(f"q{chunk:05d}", dir_fd=self._dfd, follow_symlinks=False).st_size
             except FileNotFoundError:
                 limit = 0
         return (chunk << POS_SHIFT) | limit
+
+    def make_durable(self) -> None:
+        """fsync the head chunk, ``info`` and the directory: what this reader reads can never
+        be rolled back by a power loss (which would let later appends reuse its positions).
+        The producer syncs the same after releasing the spool lock; this covers a reader
+        that got there first."""
+        if not self._bounds or self._info_fd < 0:
+            return
+        chunk = self._bounds[-1][0]
+        try:
+            fd = _open_regular(f"q{chunk:05d}", self._dfd)
+        except FileNotFoundError:
+            fd = -1
+        if fd >= 0:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.fsync(self._info_fd)
+        os.fsync(self._dfd)
 
     def _read_bounds(self) -> list[tuple[int, int | None]]:
         present = sorted(
             int(m.group(1)) for n in os.listdir(self._dfd) if (m := _CHUNK.fullmatch(n))
         )
         try:
-            info = read_info(self.path, dir_fd=self._dfd)
+            self._info_fd = _open_regular("info", self._dfd)
+            with open(os.dup(self._info_fd), "rb") as fp:
+                info = frame.load(fp)
+            if not isinstance(info, dict):
+                raise CorruptRecord("info is not an object")
             hnum, _, hoff = (int(x) for x in info["head"])
+            if hnum < 0 or not 0 <= hoff <= _OFFSET_MASK:
+                raise CorruptRecord(f"head {info['head']} is out of range")
+            ops = info.get("ops")
+            self.total_ops = ops if isinstance(ops, int) and not isinstance(ops, bool) else None
         except FileNotFoundError:
+            if self.live:
+                return []  # a producer may be writing the first record: nothing is acknowledged yet
             if present:
                 self.warnings.append(f"{self.path}: no info file; scanning every chunk to its end")
             return [(n, None) for n in present]
-        except (CorruptRecord, ValueError, TypeError, KeyError) as exc:
+        except (CorruptRecord, OSError, ValueError, TypeError, KeyError) as exc:
+            if self.live:
+                return []  # the consumer moves such an inbox aside under the lock
             self.warnings.append(f"{self.path}: info unreadable ({exc}); scanning every chunk to its end")
             return [(n, None) for n in present]
+        beyond = [n for n in present if n > hnum]
+        if beyond and not self.live:
+            # Chunks past the head hold nothing acknowledged (a producer died
+            # mid-rollover); they are reported, never decoded.
+            self.warnings.append(f"{self.path}: chunks {beyond} lie past info's head and were not read")
         return [(n, None) for n in range(hnum)] + [(hnum, hoff)]
 
+    # -- entries, with the operations each gap lost -----------------------------------
+
     def entries(self, start: int = 0) -> Iterator[Entry]:
+        expected: int | None = 0 if start == 0 else None  # operations before the next record
+        held: list[Entry] = []  # damage waiting for the next record's sequence number
+        last_end = start
+        for entry in self._raw_entries(start):
+            if entry.payload is None:
+                held.append(entry)
+                continue
+            seq, nops = entry.seq, entry.nops
+            if seq is None:  # version 1: no sequence numbers
+                yield from _settle(held, None)
+                held, expected = [], None
+                yield entry
+                last_end = entry.end
+                continue
+            if expected is None and held:
+                expected = self._baseline(start)
+            gap = None if expected is None else max(0, seq - expected)
+            if held:
+                yield from _settle(held, gap)
+                held, gap = [], 0
+            elif gap and entry.start >> POS_SHIFT != last_end >> POS_SHIFT:
+                yield Entry(last_end, entry.start, None, f"{gap} operations missing before {describe_pos(entry.start)}"
+                            " (a chunk cut short at a record boundary, or missing)", lost=gap)
+                gap = 0
+            yield entry._replace(lost=gap or 0)
+            expected = seq + nops
+            last_end = entry.end
+        tail: int | None = None
+        if self.total_ops is not None and expected is not None:
+            tail = max(0, self.total_ops - expected)
+        if held:
+            yield from _settle(held, tail)
+        elif tail and self.end > last_end:
+            yield Entry(last_end, self.end, None, f"{tail} operations missing at the end", lost=tail)
+        elif tail:
+            self.warnings.append(f"{self.path}: info counts {tail} more operations than its chunks hold")
+
+    def _baseline(self, start: int) -> int | None:
+        """The operation count just before ``start``: from the intact record that ends there."""
+        chunk, off = start >> POS_SHIFT, start & _OFFSET_MASK
+        if off == 0:
+            chunk, off = chunk - 1, None  # the last record of the chunk before
+        if chunk < 0:
+            return 0
+        last: frame.Frame | frame.Damage | None = None
+        try:
+            fd = _open_regular(f"q{chunk:05d}", self._dfd)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as fp:
+            size = os.fstat(fp.fileno()).st_size
+            if not size:
+                return None
+            with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                for last in frame.scan(buf, 0, size if off is None else off, legacy=_is_legacy(buf)):
+                    pass
+        if not isinstance(last, frame.Frame) or last.seq is None or (off is not None and last.end != off):
+            return None
+        return last.seq + last.nops
+
+    def _raw_entries(self, start: int) -> Iterator[Entry]:
         first_chunk, first_off = start >> POS_SHIFT, start & _OFFSET_MASK
         for chunk, limit in self._bounds:
             if chunk < first_chunk:
@@ -116,14 +258,16 @@ class SegmentReader:
         # Entries come out in position order, and every span ends past where it
         # starts: the consumer's cursor moves to the end of the last entry.
         base = chunk << POS_SHIFT
+        name = f"q{chunk:05d}"
         try:
-            fp = os.fdopen(os.open(f"q{chunk:05d}", os.O_RDONLY, dir_fd=self._dfd), "rb")
-        except FileNotFoundError:
+            fd = _open_regular(name, self._dfd)
+        except OSError as exc:
             end = base + limit if limit else (chunk + 1) << POS_SHIFT
             if offset < end - base and limit != 0:
-                yield Entry(base + offset, end, None, f"chunk file q{chunk:05d} is missing")
+                why = "is missing" if isinstance(exc, FileNotFoundError) else f"is not a regular file, not read ({exc.strerror or exc})"
+                yield Entry(base + offset, end, None, f"chunk file {name} {why}", lost=None)
             return
-        with fp:
+        with os.fdopen(fd, "rb") as fp:
             size = os.fstat(fp.fileno()).st_size
             end = size if limit is None else limit
             avail = min(size, end)
@@ -131,7 +275,7 @@ class SegmentReader:
             if offset < avail:
                 with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                     released = 0
-                    for item in frame.scan(buf, offset, avail):
+                    for item in frame.scan(buf, offset, avail, legacy=_is_legacy(buf)):
                         if item.start - released >= _RELEASE_EVERY:
                             upto = item.start - item.start % mmap.PAGESIZE
                             buf.madvise(mmap.MADV_DONTNEED, released, upto - released)
@@ -141,17 +285,47 @@ class SegmentReader:
                             held = None
                         if isinstance(item, frame.Frame):
                             if item.kind != frame.KIND_META:
-                                yield Entry(base + item.start, base + item.end, item.payload, None, b"", item.kind)
+                                yield Entry(base + item.start, base + item.end, item.payload, None, b"", item.kind,
+                                            0, item.seq, item.nops)
                             else:
                                 yield Entry(base + item.start, base + item.end, None, "unexpected metadata frame")
                         else:
-                            raw = bytes(buf[item.start : min(item.end, item.start + _QUARANTINE_CAP)])
+                            raw = bytes(buf[item.start : min(item.end, item.start + QUARANTINE_INLINE)])
                             held = Entry(base + item.start, base + item.end, None, item.reason, raw)
             if size < end and offset < end:
-                short = f"chunk q{chunk:05d} is {end - size} bytes shorter than info says"
+                short = f"chunk {name} is {end - size} bytes shorter than info says"
                 if held is not None:  # one torn record, one report
                     yield held._replace(end=base + end, damage=f"{short} ({held.damage})")
                     return
                 yield Entry(base + max(size, offset), base + end, None, short)
             elif held is not None:
                 yield held
+
+    def span_bytes(self, start: int, end: int, block: int = 1 << 20) -> Iterator[bytes]:
+        """The stored bytes of ``[start, end)`` (within one chunk), for copying a damaged span aside."""
+        chunk = start >> POS_SHIFT
+        stop = end if end >> POS_SHIFT == chunk else (chunk << POS_SHIFT) | _OFFSET_MASK
+        try:
+            fd = _open_regular(f"q{chunk:05d}", self._dfd)
+        except OSError:
+            return
+        with os.fdopen(fd, "rb") as fp:
+            fp.seek(start & _OFFSET_MASK)
+            left = (stop & _OFFSET_MASK) - (start & _OFFSET_MASK)
+            while left > 0:
+                data = fp.read(min(block, left))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
+
+
+def _is_legacy(buf: mmap.mmap) -> bool:
+    """A chunk written before frame version 2 (its payloads are not stuffed)."""
+    return buf[:3] == frame.V1_MAGIC
+
+
+def _settle(held: list[Entry], lost: int | None) -> Iterator[Entry]:
+    """Damaged spans with the operations they lost (all counted on the last: one gap, one count)."""
+    for i, entry in enumerate(held):
+        yield entry._replace(lost=lost if i == len(held) - 1 else 0 if lost is not None else None)

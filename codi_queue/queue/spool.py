@@ -18,24 +18,31 @@ lock) and it is archived; a new inbox, with a new id, starts on the next put.
 
 Every queue directory carries its id in a file, so the consumer's cursors
 (keyed by id) survive the rename from inbox to segment.
+
+An inbox in a state no producer leaves it in (no ``id`` or ``info`` beside
+queued bytes, an unreadable ``info``, a link or anything but a regular file
+inside, a directory that is not private) is never appended to or read live:
+whoever finds it, producer or consumer, moves it to ``segments/`` under the
+lock, where the consumer reads what it holds and reports the rest.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from ..errors import CorruptRecord, SpoolError
-from ..fsutil import FILE_MODE, ensure_private_dir, fsync_dir, write_atomic
-from . import frame
-from .pq import CHUNK_RECORDS, durable_queue_class
+from ..errors import CorruptRecord, SpoolError, UnsafePath
+from ..fsutil import DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, write_atomic
+from .pq import open_queue, read_info
 
-__all__ = ["Spool", "QueueDir", "ID_DIGITS", "read_dir_id", "dir_bytes"]
+__all__ = ["Spool", "QueueDir", "ID_DIGITS", "read_dir_id", "dir_bytes", "list_ids", "inbox_problem"]
 
 ID_DIGITS = 20
 ID_FILE = "id"
@@ -63,6 +70,7 @@ class Spool:
         self._left: tuple[bytes, bytes] | None = None
         self._owner_pid = 0
         self._lock_fd = -1
+        self.home = os.path.dirname(os.path.abspath(root))
 
     # -- producer side --------------------------------------------------------------
 
@@ -107,37 +115,35 @@ class Spool:
                 os.close(fd)
 
     def _open_inbox(self) -> Any:
-        self._ensure_inbox_locked()
-        cls = durable_queue_class()
-        if not os.path.exists(os.path.join(self.inbox, "info")) and _has_chunk_data(self.inbox):
-            # Without info, Queue() would start at offset 0 and truncate q00000:
-            # every queued record gone. Hand the directory to the consumer's
-            # scanner instead and start a fresh inbox.
+        why = inbox_problem(self.inbox)
+        if why is not None:
+            # Appending could write through a planted link, truncate what only a
+            # scan can recover, or land inside a span already stepped over as
+            # damaged: move it aside for the consumer and start a fresh inbox.
             self._claim_locked()
-            self._ensure_inbox_locked()
+        self._ensure_inbox_locked()
         try:
-            queue = cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
+            queue = open_queue(self.inbox)
         except CorruptRecord:
-            queue = None  # info is unreadable: the same rescue
+            queue = None  # info became unreadable after the check
         if queue is None or not _consistent(queue):
-            # Also when the head chunk is shorter than info says: an append
-            # would land inside a span the consumer already stepped over as
-            # damaged, and be skipped. We hold the lock: no other producer is
-            # inside the directory.
+            # Also when the head chunk is shorter than info says. We hold the
+            # lock: no other producer is inside the directory.
             if queue is not None:
                 queue.close()
             self._claim_locked()
             self._ensure_inbox_locked()
-            queue = cls(self.inbox, chunksize=CHUNK_RECORDS, tempdir=self.inbox, serializer=frame)
+            queue = open_queue(self.inbox)
         return queue
 
     def _inbox_state(self) -> tuple[bytes, bytes] | None:
         inbox_id = read_dir_id(self.inbox)
         try:
-            with open(os.path.join(self.inbox, "info"), "rb") as fp:
-                return (inbox_id.encode(), fp.read()) if inbox_id else None
-        except FileNotFoundError:
+            fd = os.open(os.path.join(self.inbox, "info"), os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+        except OSError:
             return None
+        with os.fdopen(fd, "rb") as fp:
+            return (inbox_id.encode(), fp.read()) if inbox_id else None
 
     def _cached_inbox(self) -> Any:
         if self._queue is None or self._owner_pid != os.getpid():
@@ -163,15 +169,28 @@ class Spool:
 
     def queue_dirs(self) -> Iterator[QueueDir]:
         """Every directory that may hold unapplied records, oldest first (claimed, then inbox)."""
-        try:
-            names = sorted(n for n in os.listdir(self.segments) if n.isdigit() and len(n) == ID_DIGITS)
-        except FileNotFoundError:
-            names = []
-        for name in names:
+        for name in list_ids(self.segments):
             yield QueueDir(name, os.path.join(self.segments, name), False)
         inbox_id = read_dir_id(self.inbox)
         if inbox_id is not None:
             yield QueueDir(inbox_id, self.inbox, True)
+
+    def rescue_inbox(self) -> str | None:
+        """Move an inbox no producer could have left as it is to ``segments/``; what was wrong, or None.
+
+        The consumer calls this on every pass: it reads a live inbox only up
+        to an acknowledged head, so without it a lost ``id`` or ``info`` would
+        hide queued operations until the next enqueue.
+        """
+        if inbox_problem(self.inbox) is None:
+            return None
+        self._prepare()
+        with self._locked():
+            why = inbox_problem(self.inbox)  # a producer may have been mid-way through its first record
+            if why is None:
+                return None
+            seg = self._claim_locked()
+        return f"inbox {why}: moved to segments/{seg} to be read in full"
 
     def claim(self, expected_id: str) -> bool:
         """Move the inbox to ``segments/`` if it is still the one with ``expected_id``."""
@@ -182,12 +201,15 @@ class Spool:
             return self._claim_locked() is not None
 
     def _claim_locked(self) -> str | None:
-        if not os.path.isdir(self.inbox):
+        try:
+            st = os.lstat(self.inbox)
+        except FileNotFoundError:
             return None
-        seg = read_dir_id(self.inbox)
-        if seg is None:
+        # The directory (or whatever stands in its place) moves as it is: its
+        # id, when it has a sound one, keeps its cursors valid.
+        seg = read_dir_id(self.inbox) if stat.S_ISDIR(st.st_mode) else None
+        if seg is None or os.path.lexists(os.path.join(self.segments, seg)):
             seg = self._next_id()
-            write_atomic(os.path.join(self.inbox, ID_FILE), seg.encode())
         os.rename(self.inbox, os.path.join(self.segments, seg))
         fsync_dir(self.segments)
         fsync_dir(self.root)
@@ -202,11 +224,20 @@ class Spool:
         fsync_dir(self.segments)
         return dest
 
+    def quarantine(self, seg: str) -> str:
+        """Move a claimed entry that cannot be read as a queue directory out of the way."""
+        dest_dir = os.path.join(self.root, "quarantine")
+        ensure_private_dir(dest_dir)
+        dest = os.path.join(dest_dir, seg)
+        os.rename(os.path.join(self.segments, seg), dest)
+        fsync_dir(dest_dir)
+        fsync_dir(self.segments)
+        return dest
+
     def prune_archive(self, max_age_s: float, max_bytes: int, now: float | None = None) -> list[str]:
         """Delete the oldest archived segments beyond the age or total-size limit (0 = none)."""
-        try:
-            names = sorted(n for n in os.listdir(self.archive) if n.isdigit() and len(n) == ID_DIGITS)
-        except FileNotFoundError:
+        names = list_ids(self.archive)
+        if not names:
             return []
         now = time.time() if now is None else now
         sizes = {n: dir_bytes(os.path.join(self.archive, n)) for n in names}
@@ -226,10 +257,7 @@ class Spool:
 
     def archive_bytes(self) -> tuple[int, int]:
         """(segments, bytes) in the archive."""
-        try:
-            names = [n for n in os.listdir(self.archive) if n.isdigit() and len(n) == ID_DIGITS]
-        except FileNotFoundError:
-            return 0, 0
+        names = list_ids(self.archive)
         return len(names), sum(dir_bytes(os.path.join(self.archive, n)) for n in names)
 
     # -- internals ------------------------------------------------------------------
@@ -237,6 +265,10 @@ class Spool:
     def _prepare(self) -> None:
         if self._ready:
             return
+        for path, follow in ((self.home, True), (self.root, False), (self.segments, False)):
+            why = check_private(path, follow=follow)
+            if why:
+                raise SpoolError(f"cannot append to spool {self.root}: {UnsafePath(path, why)}", path=path)
         ensure_private_dir(self.root)
         ensure_private_dir(self.segments)
         self._ready = True
@@ -246,7 +278,7 @@ class Spool:
         # The descriptor is kept for the next call, but not across fork: a
         # forked child shares the open file description, and with it the flock.
         if self._owner_pid != os.getpid() or self._lock_fd < 0:
-            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE)
             self._owner_pid = os.getpid()
             self._queue, self._left = None, None  # the parent's, not ours
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -260,22 +292,73 @@ class Spool:
         # databases' cursors are keyed by these ids.
         marker = os.path.join(self.root, "last_segment")
         try:
-            with open(marker, "rb") as fp:
-                last = int(fp.read().strip())
-        except (FileNotFoundError, ValueError):
+            fd = os.open(marker, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+            with os.fdopen(fd, "rb") as fp:
+                last = max(int(fp.read(64).strip()), _max_existing(self.segments))
+        except (OSError, ValueError):
             last = _max_existing(self.segments, self.archive)
         seg = max(time.time_ns(), last + 1)
         write_atomic(marker, str(seg).encode())
         return f"{seg:0{ID_DIGITS}d}"
 
 
+_ID = re.compile(r"\d{%d}" % ID_DIGITS)
+
+
+def list_ids(path: str) -> list[str]:
+    """The queue-directory names (ids) in ``path``, oldest first."""
+    try:
+        return sorted(n for n in os.listdir(path) if _ID.fullmatch(n))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def read_dir_id(path: str) -> str | None:
     try:
-        with open(os.path.join(path, ID_FILE), "rb") as fp:
-            text = fp.read().decode("ascii", "replace").strip()
-    except (FileNotFoundError, NotADirectoryError):
+        dfd = os.open(path, DIR_FLAGS)
+    except OSError:
+        return None  # missing, or not a directory we may enter (a link)
+    try:
+        fd = os.open(ID_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dfd)
+        with os.fdopen(fd, "rb") as fp:
+            text = fp.read(64).decode("ascii", "replace").strip()
+    except OSError:
         return None
-    return text if text.isdigit() and len(text) == ID_DIGITS else None
+    finally:
+        os.close(dfd)
+    return text if _ID.fullmatch(text) else None
+
+
+def inbox_problem(path: str) -> str | None:
+    """Why the inbox at ``path`` must not be appended to or read live, or None (also when absent).
+
+    Sound: a private directory of regular files whose ``id`` reads, and whose
+    ``info`` reads whenever a chunk holds bytes.
+    """
+    if not os.path.lexists(path):
+        return None
+    why = check_private(path)
+    if why:
+        return f"is {why}"
+    has_data = False
+    with os.scandir(path) as it:
+        for entry in it:
+            est = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(est.st_mode):
+                return f"holds {entry.name!r}, which is not a regular file"
+            if entry.name.startswith("q") and est.st_size:
+                has_data = True
+    if not has_data:
+        return None
+    if read_dir_id(path) is None:
+        return "has queued bytes but no readable id"
+    try:
+        read_info(path)
+    except FileNotFoundError:
+        return "has queued bytes but no info"
+    except (OSError, CorruptRecord, ValueError) as exc:
+        return f"has an unreadable info ({exc})"
+    return None
 
 
 def _consistent(queue: Any) -> bool:
@@ -286,15 +369,11 @@ def _consistent(queue: Any) -> bool:
         return False
 
 
-def _has_chunk_data(path: str) -> bool:
-    return any(e.name.startswith("q") and e.is_file() and e.stat().st_size for e in os.scandir(path))
-
-
 def dir_bytes(path: str) -> int:
     total = 0
     for entry in os.scandir(path):
-        if entry.name.startswith("q") and entry.is_file():
-            total += entry.stat().st_size
+        if entry.name.startswith("q") and entry.is_file(follow_symlinks=False):
+            total += entry.stat(follow_symlinks=False).st_size
     return total
 
 
