@@ -84,3 +84,25 @@ def modules_loaded(home: Path, code: str, watch: tuple[str, ...]) -> list[str]:
     assert res.returncode == 0, res.stderr
     loaded: list[str] = json.loads(res.stdout.strip().splitlines()[-1])
     return loaded
+
+
+def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail the test with ``what`` at the deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = condition()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        threading.Event().wait(interval)
+
+
+def tool_event_lines(n: int, tag: str, width: int = 250) -> str:
+    """``n`` JSON lines of ``tool_event`` bodies, each about ``width`` bytes, tagged for counting."""
+    pad = "x" * max(0, width - 90)
+    return "".join(
+        json.dumps({"tool_name": "Bash", "success": True, "tool_use_id": f"{tag}-{i}", "error_message": pad}) + "\n"
+        for i in range(n)
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from codi_queue.paths import Paths
+from codi_queue.paths import Paths, resolve
 
 from .conftest import cli_env, query, run_cli
 
@@ -183,3 +183,37 @@ def test_replay_killed_mid_way_then_run_again_applies_everything_once(home: Path
     names = [r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events")]
     assert len(names) == 1000 and len(set(names)) == 1000
     print("crash-replay: 4 replay SIGKILLs, 4 consumer SIGKILLs, 1000 acknowledged, lost 0, duplicates 0")
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_consumer_killed_while_a_large_first_batch_is_written(tmp_path: Path, round_: int) -> None:
+    """The live-inbox shape: the first write of a fresh home (and of each new inbox) is a
+    multi-MiB batch while the consumer is killed and restarted; nothing acked may be lost."""
+    from .conftest import tool_event_lines
+
+    rng = random.Random(round_ * 613 + os.getpid())
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    batches = [20_000, 1, 8_000]
+    kills = 0
+    for n, lines in enumerate(batches):
+        producer = subprocess.Popen([sys.executable, "-m", "codi_queue", "enqueue", "tool_event", "-"],
+                                    env=cli_env(home), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert producer.stdin is not None
+        producer.stdin.write(tool_event_lines(lines, f"b{n}").encode())
+        producer.stdin.close()
+        while producer.poll() is None or kills < 3 * (n + 1):
+            consumer = subprocess.Popen(
+                [sys.executable, "-m", "codi_queue", "run", "--poll", "0.02", "--rotate-bytes", "1"],
+                env=cli_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.05, 0.5))
+            consumer.send_signal(signal.SIGKILL)
+            consumer.wait(timeout=30)
+            kills += 1
+        assert producer.wait(timeout=120) == 0, producer.stderr.read() if producer.stderr else ""
+    assert run_cli(home, "run", "--once", timeout=300).returncode == 0
+    total = sum(batches)
+    assert query(paths, "sessions", "SELECT count(*), count(DISTINCT tool_use_id) FROM tool_events") == [(total, total)]
+    assert query(paths, "state", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
+    print(f"crash-first-batch: {kills} consumer SIGKILLs during large first writes, {total} acknowledged, "
+          "lost 0, duplicates 0")

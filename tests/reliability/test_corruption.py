@@ -10,6 +10,7 @@ from codi_queue.consumer.loop import Consumer
 from codi_queue.consumer.status import collect
 from codi_queue.paths import Paths, resolve
 from codi_queue.producers.api import enqueue
+from codi_queue.queue import frame
 from codi_queue.queue.pq import read_info
 
 from ..conftest import query, run_cli
@@ -21,7 +22,7 @@ def _three_records(home: Path) -> tuple[int, int]:
     info = read_info(os.path.join(str(home), "spool", "inbox"))
     end = int(info["head"][2])
     chunk = Path(home, "spool", "inbox", "q00000").read_bytes()
-    last_start = chunk.rfind(b"CQ", 0, end)
+    last_start = chunk.rfind(frame.MAGIC, 0, end)
     return last_start, end
 
 
@@ -84,3 +85,78 @@ def test_damaged_archive_is_reported_by_replay_and_the_rest_restored(home: Path,
     assert res.returncode == 0 and "1 damaged spans skipped" in res.stdout and "checksum mismatch" in res.stderr
     Consumer(paths).run(once=True)
     assert sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events")) == ["first", "third"]
+
+
+def _frame_starts(data: bytes) -> list[int]:
+    return [f.start for f in frame.scan(data) if isinstance(f, frame.Frame)]
+
+
+def _fill(paths: Paths, n: int) -> None:
+    from codi_queue.producers.lite import append_ops
+
+    for i in range(n):  # one record per operation, as separate producer calls make them
+        append_ops(paths, [("tool_event", {"tool_name": "t", "success": True, "tool_use_id": str(i)}, None)], "test")
+
+
+def _lost_reported(paths: Paths) -> str:
+    return " ".join(r[0] for r in query(paths, "state", "SELECT reason FROM cq_dead_letters"))
+
+
+def test_a_chunk_cut_at_a_record_boundary_reports_how_many_operations_it_lost(home: Path) -> None:
+    paths = resolve(str(home))
+    _fill(paths, 1500)  # q00000 holds 1000 records, q00001 (the head) 500
+    chunk = Path(paths.spool, "inbox", "q00000")
+    starts = _frame_starts(chunk.read_bytes())
+    assert len(starts) == 1000
+    with open(chunk, "r+b") as fp:
+        fp.truncate(starts[400])  # exactly at a frame boundary: no byte of damage to see
+    stats = Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(900,)]
+    assert stats.lost_operations == 600
+    assert "600 operations" in _lost_reported(paths)
+    assert collect(paths)["dead_letters"] == 1
+
+
+def test_a_missing_chunk_and_a_cut_tail_are_counted(home: Path) -> None:
+    paths = resolve(str(home))
+    _fill(paths, 1200)
+    os.remove(Path(paths.spool, "inbox", "q00000"))
+    head = Path(paths.spool, "inbox", "q00001")
+    starts = _frame_starts(head.read_bytes())
+    with open(head, "r+b") as fp:
+        fp.truncate(starts[150])  # the head chunk loses its last 50 records
+    stats = Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(150,)]
+    assert stats.lost_operations == 1000 + 50
+    reasons = _lost_reported(paths)
+    assert "1000 operations" in reasons and "50 operations" in reasons
+
+
+def test_a_frame_smuggled_in_a_field_is_not_applied_after_its_carrier_is_damaged(home: Path) -> None:
+    import msgspec
+
+    from codi_queue.producers.validate import pack_records
+    from codi_queue.queue.spool import Spool
+
+    paths = resolve(str(home))
+    evil_body = msgspec.msgpack.encode({"op": "tool_event", "tool_name": "EVIL", "success": True})
+    evil_record = pack_records("tool_event", [evil_body], "attacker")[0]
+    smuggled = frame.encode_frame(evil_record, frame.KIND_RECORD, seq=1, nops=1)
+    # The carrier holds the smuggled frame verbatim (a bin field inside its body).
+    carrier_body = msgspec.msgpack.encode({"op": "tool_event", "tool_name": "carrier", "success": True,
+                                           "blob": smuggled})
+    raw_carrier = pack_records("tool_event", [carrier_body], "attacker")[0]
+    assert smuggled in raw_carrier
+    spool = Spool(paths.spool, paths.archive)
+    first = pack_records("tool_event", [msgspec.msgpack.encode({"op": "tool_event", "tool_name": "first", "success": True})])
+    spool.append(first)
+    spool.append([raw_carrier])
+    spool.append(pack_records("tool_event", [msgspec.msgpack.encode({"op": "tool_event", "tool_name": "last", "success": True})]))
+    chunk = Path(paths.spool, "inbox", "q00000")
+    data = bytearray(chunk.read_bytes())
+    carrier_start = _frame_starts(bytes(data))[1]
+    data[carrier_start + 5] ^= 0xFF  # the carrier's header is damaged: the reader must resynchronise
+    chunk.write_bytes(bytes(data))
+    Consumer(paths).run(once=True)
+    names = [r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events ORDER BY id")]
+    assert names == ["first", "last"]
