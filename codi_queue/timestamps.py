@@ -10,7 +10,12 @@ from typing import Any
 
 __all__ = ["normalize_timestamp"]
 
+# The accepted range is [1970, year 5138) in seconds. Numbers at or past its
+# end are read as milliseconds (1e11 ms is 1973); ISO 8601 is never reread as
+# milliseconds, so a normalised value normalises to itself (the consumer
+# normalises again) and every entry point agrees on what it accepts.
 _MS_FROM = 100_000_000_000  # 1e11: as seconds that is year 5138, as milliseconds 1973
+_RANGE = "between 1970 and the year 5138"
 
 
 def normalize_timestamp(value: Any) -> int:
@@ -19,7 +24,7 @@ def normalize_timestamp(value: Any) -> int:
         raise ValueError("expected unix seconds, unix milliseconds or ISO 8601, got a boolean")
     if isinstance(value, str):
         text = value.strip()
-        if text.replace(".", "", 1).isdigit():
+        if text.replace(".", "", 1).isdigit() and len(text) <= 32:
             value = float(text)
         else:
             return _parse_iso(text)
@@ -28,10 +33,10 @@ def normalize_timestamp(value: Any) -> int:
             raise ValueError("timestamp must be finite")
         if value < 0:
             raise ValueError(f"timestamp {value} is before 1970")
+        if value >= _MS_FROM * 1000:  # also keeps huge integers away from float division
+            raise ValueError(f"timestamp {str(value)[:24]} is neither unix seconds nor milliseconds {_RANGE}")
         if value >= _MS_FROM:
             value = value / 1000
-        if value >= _MS_FROM:
-            raise ValueError(f"timestamp {value} is neither unix seconds nor milliseconds")
         return int(value)
     raise ValueError(f"expected unix seconds, unix milliseconds or ISO 8601, got {type(value).__name__}")
 
@@ -41,8 +46,11 @@ def _parse_iso(text: str) -> int:
 
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        seconds = int(parsed.timestamp())
+    except (ValueError, OverflowError):
         raise ValueError(f"{text[:40]!r} is not unix seconds, unix milliseconds or ISO 8601") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp())
+    if not 0 <= seconds < _MS_FROM:
+        raise ValueError(f"{text[:40]!r} is not {_RANGE}")
+    return seconds

@@ -8,6 +8,7 @@ tables; upserts only move forward in id), which makes replays no-ops.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import msgspec
 
 from ..schemas.envelope import Envelope, Rejected
 from ..schemas.registry import OPS, REJECTED_OP, OpSpec
-from ..text import clean_text
+from ..values import clean_text, loads
 from .db import immediate
 
 __all__ = ["Item", "DeadLetter", "TierResult", "apply_items", "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
@@ -70,6 +71,18 @@ def _decoder(spec: OpSpec, json: bool) -> Any:
     return dec
 
 
+def _decode_body(spec: OpSpec, item: Item) -> Any:
+    try:
+        return _decoder(spec, item.json).decode(item.env.body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        if not item.json:
+            raise
+    # A JSON body with invalid UTF-8, a lone surrogate escape or a number no
+    # double holds: the value rules every producer applies (codi_queue.values).
+    cleaned = json.dumps(loads(bytes(item.env.body)), ensure_ascii=False).encode()
+    return _decoder(spec, True).decode(cleaned)
+
+
 def dead_letter(item: Item, reason: str) -> DeadLetter:
     # A failed retry stays the dead letter it retried, with the new reason.
     op_id = clean_text(item.env.retry_of or item.env.id)
@@ -106,7 +119,7 @@ def prepare(items: Sequence[Item]) -> tuple[list[tuple[OpSpec, list[tuple[Any, .
             dead.append(dead_letter(item, f"unknown operation {item.env.op!r}"))
             continue
         try:
-            body = _decoder(spec, item.json).decode(item.env.body)
+            body = _decode_body(spec, item)
             row = (*spec.row(body), item.env.id)
         except (msgspec.DecodeError, RecursionError) as exc:  # nesting too deep is bad input too
             dead.append(dead_letter(item, f"invalid body: {exc}"))

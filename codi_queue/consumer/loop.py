@@ -31,7 +31,7 @@ from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, describe_lost, describe_pos
 from ..queue.spool import QueueDir, Spool, dir_bytes
 from ..schemas.envelope import Record
-from ..text import clean_value, decode_text
+from ..values import loads
 from ..schemas.registry import OPS, STATE_TIER, TIERS
 from .apply import DeadLetter, Item, apply_items, get_cursor
 from .db import BUSY_TIMEOUT_MS, open_tier
@@ -63,11 +63,11 @@ def decode_record(payload: bytes, is_json: bool) -> tuple[Record, bool]:
     except (msgspec.DecodeError, UnicodeDecodeError):
         if not is_json:
             raise
-    # Invalid UTF-8 or unpaired surrogates: the text rule (replace with U+FFFD),
-    # as every producer applies it at enqueue.
+    # Invalid UTF-8, unpaired surrogates, numbers too large for a double: the
+    # rules every producer applies at enqueue (codi_queue.values).
     import json
 
-    value = clean_value(json.loads(decode_text(payload)))
+    value = loads(payload)
     return _decode_json_record(json.dumps(value, ensure_ascii=False).encode()), True
 
 

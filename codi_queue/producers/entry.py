@@ -11,7 +11,6 @@ never block or fail a tool call); trouble goes to the error log that
 
 from __future__ import annotations
 
-import json
 import sys
 
 __all__ = ["run_hook", "run_git_hook", "run_enqueue"]
@@ -24,10 +23,11 @@ def run_hook(home: str | None) -> int:
     paths = resolve(home)
     try:
         raw = sys.stdin.buffer.read()
+        from ..values import loads
         from .hooks import operations_for
         from .lite import append_ops, producer_name
 
-        ops = operations_for(json.loads(raw), paths.state)
+        ops = operations_for(loads(raw), paths.state)
         append_ops(paths, ops, producer_name("hook"))
     except Exception as exc:  # noqa: BLE001 - the edge: a hook must exit 0; the error is logged, not lost
         record_error(paths.error_log, "hook", f"{type(exc).__name__}: {exc}")

@@ -37,13 +37,12 @@ def load_schema() -> dict[str, Any]:
     return _schema
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def decode_line(op: str, line: bytes, record: int) -> Any:
+    """One JSON line under the value rules (``codi_queue.values``): bad text replaced, huge numbers kept as text."""
+    from ..values import loads
+
     try:
-        return json.loads(line, parse_constant=_reject_constant)
+        return loads(line)
     except (ValueError, RecursionError) as exc:
         raise InvalidOperation(f"not valid JSON: {exc}", op=op, record=record) from None
 
@@ -154,7 +153,7 @@ def check(op: str, body: Any, record: int | None = None, now: float | None = Non
             if len(text) > TEXT_MAX:
                 raise InvalidOperation(f"JSON longer than {TEXT_MAX} characters", op=op, field=key, record=record)
             out[key] = text
-    size = len(json.dumps(out, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    size = len(json.dumps(out, ensure_ascii=False).encode("utf-8", "replace"))
     if size > MAX_OP_BYTES:
         raise InvalidOperation(
             f"operation is {size} bytes encoded, over the {MAX_OP_BYTES}-byte limit", op=op, record=record

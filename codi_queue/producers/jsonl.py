@@ -23,6 +23,7 @@ from ..paths import Paths
 from ..schemas.envelope import Envelope, Record, Rejected
 from ..schemas.legacy import from_legacy
 from ..schemas.registry import OPS, REJECTED_OP
+from ..values import loads
 from .lite import append_records
 from .sources import Line, SourceFile
 from .validate import encode_body, invalid_from_msgspec, pack_records, spec_or_raise
@@ -45,8 +46,13 @@ class ImportResult:
 def _convert(op: str, line: Line, columns: tuple[str, ...]) -> Any:
     try:
         obj = _decode_line(line.raw)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise InvalidOperation(f"not valid JSON: {exc}", op=op, record=line.number) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        # Invalid UTF-8, a lone surrogate escape, a number too large for a
+        # double: the value rules (codi_queue.values) keep the line if they can.
+        try:
+            obj = loads(line.raw)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidOperation(f"not valid JSON: {exc}", op=op, record=line.number) from None
     if not isinstance(obj, dict):
         raise InvalidOperation(f"expected a JSON object, got {type(obj).__name__}", op=op, record=line.number)
     try:
@@ -68,8 +74,9 @@ def import_file(
 ) -> ImportResult:
     """Enqueue every new line of ``path`` as ``op``; lines already imported are skipped.
 
-    ``final`` treats a last line without a newline as complete if it parses
-    (a one-off import); the tailer passes False and waits for the newline.
+    ``final`` treats a last line without a newline as complete (a one-off
+    import: it becomes an operation or a rejection like any other); the
+    tailer passes False and waits for the newline.
     """
     spec = spec_or_raise(op)
     source = SourceFile(path, paths.state)
@@ -79,12 +86,12 @@ def import_file(
     for line in source.lines(final=final):
         batch.append(line)
         if len(batch) >= BATCH_LINES:
-            _flush(paths, source, op, spec.columns, batch, who, result, final=False)
+            _flush(paths, source, op, spec.columns, batch, who, result)
             if progress:
                 progress(source.offset)
             batch = []
     if batch:
-        _flush(paths, source, op, spec.columns, batch, who, result, final=final)
+        _flush(paths, source, op, spec.columns, batch, who, result)
     if progress:
         progress(source.offset)
     result.notes = source.notes
@@ -99,21 +106,19 @@ def _flush(
     batch: list[Line],
     who: str,
     result: ImportResult,
-    final: bool,
 ) -> None:
     bodies: list[bytes] = []
     ids: list[str] = []
     rejected: list[Envelope] = []
-    last: Line | None = batch[-1]
-    for n, line in enumerate(batch):
+    last = batch[-1]
+    for line in batch:
         try:
             item = _convert(op, line, columns)
             bodies.append(encode_body(item, op, line.number))
             ids.append(derived_op_id(item.timestamp, line.number, source.path, line.raw))
         except InvalidOperation as err:
-            if final and n == len(batch) - 1 and not line.raw.endswith(b"\n") and "not valid JSON" in err.reason:
-                last = batch[n - 1] if n else None  # an unfinished last line: leave it for later
-                break
+            # Every line, the last one too (with or without its newline), ends
+            # as an operation or as a rejection with its number: never skipped.
             result.rejected.append(err)
             why = f"field {err.field}: {err.reason}" if err.field else err.reason
             body = Rejected(op, source.path, line.number, why, line.raw.decode("utf-8", "replace"))
@@ -124,10 +129,9 @@ def _flush(
         records.append(_encode(Record(len(rejected), rejected[0].ts, rejected)))
     if records:
         append_records(paths, records)
-    result.lines += len(batch) if last is batch[-1] else len(batch) - 1
+    result.lines += len(batch)
     result.enqueued += len(bodies)
-    if last is not None:
-        source.commit(last.end, last.number)
+    source.commit(last.end, last.number)
 
 
 def progress_bar(label: str, total: int) -> Callable[[int], None] | None:

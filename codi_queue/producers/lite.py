@@ -57,7 +57,15 @@ def json_records(ops: Iterable[tuple[str, dict[str, Any], str | None]], producer
 
 
 def _record(envs: list[str], now: float) -> JsonRecord:
-    return JsonRecord(f"[{len(envs)},{now!r},[{','.join(envs)}]]".encode("utf-8", "surrogatepass"))
+    text = f"[{len(envs)},{now!r},[{','.join(envs)}]]"
+    try:
+        return JsonRecord(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        # Unpaired surrogates (a truncated emoji escape, an undecodable argv
+        # byte): replaced with U+FFFD, the rule at every entry point.
+        from ..values import clean_text
+
+        return JsonRecord(clean_text(text).encode("utf-8"))
 
 
 _spools: dict[str, Any] = {}

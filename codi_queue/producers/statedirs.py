@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+
+from ..values import loads
 import os
 import time
 from typing import Any
@@ -151,7 +153,7 @@ def mirror_state_dirs(paths: Any, root: str, *, rescan: bool = False, settle_s: 
         if not rescan and _seen.get(path) == digest:
             continue
         try:
-            ops += operations_for_state(json.loads(data), entry.path, path)
+            ops += operations_for_state(loads(data), entry.path, path)
         except (ValueError, RecursionError) as exc:
             result.problems.append(f"{path}: malformed state.json, not mirrored: {exc}")
             _seen[path] = digest  # reported once per version of the file

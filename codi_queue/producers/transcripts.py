@@ -15,6 +15,8 @@ never count anything twice. Standard library only, except for the spool.
 from __future__ import annotations
 
 import json
+
+from ..values import loads
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -140,7 +142,7 @@ def import_transcripts(paths: Any, root: str, *, final: bool = True, batch_lines
         last: Line | None = None
         for line in source.lines(final=final):
             try:
-                obj = json.loads(line.raw)
+                obj = loads(line.raw)
             except (ValueError, RecursionError):
                 if final and not line.raw.endswith(b"}"):
                     break  # an unfinished last line

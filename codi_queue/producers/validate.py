@@ -15,6 +15,7 @@ from ..errors import InvalidOperation
 from ..schemas.envelope import Envelope, Record, new_op_id
 from ..schemas.registry import OPS, OpSpec
 from ..schemas.types import OpBase
+from ..values import clean_text, clean_value
 
 __all__ = [
     "MAX_OP_BYTES",
@@ -71,6 +72,8 @@ def validate(op: str, body: Mapping[str, Any], *, record: int | None = None) -> 
         raise invalid_from_msgspec(exc, op, record) from None
     except RecursionError:
         raise InvalidOperation("nested too deeply", op=op, record=record) from None
+    except (TypeError, ValueError, OverflowError) as exc:  # whatever else a hostile body provokes
+        raise InvalidOperation(f"{type(exc).__name__}: {exc}", op=op, record=record) from None
 
 
 def decode_json(op: str, line: bytes | str, *, record: int | None = None) -> OpBase:
@@ -90,7 +93,12 @@ def decode_json(op: str, line: bytes | str, *, record: int | None = None) -> OpB
 
 def encode_body(item: OpBase, op: str, record: int | None = None) -> bytes:
     """The operation's encoded body; ``InvalidOperation`` if it is over the size limit."""
-    body = _encode(item)
+    try:
+        body = _encode(item)
+    except UnicodeEncodeError:
+        # Unpaired surrogates in a text field: replaced with U+FFFD (codi_queue.values).
+        item = msgspec.convert(clean_value(msgspec.to_builtins(item)), type(item))
+        body = _encode(item)
     if len(body) > MAX_OP_BYTES:
         raise InvalidOperation(
             f"operation is {len(body)} bytes encoded, over the {MAX_OP_BYTES}-byte limit", op=op, record=record
@@ -107,7 +115,7 @@ def pack_records(
     sources); by default each gets a fresh UUIDv7.
     """
     spec = OPS[op]
-    who = producer or default_producer()
+    who = clean_text(producer or default_producer())
     records: list[bytes] = []
     batch: list[Envelope] = []
     size = 0
@@ -116,7 +124,7 @@ def pack_records(
         if batch and size + len(body) > MAX_RECORD_BYTES:
             records.append(_encode(Record(len(batch), batch[0].ts, batch)))
             batch, size = [], 0
-        op_id = ids[n] if ids is not None else new_op_id()
+        op_id = clean_text(ids[n]) if ids is not None else new_op_id()
         batch.append(Envelope(op_id, op, spec.version, now, who, msgspec.Raw(body)))
         size += len(body) + 64
     if batch:

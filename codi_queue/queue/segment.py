@@ -226,8 +226,9 @@ class SegmentReader:
     def _baseline(self, start: int) -> int | None:
         """The operation count just before ``start``: from the intact record that ends there."""
         chunk, off = start >> POS_SHIFT, start & _OFFSET_MASK
-        if off == 0:
-            chunk, off = chunk - 1, None  # the last record of the chunk before
+        whole = off == 0  # the last record of the chunk before
+        if whole:
+            chunk -= 1
         if chunk < 0:
             return 0
         last: frame.Frame | frame.Damage | None = None
@@ -240,9 +241,9 @@ class SegmentReader:
             if not size:
                 return None
             with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                for last in frame.scan(buf, 0, size if off is None else off, legacy=_is_legacy(buf)):
+                for last in frame.scan(buf, 0, size if whole else off, legacy=_is_legacy(buf)):
                     pass
-        if not isinstance(last, frame.Frame) or last.seq is None or (off is not None and last.end != off):
+        if not isinstance(last, frame.Frame) or last.seq is None or (not whole and last.end != off):
             return None
         return last.seq + last.nops
 

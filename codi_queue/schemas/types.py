@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Union
 import msgspec
 
 from ..timestamps import normalize_timestamp
+from ..values import clean_value
 
 __all__ = [
     "Name",
@@ -41,6 +42,18 @@ JsonText = Union[Text, dict[str, Any], list[Any], None]
 Timestamp = Union[int, float, str, None]
 
 
+def _json_text(value: Any) -> str:
+    """Free-form JSON as text under the value rules: bad text replaced, non-finite numbers
+    kept as their literal text (msgspec alone would write null for them)."""
+    try:
+        data = msgspec.json.encode(value)
+    except UnicodeEncodeError:
+        data = b"null"  # unpaired surrogates: cleaned below
+    if b"null" in data:
+        data = msgspec.json.encode(clean_value(value))
+    return data.decode()
+
+
 class OpBase(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field="op"):
     """Fields and normalisation every operation shares.
 
@@ -65,7 +78,7 @@ class OpBase(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field
         for name in self.__json_fields__:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
-                text = msgspec.json.encode(value).decode()
+                text = _json_text(value)
                 if len(text) > TEXT_MAX:
                     raise ValueError(f"JSON longer than {TEXT_MAX} characters - at `$.{name}`")
                 setattr(self, name, text)
