@@ -15,9 +15,7 @@ from typing import Any
 
 __all__ = ["main"]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_INVALID = 2
+from .producers.entry import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, EXIT_PARTIAL
 
 
 def _parser() -> Any:
@@ -130,23 +128,68 @@ def _parser() -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The edge: library errors become one line on stderr and a documented exit status, never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    fast = _fast_path(argv)
-    if fast is not None:
-        return fast
-    args = _parser().parse_args(argv)
-    from .errors import CodiQueueError
-    from .paths import resolve
-
-    paths = resolve(getattr(args, "home", None))
     try:
-        handler = _COMMANDS[args.command]
-        return handler(args, paths)
-    except CodiQueueError as exc:
-        _err(str(exc))
-        return EXIT_FAILURE
+        fast = _fast_path(argv)
+        if fast is not None:
+            return fast
+        args = _parser().parse_args(argv)
+        from .paths import resolve
+
+        paths = resolve(getattr(args, "home", None))
+        if args.command != "paths":
+            paths.check_safe()  # a home another user can write to is never read or written
+        return int(_COMMANDS[args.command](args, paths))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (status | head): nothing more to say, and
+        # nothing to flush into the closed pipe at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - the edge: one line, an exit status, the details in the log
+        return _fail(exc, argv)
+
+
+def _fail(exc: BaseException, argv: list[str]) -> int:
+    from .errors import CodiQueueError
+
+    if isinstance(exc, CodiQueueError):
+        _err(str(exc))
+        return EXIT_FAILURE
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        _err(f"{exc.strerror or exc}{where}")
+        return EXIT_FAILURE
+    what = type(exc).__module__.split(".")[0]
+    if what == "apsw":  # the database said no: locked, full, corrupt, read-only
+        _err(f"database error: {type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+    # Not an error we raise on purpose: still one line here, the traceback in the error log.
+    import traceback
+
+    detail = "".join(traceback.format_exception(exc))
+    logged = False
+    try:
+        from .errorlog import record_error
+        from .paths import resolve
+
+        logged = record_error(resolve(_home_arg(argv)).error_log, "cli", f"{type(exc).__name__}: {exc}",
+                              argv=argv, traceback=detail)
+    except Exception:  # noqa: BLE001 - the home itself may be what failed; the line below still goes out
+        logged = False
+    _err(f"internal error: {type(exc).__name__}: {exc}" + (" (traceback in the error log)" if logged else ""))
+    return EXIT_FAILURE
+
+
+def _home_arg(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--home" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--home="):
+            return arg[7:]
+    return None
 
 
 def _fast_path(argv: list[str]) -> int | None:
@@ -225,7 +268,13 @@ def _cmd_run(args: Any, paths: Any) -> int:
         rotate_bytes=max(1, args.rotate_bytes),
         config=load_config(paths),
     )
-    stats = consumer.run(once=args.once)
+    def started() -> None:
+        dbs = ", ".join(f"{t} {paths.database(t)}" for t in ("platform", "org", "sessions", "project"))
+        what = "draining what is queued" if args.once else "waiting for operations (Ctrl-C stops it)"
+        sys.stderr.write(f"codi-queue: consumer for home {paths.home} ({paths.source}); databases: {dbs}; {what}\n")
+        sys.stderr.flush()
+
+    stats = consumer.run(once=args.once, on_start=started)
     if args.once or args.verbose:
         sys.stderr.write(
             f"codi-queue: {stats.operations} operations in {stats.batches} batches, "
@@ -239,6 +288,9 @@ def _cmd_status(args: Any, paths: Any) -> int:
 
     from .consumer.status import collect, prometheus_text, render_human
 
+    if not os.path.isdir(paths.home):
+        _err(f"no codi-queue home at {paths.home} ({paths.source}): nothing was ever enqueued or run there")
+        return EXIT_FAILURE
     if args.prometheus:
         text = prometheus_text(collect(paths))
         if args.prometheus == "-":
@@ -329,6 +381,13 @@ def _cmd_install_git_hook(args: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def _partial(refused: int, done: int) -> int:
+    """0 when nothing was refused; 3 when some input was refused and the rest enqueued; 2 when all of it was."""
+    if not refused:
+        return EXIT_OK
+    return EXIT_PARTIAL if done else EXIT_INVALID
+
+
 def _report_rejected(rejected: list[Any], limit: int = 100) -> None:
     for err in rejected[:limit]:
         where = f"line {err.record}" + (f": field {err.field}" if err.field else "")
@@ -357,7 +416,7 @@ def _cmd_import(args: Any, paths: Any) -> int:
         f"{args.file}: {result.lines} new lines, {result.enqueued} enqueued as {op}, "
         f"{len(result.rejected)} rejected (to the dead-letter store)"
     )
-    return EXIT_INVALID if result.rejected else EXIT_OK
+    return _partial(len(result.rejected), result.enqueued)
 
 
 def _cmd_import_transcripts(args: Any, paths: Any) -> int:
@@ -386,7 +445,7 @@ def _cmd_mirror_state(args: Any, paths: Any) -> int:
     for problem in result.problems:
         _err(problem)
     print(f"{args.dir}: {result.files} state files, {result.operations} operations enqueued")
-    return EXIT_INVALID if result.problems else EXIT_OK
+    return _partial(len(result.problems), result.operations)
 
 
 def _cmd_adoption(args: Any, paths: Any) -> int:
@@ -440,7 +499,8 @@ def _cmd_replay(args: Any, paths: Any) -> int:
         result = replay_archive(paths, since, until, args.op)
         for why in result.skipped:
             _err(f"damaged, skipped: {why}")
-        print(f"{result.sent} archived operations re-sent; the consumer skips those already applied"
+        print(f"{result.sent} journal operations re-sent from {result.dirs} queue directories (the archive, "
+              "then segments and the inbox not archived yet); the consumer skips those already applied"
               + (f"; {len(result.skipped)} damaged spans skipped" if result.skipped else ""))
         return EXIT_OK
     from .consumer.loop import ALL_TIERS
@@ -529,7 +589,7 @@ def _cmd_agent(args: Any, paths: Any) -> int:
 
     agent = agent_for(paths, args.kind)
     if args.action == "status":
-        pid = consumer_pid(paths.consumer_lock)
+        pid = consumer_pid(paths)
         print(f"agent file: {agent.path} ({'present' if os.path.exists(agent.path) else 'absent'})")
         print(f"consumer:   {'running, pid ' + str(pid) if pid else 'not running'}")
         if not args.dry_run:

@@ -31,6 +31,7 @@ import os
 from typing import Any
 
 from .errors import CodiQueueError
+from .fsutil import NOFOLLOW
 from .paths import Paths
 
 __all__ = ["Config", "ConfigError", "load_config"]
@@ -82,6 +83,30 @@ def _str_list(path: str, key: str, value: Any) -> list[str]:
     return [_expand(v) for v in value]
 
 
+def read_private_file(path: str, home: str) -> bytes:
+    """A configuration file's bytes, refused when another user could have written it.
+
+    Under the home it is never read through a link; elsewhere (the platform's
+    config directory, often a dotfiles link) the file it names must be ours
+    and writable by no one else, like the directory holding it.
+    """
+    import stat
+
+    under_home = os.path.abspath(path).startswith(os.path.abspath(home) + os.sep)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (NOFOLLOW if under_home else os.O_CLOEXEC))
+    with os.fdopen(fd, "rb") as fp:
+        st = os.fstat(fp.fileno())
+        folder = os.stat(os.path.dirname(os.path.realpath(path)))
+        for what, s in (("the file", st), ("its directory", folder)):
+            if hasattr(os, "getuid") and s.st_uid != os.getuid():
+                raise ConfigError(path, None, f"refusing it: {what} is owned by uid {s.st_uid}, not {os.getuid()}")
+            if s.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise ConfigError(path, None, f"refusing it: {what} is writable by group or others")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(path, None, "refusing it: not a regular file")
+        return fp.read(1 << 20)
+
+
 def load_config(paths: Paths) -> Config:
     import tomllib
 
@@ -90,10 +115,11 @@ def load_config(paths: Paths) -> Config:
 
     path = paths.config
     try:
-        with open(path, "rb") as fp:
-            data = tomllib.load(fp)
+        data = tomllib.loads(read_private_file(path, paths.home).decode("utf-8", "replace"))
     except FileNotFoundError:
         return Config(path, exists=False)
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read it: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, None, f"not valid TOML: {exc}") from None
     config = Config(path, exists=True)

@@ -6,41 +6,97 @@ never hide it either: they record it here (and count it) and return False.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import sys
 import time
 from typing import Any
 
-__all__ = ["record_error", "last_error", "error_count"]
+from .values import clean_text
+
+__all__ = ["record_error", "last_error", "error_count", "ensure_reserve"]
 
 _MAX_BYTES = 4 * 1024 * 1024  # past this the log is rotated to errors.jsonl.1
 
 
-def record_error(path: str, source: str, message: str, **fields: Any) -> None:
-    from .fsutil import append_line, ensure_private_dir
+def record_error(path: str, source: str, message: str, **fields: Any) -> bool:
+    """Append one error; True if it is in the log.
 
-    entry = {"ts": time.time(), "source": source, "pid": os.getpid(), "message": message, **fields}
-    line = json.dumps(entry, separators=(",", ":"), default=str).encode()
+    The log lives on the disk that may just have filled up: a reserve file
+    beside it (``RESERVE_BYTES``, made while there is room) is given back to
+    the filesystem the first time an append fails, so the errors that
+    explain a full disk still get written. Nothing is printed here: the
+    caller decides whether its user should see the message too.
+    """
+    from .fsutil import append_line, check_private, ensure_private_dir
+
+    entry = {"ts": time.time(), "source": source, "pid": os.getpid(), "message": clean_text(message), **fields}
+    line = json.dumps(entry, separators=(",", ":"), default=str, ensure_ascii=False).encode("utf-8", "replace")
+    folder = os.path.dirname(path)
     try:
-        ensure_private_dir(os.path.dirname(path))
+        ensure_private_dir(folder)
+        if check_private(folder):
+            return False  # never write into a directory another user controls
         try:
             if os.path.getsize(path) > _MAX_BYTES:
                 os.replace(path, path + ".1")
         except FileNotFoundError:
             pass  # first error ever: nothing to rotate
-        append_line(path, line)
-    except OSError as exc:
-        # The log lives on the same disk that just failed: stderr is what is left.
-        sys.stderr.write(f"codi-queue: {message} (and the error log failed: {exc})\n")
+        try:
+            append_line(path, line)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not _release_reserve(folder):
+                raise
+            append_line(path, line)
+    except OSError:
+        return False
+    return True
+
+
+RESERVE = ".reserve"
+RESERVE_BYTES = 256 * 1024
+
+
+def ensure_reserve(folder: str) -> None:
+    """Keep RESERVE_BYTES of real blocks beside the error log while the disk has room."""
+    path = os.path.join(folder, RESERVE)
+    try:
+        if os.path.getsize(path) >= RESERVE_BYTES:
+            return
+    except FileNotFoundError:
+        pass
+    from .fsutil import FILE_MODE, NOFOLLOW, write_all
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | NOFOLLOW, FILE_MODE)
+    except OSError:
+        return
+    try:
+        os.ftruncate(fd, 0)
+        write_all(fd, b"\0" * RESERVE_BYTES)  # written, not sparse: these blocks are really ours
+    except OSError:
+        os.ftruncate(fd, 0)  # no room for it now; the consumer tries again later
+    finally:
+        os.close(fd)
+
+
+def _release_reserve(folder: str) -> bool:
+    try:
+        os.unlink(os.path.join(folder, RESERVE))
+    except OSError:
+        return False
+    return True
 
 
 def _lines(path: str) -> list[bytes]:
+    from .fsutil import NOFOLLOW
+
     try:
-        with open(path, "rb") as fp:
-            return fp.read().splitlines()
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+    except OSError:
         return []
+    with os.fdopen(fd, "rb") as fp:
+        return fp.read().splitlines()
 
 
 def last_error(path: str) -> dict[str, Any] | None:

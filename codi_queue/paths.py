@@ -62,8 +62,8 @@ class Paths:
         return os.path.join(self.logs, "consumer.log")
 
     @property
-    def consumer_lock(self) -> str:
-        return os.path.join(self.state, "consumer.lock")
+    def consumer_pid_file(self) -> str:
+        return os.path.join(self.state, "consumer.pid")
 
     def private_dirs(self) -> list[tuple[str, bool]]:
         """Every directory we keep state in, and whether it may be a symbolic link (only the home)."""

@@ -256,7 +256,8 @@ def test_cli_invalid_input_enqueues_nothing(home: Path, paths: Paths) -> None:
     assert errors[1].startswith("codi-queue: line 4:")
     assert collect(paths)["pending"] == 0
     res = run_cli(home, "enqueue", "tool_event", "-", "--skip-invalid", stdin=lines)
-    assert res.returncode == 2
+    assert res.returncode == 3  # partial: some refused, the rest enqueued (not "nothing happened")
+    assert "2 of 4 records invalid; the other 2 were enqueued" in res.stderr
     assert collect(paths)["pending"] == 2
 
 

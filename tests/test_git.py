@@ -91,3 +91,77 @@ def test_reinstall_is_idempotent(tmp_path: Path, home: Path) -> None:
     assert again.stdout.count("already installed") == 3
     assert not any(p.name.endswith(".pre-codi-queue") for p in (repo / ".git" / "hooks").iterdir())
     assert os.access(repo / ".git" / "hooks" / "post-commit", os.X_OK)
+
+
+REFS_GUARD = """#!/bin/sh
+# Refuse pushes to main: reads the refs git writes on stdin, as git's own sample does.
+while read local_ref local_sha remote_ref remote_sha
+do
+    if [ "$remote_ref" = "refs/heads/main" ]; then
+        echo "refusing a push to main" >&2
+        exit 1
+    fi
+done
+exit 0
+"""
+
+
+def _sample_pre_push() -> str | None:
+    for folder in ("/usr/share/git-core/templates/hooks", "/usr/share/git/templates/hooks"):
+        sample = Path(folder, "pre-push.sample")
+        if sample.exists():
+            return sample.read_text()
+    return None
+
+
+def _push_setup(tmp_path: Path, home: Path, guard: str) -> tuple[Path, Path, dict[str, str]]:
+    repo = _repo(tmp_path / "repo")
+    hook = repo / ".git" / "hooks" / "pre-push"
+    hook.write_text(guard)
+    hook.chmod(0o755)
+    env = cli_env(home)
+    res = subprocess.run([sys.executable, "-m", "codi_queue", "install-git-hook", str(repo)], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    remote = tmp_path / "remote.git"
+    _git(tmp_path, "init", "-q", "--bare", str(remote))
+    _git(repo, "remote", "add", "origin", str(remote))
+    return repo, remote, env
+
+
+def test_a_chained_pre_push_reading_refs_sees_them_and_still_blocks(tmp_path: Path, home: Path, paths: Paths) -> None:
+    repo, remote, env = _push_setup(tmp_path, home, REFS_GUARD)
+    (repo / "f").write_text("x")
+    _git(repo, "add", ".", env=env)
+    _git(repo, "commit", "-qm", "x", env=env)
+    blocked = subprocess.run(["git", "-C", str(repo), "push", "-q", "origin", "main"], capture_output=True, text=True,
+                             env=env, timeout=60)
+    assert blocked.returncode != 0 and "refusing a push to main" in blocked.stderr
+    assert _git(remote, "branch", "--list") == ""  # nothing reached the remote
+    _git(repo, "push", "-q", "origin", "main:topic", env=env)  # another branch is allowed through
+    Consumer(paths).run(once=True)
+    rows = query(paths, "sessions", "SELECT event_type, repo, message FROM git_events WHERE event_type = 'push'")
+    assert len(rows) == 1, rows  # the blocked push is not recorded as one
+    assert rows[0][1] == str(repo) and "refs/heads/topic" in rows[0][2]
+    commit_repo = query(paths, "sessions", "SELECT repo FROM git_events WHERE event_type = 'commit'")
+    assert commit_repo == [(str(repo),)]  # the local repository, not the remote
+
+
+def test_gits_own_sample_pre_push_still_works_when_chained(tmp_path: Path, home: Path) -> None:
+    sample = _sample_pre_push()
+    assert sample is not None, "git's sample hooks are part of the git package on the project's machines"
+    repo, remote, env = _push_setup(tmp_path, home, sample)
+    (repo / "f").write_text("x")
+    _git(repo, "add", ".", env=env)
+    _git(repo, "commit", "-qm", "WIP not ready", env=env)  # the sample refuses commits starting with WIP
+    res = subprocess.run(["git", "-C", str(repo), "push", "-q", "origin", "main"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert res.returncode != 0 and "WIP" in res.stderr
+
+
+def test_install_git_hook_dry_run_says_what_it_would_do(tmp_path: Path, home: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    res = subprocess.run([sys.executable, "-m", "codi_queue", "install-git-hook", str(repo), "--dry-run"],
+                         env=cli_env(home), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "would be installed" in res.stdout and ": installed" not in res.stdout
+    assert not (repo / ".git" / "hooks" / "post-commit").exists()

@@ -44,7 +44,7 @@ def test_import_maps_aliases_and_files_bad_lines_as_dead_letters(tmp_path: Path,
     src = tmp_path / "routing-metrics.jsonl"
     _write(src, ROUTING)
     res = run_cli(home, "import", str(src))
-    assert res.returncode == 2  # some lines were rejected
+    assert res.returncode == 3  # some lines were rejected, the others enqueued
     errors = [l for l in res.stderr.splitlines() if l.startswith("codi-queue: line")]
     assert [e.split(":")[1].strip() for e in errors] == ["line 4", "line 5", "line 6"]
     assert "field complexity" in errors[1] and "field timestamp" in errors[2]

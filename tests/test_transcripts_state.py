@@ -109,7 +109,7 @@ def test_state_dirs_mirror_one_way_and_survive_a_malformed_file(tmp_path: Path, 
     (root / "broken" / "state.json").write_text("{not json")
     os.utime(root / "broken" / "state.json", (time.time() - 5, time.time() - 5))
     res = run_cli(home, "mirror-state", str(root))
-    assert res.returncode == 2 and "broken/state.json: malformed" in res.stderr
+    assert res.returncode == 3 and "broken/state.json: malformed" in res.stderr
     Consumer(paths).run(once=True)
     assert query(paths, "project", "SELECT project_id, name FROM projects") == [("p1", "spotter")]
     assert query(paths, "project", "SELECT session_id, status, cost_usd, input_tokens, started_at FROM sessions") == [

@@ -1,59 +1,97 @@
-"""One consumer per home: an flock on ``state/consumer.lock`` holding the owner's pid."""
+"""One consumer per home: an flock on the home directory itself, and the owner's pid beside it.
+
+The lock is taken on a descriptor of the home directory, which cannot be
+unlinked from under us the way a lock file can (deleting ``consumer.lock``
+once let a second consumer start beside the first). The pid goes to
+``state/consumer.pid`` after the lock is taken; a process that loses the
+race waits briefly for it, so it can say who holds the home.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import threading
 
 from ..errors import ConsumerRunning
-from ..fsutil import FILE_MODE, ensure_private_dir
+from ..fsutil import DIR_FLAGS, NOFOLLOW, ensure_private_dir, write_atomic
+from ..paths import Paths
 
 __all__ = ["ConsumerLock", "consumer_pid"]
 
+_HOLDER_WAIT_S = 3.0  # how long a loser waits for the winner to write its pid
+
 
 class ConsumerLock:
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
         self._fd = -1
 
     def __enter__(self) -> ConsumerLock:
-        ensure_private_dir(os.path.dirname(self.path))
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        ensure_private_dir(self.paths.home)
+        fd = os.open(self.paths.home, DIR_FLAGS)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ConsumerRunning(_read_pid(self.path), self.path) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+            raise ConsumerRunning(_holder(self.paths), self.paths.home) from None
+        try:
+            ensure_private_dir(self.paths.state)
+            write_atomic(self.paths.consumer_pid_file, f"{os.getpid()}\n".encode())
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._fd >= 0:
-            os.close(self._fd)  # releases the flock; the stale pid is harmless
+            os.close(self._fd)  # releases the flock; the stale pid file is harmless
             self._fd = -1
 
 
 def _read_pid(path: str) -> int | None:
     try:
-        with open(path, "rb") as fp:
-            return int(fp.read().strip() or b"0") or None
-    except (FileNotFoundError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+        with os.fdopen(fd, "rb") as fp:
+            return int(fp.read(32).strip() or b"0") or None
+    except (OSError, ValueError):
         return None
 
 
-def consumer_pid(path: str) -> int | None:
-    """The running consumer's pid, or None if no process holds the lock."""
+def _alive(pid: int) -> bool:
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _holder(paths: Paths, wait_s: float = _HOLDER_WAIT_S) -> int | None:
+    """The pid of the process holding the home, once it has written it (a stale file names a dead one)."""
+    tick = threading.Event()
+    for _ in range(int(wait_s / 0.05) + 1):
+        pid = _read_pid(paths.consumer_pid_file)
+        if pid and _alive(pid):
+            return pid
+        tick.wait(0.05)
+    return None
+
+
+def consumer_pid(paths: Paths) -> int | None:
+    """The running consumer's pid (-1 if it cannot be told), or None if no process holds the home."""
+    try:
+        fd = os.open(paths.home, DIR_FLAGS)
+    except OSError:
         return None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_pid(path) or -1
+            return _holder(paths, wait_s=0.5) or -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)

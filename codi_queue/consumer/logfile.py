@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from ..fsutil import FILE_MODE, ensure_private_dir
+from ..fsutil import FILE_MODE, NOFOLLOW, check_private, ensure_private_dir
 
 __all__ = ["configure_logging", "JsonFormatter"]
 
@@ -35,12 +35,19 @@ class JsonFormatter(logging.Formatter):
 class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     def _open(self):  # type: ignore[no-untyped-def]
         # Created 0600 like every other state file, however the umask is set.
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        # Never through a link: a logs/ another user swapped is refused before this.
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, FILE_MODE)
         return os.fdopen(fd, "a", encoding=self.encoding or "utf-8")
 
 
 def configure_logging(path: str, verbose: bool = False) -> None:
-    ensure_private_dir(os.path.dirname(path))
+    folder = os.path.dirname(path)
+    ensure_private_dir(folder)
+    why = check_private(folder)
+    if why:
+        from ..errors import UnsafePath
+
+        raise UnsafePath(folder, why)
     root = logging.getLogger("codi_queue")
     root.setLevel(logging.INFO)
     root.propagate = False

@@ -23,9 +23,8 @@ import apsw
 import msgspec
 
 from ..config import Config
-from ..errorlog import record_error
-from ..errors import UnsafePath
-from ..fsutil import check_private, ensure_private_dir
+from ..errorlog import ensure_reserve, record_error
+from ..fsutil import ensure_private_dir
 from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, describe_lost, describe_pos
@@ -115,13 +114,19 @@ class Consumer:
         self.tailers = Tailers(paths, config, self._report) if config is not None else None
         self.metrics = Metrics(paths.metrics)
         self._housekeeping_at = 0.0
+        self._metrics_error: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def run(self, once: bool = False) -> ConsumerStats:
-        """Hold the home's consumer lock and drain; with ``once``, stop when nothing is left."""
-        with ConsumerLock(self.paths.consumer_lock):
+    def run(self, once: bool = False, on_start: Callable[[], None] | None = None) -> ConsumerStats:
+        """Hold the home's consumer lock and drain; with ``once``, stop when nothing is left.
+
+        ``on_start`` is called once the home is ours and checked (the CLI says so).
+        """
+        with ConsumerLock(self.paths):
             self._check_dirs()
+            if on_start is not None:
+                on_start()
             try:
                 if once:
                     # Pass 1 applies everything acknowledged before it began;
@@ -134,8 +139,14 @@ class Consumer:
                     self._serve()  # opens the databases inside its retry loop: a locked one only delays
             finally:
                 self._close_databases()
-                self.metrics.flush(force=True, running=False)
+                self._flush_metrics(force=True, running=False)
         return self.stats
+
+    def _flush_metrics(self, force: bool = False, running: bool = True) -> None:
+        why = self.metrics.flush(force=force, running=running)
+        if why and why != self._metrics_error:
+            self._report(why)  # once per distinct failure: a full disk must not flood the log
+        self._metrics_error = why
 
     def request_stop(self) -> None:
         """Finish the batch in flight, then return from ``run`` (safe from a signal handler)."""
@@ -194,11 +205,9 @@ class Consumer:
                 signal.signal(sig, old)
 
     def _check_dirs(self) -> None:
-        for path in (self.paths.spool, self.paths.db_dir, self.paths.state):
+        self.paths.check_safe()
+        for path in (self.paths.spool, self.paths.db_dir, self.paths.state, self.paths.logs):
             ensure_private_dir(path)
-            why = check_private(path)
-            if why:
-                raise UnsafePath(path, why)
 
     def _open_databases(self) -> None:
         for tier in self.tiers:
@@ -471,7 +480,7 @@ class Consumer:
             # in-memory cursor moves (a restart re-reads, and skips, the span).
             cursors[tier] = max(cursors[tier], end)
         self.stats.batches += 1
-        self.metrics.flush()
+        self._flush_metrics()
 
     def _housekeeping(self, force: bool = False) -> None:
         """Archive retention and the Prometheus textfile, at most once a minute."""
@@ -479,7 +488,8 @@ class Consumer:
         if not force and now - self._housekeeping_at < 60:
             return
         self._housekeeping_at = now
-        self.metrics.flush(force=True)
+        self._flush_metrics(force=True)
+        ensure_reserve(self.paths.logs)
         if self.config is None:
             return
         removed = self.spool.prune_archive(self.config.archive_max_age_days * 86400, self.config.archive_max_bytes)
@@ -488,7 +498,10 @@ class Consumer:
         if self.config.prometheus_textfile:
             from .status import collect, prometheus_text
 
-            write_textfile(self.config.prometheus_textfile, prometheus_text(collect(self.paths)))
+            try:
+                write_textfile(self.config.prometheus_textfile, prometheus_text(collect(self.paths)))
+            except (OSError, apsw.Error) as exc:
+                self._report(f"could not write {self.config.prometheus_textfile}: {exc}")
 
     def _poll_sources(self) -> None:
         if self.tailers:
@@ -512,8 +525,12 @@ class Consumer:
 
 
 def write_textfile(path: str, text: str) -> None:
-    """Atomically replace a Prometheus textfile (the collector must never read half of one)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fp:
-        fp.write(text)
-    os.replace(tmp, path)
+    """Atomically replace a Prometheus textfile (the collector must never read half of one).
+
+    Through a fresh private temporary name (never a fixed one another user
+    could plant a link at), 0644 whatever the umask: the collector runs as
+    another user.
+    """
+    from ..fsutil import write_atomic
+
+    write_atomic(path, text.encode("utf-8"), mode=0o644)

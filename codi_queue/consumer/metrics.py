@@ -12,7 +12,7 @@ import time
 from collections import deque
 from typing import Any
 
-from ..fsutil import FILE_MODE
+from ..fsutil import FILE_MODE, NOFOLLOW
 
 __all__ = ["Metrics", "read_metrics", "WINDOW_S"]
 
@@ -62,22 +62,28 @@ class Metrics:
             "throughput_1m_ops_s": round(self.rate(now), 3),
         }
 
-    def flush(self, force: bool = False, running: bool = True) -> None:
+    def flush(self, force: bool = False, running: bool = True) -> str | None:
+        """Publish the figures; why not, when the disk refused (they are advisory: never fatal)."""
         now = time.time()
         if not force and now - self._flushed < 1.0:
-            return
+            return None
         self._flushed = now
         tmp = f"{self.path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(fd, "w") as fp:
-            json.dump(self.snapshot(running), fp)
-        os.replace(tmp, self.path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, FILE_MODE)
+            with os.fdopen(fd, "w") as fp:
+                json.dump(self.snapshot(running), fp)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            return f"could not publish metrics to {self.path}: {exc.strerror or exc}"
+        return None
 
 
 def read_metrics(path: str) -> dict[str, Any] | None:
     try:
-        with open(path, "rb") as fp:
-            data = json.loads(fp.read())
-    except (FileNotFoundError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+        with os.fdopen(fd, "rb") as fp:
+            data = json.loads(fp.read(1 << 20))
+    except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -41,7 +41,7 @@ def collect(paths: Paths) -> dict[str, Any]:
         for conn in conns.values():
             if conn is not None:
                 conn.close()
-    pid = consumer_pid(paths.consumer_lock)
+    pid = consumer_pid(paths)
     running = pid is not None
     metrics = read_metrics(paths.metrics) or {}
     live = running and metrics.get("pid") == pid
@@ -136,9 +136,9 @@ def _pending(paths: Paths, conns: dict[str, Any]) -> tuple[int, float | None]:
     oldest: float | None = None
     for qd in Spool(paths.spool, paths.archive).queue_dirs():
         try:
-            reader = SegmentReader(qd.path)
-        except FileNotFoundError:
-            continue  # claimed or archived while we looked
+            reader = SegmentReader(qd.path, live=qd.live)
+        except OSError:
+            continue  # claimed, archived or quarantined while we looked
         with reader:
             for entry in reader.entries(_applied_upto(conns, qd.id)):
                 if entry.payload is None:

@@ -12,15 +12,37 @@ never block or fail a tool call); trouble goes to the error log that
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-__all__ = ["run_hook", "run_git_hook", "run_enqueue"]
+__all__ = ["run_hook", "run_git_hook", "run_enqueue", "EXIT_OK", "EXIT_FAILURE", "EXIT_INVALID", "EXIT_PARTIAL"]
+
+# The documented exit statuses (README): the fast paths and the full CLI share them.
+EXIT_OK = 0
+EXIT_FAILURE = 1  # infrastructure or runtime failure: nothing (more) was done
+EXIT_INVALID = 2  # invalid input or usage: nothing was enqueued
+EXIT_PARTIAL = 3  # some records were refused (each named on stderr), the others were enqueued
+
+
+def _hook_paths(home: str | None, what: str) -> Any:
+    """The checked paths for a hook, or None (said on stderr: a hook never fails its caller)."""
+    from ..errors import CodiQueueError
+    from ..paths import resolve
+
+    try:
+        paths = resolve(home)
+        paths.check_safe()  # hooks write in-flight markers under state/ too
+    except CodiQueueError as exc:
+        sys.stderr.write(f"codi-queue {what}: {exc}\n")
+        return None
+    return paths
 
 
 def run_hook(home: str | None) -> int:
     from ..errorlog import record_error
-    from ..paths import resolve
 
-    paths = resolve(home)
+    paths = _hook_paths(home, "hook")
+    if paths is None:
+        return 0
     try:
         raw = sys.stdin.buffer.read()
         from ..values import loads
@@ -30,24 +52,31 @@ def run_hook(home: str | None) -> int:
         ops = operations_for(loads(raw), paths.state)
         append_ops(paths, ops, producer_name("hook"))
     except Exception as exc:  # noqa: BLE001 - the edge: a hook must exit 0; the error is logged, not lost
-        record_error(paths.error_log, "hook", f"{type(exc).__name__}: {exc}")
+        message = f"{type(exc).__name__}: {exc}"
+        if not record_error(paths.error_log, "hook", message):
+            sys.stderr.write(f"codi-queue hook: {message} (the error log could not be written either)\n")
     return 0
 
 
 def run_git_hook(home: str | None, name: str, args: list[str]) -> int:
     """Called by the installed git hooks; like ``run_hook``, it never fails the git command."""
     from ..errorlog import record_error
-    from ..paths import resolve
 
-    paths = resolve(home)
+    paths = _hook_paths(home, "git-hook")
+    if paths is None:
+        return 0
     try:
-        stdin = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+        from ..values import decode_text
+
+        stdin = "" if sys.stdin is None or sys.stdin.isatty() else decode_text(sys.stdin.buffer.read())
         from .git import operations_for_git_hook
         from .lite import append_ops, producer_name
 
         append_ops(paths, operations_for_git_hook(name, args, stdin), producer_name(f"git-{name}"))
     except Exception as exc:  # noqa: BLE001 - the edge: git must not fail because of telemetry
-        record_error(paths.error_log, "git-hook", f"{name}: {type(exc).__name__}: {exc}")
+        message = f"{name}: {type(exc).__name__}: {exc}"
+        if not record_error(paths.error_log, "git-hook", message):
+            sys.stderr.write(f"codi-queue git-hook: {message} (the error log could not be written either)\n")
     return 0
 
 
@@ -63,7 +92,7 @@ def run_enqueue(home: str | None, op: str, body_arg: str, skip_invalid: bool = F
 
     if op not in load_schema():
         _err(f"unknown operation {op!r} (known: {', '.join(sorted(load_schema()))})")
-        return 2
+        return EXIT_INVALID
     if body_arg == "-":
         lines = [(n, line) for n, line in enumerate(sys.stdin.buffer.read().splitlines(), 1) if line.strip()]
     else:
@@ -76,9 +105,9 @@ def run_enqueue(home: str | None, op: str, body_arg: str, skip_invalid: bool = F
         except InvalidOperation as exc:
             bad += 1
             _err(f"line {n}" + (f": field {exc.field}" if exc.field else "") + f": {exc.reason}")
-    if bad and not skip_invalid:
+    if bad and (not skip_invalid or not ops):
         _err(f"{bad} of {len(lines)} records invalid; nothing enqueued")
-        return 2
+        return EXIT_INVALID
     paths = resolve(home)
     try:
         append_ops(paths, ops, producer or producer_name("cli"))
@@ -87,8 +116,8 @@ def run_enqueue(home: str | None, op: str, body_arg: str, skip_invalid: bool = F
 
         record_error(paths.error_log, "producer", str(exc), op=op, operations=len(ops), errno=exc.errno)
         _err(str(exc))
-        return 1
+        return EXIT_FAILURE
     if bad:
         _err(f"{bad} of {len(lines)} records invalid; the other {len(ops)} were enqueued")
-        return 2
+        return EXIT_PARTIAL
     return 0

@@ -37,10 +37,14 @@ def _numstat(text: str) -> tuple[int, int, int]:
 
 
 def _repo_identity(repo: str) -> tuple[str, str | None]:
+    """The local repository (its top-level directory, as the platform's tracker records ``pwd``) and branch.
+
+    The remote a push goes to is named in its message, not here: ``repo`` is
+    where the work happened, for commits, merges and pushes alike.
+    """
     top = (_git(repo, "rev-parse", "--show-toplevel") or repo).strip()
-    origin = (_git(top, "config", "--get", "remote.origin.url") or "").strip()
     branch = (_git(top, "symbolic-ref", "--short", "-q", "HEAD") or "").strip() or None
-    return origin or top, branch
+    return top, branch
 
 
 def _commit(repo: str, rev: str, event_type: str, repo_name: str, branch: str | None) -> dict[str, Any] | None:

@@ -118,19 +118,28 @@ def _hooks_dir(repo: str) -> str:
 
 
 def _git_script(name: str, command: str) -> str:
-    # The chained hook runs first with the same arguments and stdin, and its exit
-    # status is ours: pre-push may block a push, codi-queue never does.
+    # The chained hook runs first with the same arguments and, byte for byte,
+    # the same stdin (pre-push refs arrive there; a hook reading them with
+    # ``while read`` needs the final newline). Its exit status is ours:
+    # pre-push may block a push, codi-queue never does, and a push the hook
+    # blocked is not recorded as one.
     return f"""#!/bin/sh
 {_MARK} ({name}); the hook that was here before runs first, as {name}.pre-codi-queue
-input=""
-if [ "{name}" = "pre-push" ]; then input=$(cat); fi
 status=0
 chained="$(dirname "$0")/{name}.pre-codi-queue"
+input=/dev/null
+if [ "{name}" = "pre-push" ]; then
+    input=$(mktemp "${{TMPDIR:-/tmp}}/codi-queue-pre-push.XXXXXX") || exit 1
+    trap 'rm -f "$input"' EXIT
+    cat >"$input"
+fi
 if [ -x "$chained" ]; then
-    printf '%s' "$input" | "$chained" "$@"
+    if [ "{name}" = "pre-push" ]; then "$chained" "$@" <"$input"; else "$chained" "$@"; fi
     status=$?
 fi
-printf '%s' "$input" | {command} {name} "$@" >/dev/null 2>&1 || true
+if [ $status -eq 0 ]; then
+    {command} {name} "$@" <"$input" >/dev/null 2>&1 || true
+fi
 exit $status
 """
 
@@ -146,15 +155,17 @@ def install_git_hooks(repo: str, command: str, dry_run: bool = False) -> list[st
         if os.path.exists(path):
             with open(path, encoding="utf-8", errors="replace") as fp:
                 existing = fp.read()
+        would = "would be " if dry_run else ""
         if existing == script:
             done.append(f"{name}: already installed")
             continue
         if existing is not None and _MARK not in existing:
-            done.append(f"{name}: existing hook kept as {name}.pre-codi-queue and chained")
+            done.append(f"{name}: existing hook {would}kept as {name}.pre-codi-queue and chained"
+                        + (" (dry run: nothing changed)" if dry_run else ""))
             if not dry_run:
                 os.replace(path, path + ".pre-codi-queue")
         else:
-            done.append(f"{name}: installed")
+            done.append(f"{name}: {would}installed" + (" (dry run: nothing changed)" if dry_run else ""))
         if not dry_run:
             os.makedirs(hooks, exist_ok=True)
             with open(path, "w", encoding="utf-8") as fp:

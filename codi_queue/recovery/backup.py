@@ -31,6 +31,10 @@ CATCH_UP_MARGIN_S = 3600.0  # operations enqueued this long before a snapshot ma
 MANIFEST = "manifest.json"
 
 
+class SnapshotError(CodiQueueError):
+    pass
+
+
 @dataclass
 class BackupResult:
     directory: str
@@ -72,9 +76,19 @@ def copy_database(src_path: str, dest_path: str) -> int:
         src.close()
 
 
+def unique_path(base: str) -> str:
+    """``base``, or ``base.2``, ``base.3``…: the first name nothing stands at (two runs in one second)."""
+    path, n = base, 1
+    while os.path.lexists(path) or os.path.lexists(path + "-wal"):
+        n += 1
+        path = f"{base}.{n}"
+    return path
+
+
 def backup(paths: Paths, into: str | None = None) -> BackupResult:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    directory = into or os.path.join(paths.home, "backups", stamp)
+    if into is not None and os.path.lexists(into) and (not os.path.isdir(into) or os.listdir(into)):
+        raise SnapshotError(f"{into} already exists and is not an empty directory: back up into a new one")
+    directory = into or unique_path(os.path.join(paths.home, "backups", time.strftime("%Y%m%d-%H%M%S")))
     ensure_private_dir(directory)
     result = BackupResult(directory)
     for tier in ALL_TIERS:
@@ -93,10 +107,6 @@ def backup(paths: Paths, into: str | None = None) -> BackupResult:
     return result
 
 
-class SnapshotError(CodiQueueError):
-    pass
-
-
 def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -> tuple[dict[str, str], float]:
     """Put a snapshot back; (tier → where the replaced file went, the snapshot's time)."""
     try:
@@ -111,14 +121,14 @@ def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -
             raise SnapshotError(f"snapshot {tier} database fails its integrity check: {check}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     moved: dict[str, str] = {}
-    with ConsumerLock(paths.consumer_lock):
+    with ConsumerLock(paths):
         ensure_private_dir(paths.db_dir)
         for tier in chosen:
             live = paths.database(tier)
-            staged = f"{live}.restoring-{stamp}"
+            staged = unique_path(f"{live}.restoring-{stamp}")
             copy_database(os.path.join(snapshot, manifest["tiers"][tier]["file"]), staged)
             if os.path.exists(live):
-                aside = f"{live}.before-restore-{stamp}"
+                aside = unique_path(f"{live}.before-restore-{stamp}")  # never over a file an earlier restore kept
                 for suffix in ("", "-wal", "-shm"):
                     if os.path.exists(live + suffix):
                         os.replace(live + suffix, aside + suffix)

@@ -62,7 +62,7 @@ def check(paths: Paths) -> dict[str, dict[str, Any]]:
 def vacuum(paths: Paths) -> dict[str, tuple[int, int]]:
     """Checkpoint the WAL and rebuild each file compactly: tier → (bytes before, bytes after)."""
     sizes: dict[str, tuple[int, int]] = {}
-    with ConsumerLock(paths.consumer_lock):
+    with ConsumerLock(paths):
         for tier in ALL_TIERS:
             path = paths.database(tier)
             if not os.path.exists(path):
@@ -83,7 +83,7 @@ def vacuum(paths: Paths) -> dict[str, tuple[int, int]]:
 def migrate(paths: Paths) -> dict[str, tuple[int, int]]:
     """Apply pending migrations: tier → (version before, version after)."""
     done: dict[str, tuple[int, int]] = {}
-    with ConsumerLock(paths.consumer_lock):
+    with ConsumerLock(paths):
         for tier in ALL_TIERS:
             path = paths.database(tier)
             before = _version(path) or 0

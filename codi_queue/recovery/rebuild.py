@@ -92,7 +92,7 @@ def rebuild_in_place(
 ) -> RebuildResult:
     """Rebuild the live databases; needs the consumer stopped (its lock), keeps the old files aside."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    with ConsumerLock(paths.consumer_lock):
+    with ConsumerLock(paths):
         work = os.path.join(paths.db_dir, f".rebuild-{stamp}")
         result = rebuild_into(paths, work, tiers, progress)
         for tier in tiers:

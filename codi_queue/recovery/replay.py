@@ -30,6 +30,7 @@ __all__ = ["ReplayResult", "replay_dead_letters", "replay_archive", "parse_time"
 class ReplayResult:
     sent: int = 0
     skipped: list[str] = field(default_factory=list)  # why some could not be replayed
+    dirs: int = 0  # queue directories read (archive, claimed segments, inbox)
 
 
 def parse_time(value: str | None) -> float | None:
@@ -126,9 +127,16 @@ def replay_archive(
     op: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
-    """Re-send archived operations in [since, until] (enqueue time), optionally of one op type."""
+    """Re-send journal operations in [since, until] (enqueue time), optionally of one op type.
+
+    The window is the whole journal: archived segments, then the claimed
+    segments and the inbox, whose operations may be applied but not archived
+    yet. Re-sending one that is still pending costs nothing: op ids make the
+    second copy a no-op.
+    """
     result = ReplayResult()
-    dirs = journal_dirs(paths, archived=True, pending=False)
+    dirs = journal_dirs(paths, archived=True, pending=True)
+    result.dirs = len(dirs)
     for n, qd in enumerate(dirs, 1):
         batch: list[bytes] = []
         for is_json, record in records(qd, result.skipped):
