@@ -135,6 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if fast is not None:
             return fast
         args = _parser().parse_args(argv)
+        import signal
+
+        # A file-size limit must surface as EFBIG (one line, exit 1), not as the
+        # default SIGXFSZ that kills the process mid-write.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         from .paths import resolve
 
         paths = resolve(getattr(args, "home", None))

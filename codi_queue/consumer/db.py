@@ -94,11 +94,31 @@ def open_tier(path: str, tier: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> a
 
 
 def open_readonly(path: str) -> apsw.Connection | None:
-    """A reader connection for status and tools, or None if the database does not exist yet."""
+    """A reader connection for status and tools, or None if the database does not exist yet.
+
+    A WAL reader needs to create the ``-shm`` file, which a full disk refuses:
+    then, when no WAL content is pending (so the main file is the whole
+    database), the file is read as immutable, and ``status`` still answers
+    exactly when the disk is full, which is when it is needed.
+    """
     if not os.path.exists(path):
         return None
     conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     set_busy_timeout(conn)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").get
+    except (apsw.IOError, apsw.CantOpenError, apsw.FullError):
+        conn.close()
+        try:
+            pending_wal = os.path.getsize(path + "-wal") > 0
+        except FileNotFoundError:
+            pending_wal = False
+        if pending_wal:
+            raise
+        from urllib.parse import quote
+
+        conn = apsw.Connection(f"file:{quote(os.path.abspath(path))}?immutable=1",
+                               flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
     return conn
 
 

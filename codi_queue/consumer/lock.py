@@ -69,11 +69,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _kernel_holder(path: str) -> int | None:
+    """Who holds the flock on ``path``, from the kernel's lock table (Linux), whatever became of the pid file."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", "rb") as fp:
+            table = fp.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    inode = f":{st.st_ino} "
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[3] == "WRITE" and (fields[5] + " ").endswith(inode):
+            major, minor = (int(x, 16) for x in fields[5].split(":")[:2])
+            if os.makedev(major, minor) == st.st_dev and fields[4].isdigit():
+                return int(fields[4])
+    return None
+
+
 def _holder(paths: Paths, wait_s: float = _HOLDER_WAIT_S) -> int | None:
-    """The pid of the process holding the home, once it has written it (a stale file names a dead one)."""
+    """The pid of the process holding the home: from its pid file once written (a stale one names
+    a dead process), else from the kernel's lock table."""
     tick = threading.Event()
     for _ in range(int(wait_s / 0.05) + 1):
-        pid = _read_pid(paths.consumer_pid_file)
+        pid = _read_pid(paths.consumer_pid_file) or _kernel_holder(paths.home)
         if pid and _alive(pid):
             return pid
         tick.wait(0.05)

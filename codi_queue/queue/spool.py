@@ -341,13 +341,19 @@ def inbox_problem(path: str) -> str | None:
     if why:
         return f"is {why}"
     has_data = False
-    with os.scandir(path) as it:
-        for entry in it:
-            est = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(est.st_mode):
-                return f"holds {entry.name!r}, which is not a regular file"
-            if entry.name.startswith("q") and est.st_size:
-                has_data = True
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                try:
+                    est = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # info.tmp renamed by a producer as we looked: gone is fine
+                if not stat.S_ISREG(est.st_mode):
+                    return f"holds {entry.name!r}, which is not a regular file"
+                if entry.name.startswith("q") and est.st_size:
+                    has_data = True
+    except FileNotFoundError:
+        return None  # claimed meanwhile: nothing to rescue
     if not has_data:
         return None
     if read_dir_id(path) is None:

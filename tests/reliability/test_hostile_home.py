@@ -1,0 +1,198 @@
+"""A home another user can write to, links planted under it, and the consumer lock (issue: hardening).
+
+Every directory we keep state in must be ours and writable by no one else,
+and nothing under the home is ever opened through a symbolic link: a
+planted link must never make us read, truncate or write a file of someone
+else's choosing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from codi_queue import enqueue
+from codi_queue.consumer.loop import Consumer
+from codi_queue.paths import Paths, resolve
+
+from ..conftest import cli_env, query, run_cli, wait_until
+
+COMMANDS = [
+    ["status"], ["run", "--once"], ["enqueue", "tool_event", '{"tool_name":"x","success":true}'],
+    ["config", "--show"], ["db", "check"], ["backup"], ["replay", "--from-archive"],
+]
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    return victim
+
+
+@pytest.mark.parametrize("how", ["world-writable", "other-owner"])
+def test_a_home_another_user_can_write_is_refused_by_every_command(tmp_path: Path, how: str) -> None:
+    home = tmp_path / "home"
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"x","success":true}').returncode == 0
+    if how == "world-writable":
+        os.chmod(home, 0o777)
+    else:
+        os.chown(home, 12345, 12345)  # the project's machines run the suite as root
+    # What another user could plant there: a config that points the textfile at a victim.
+    victim = _victim(tmp_path)
+    (home / "config.toml").write_text(f'[observability]\nprometheus_textfile = "{victim}"\n[archive]\nmax_bytes = 1\n')
+    for args in COMMANDS:
+        res = run_cli(home, *args)
+        assert res.returncode == 1, (args, res.stderr)
+        assert "refusing" in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+    hook = run_cli(home, "hook", stdin=json.dumps({"session_id": "s", "hook_event_name": "Stop"}))
+    assert hook.returncode == 0 and "refusing" in hook.stderr  # a hook never fails its caller, but says why
+    assert enqueue("tool_event", {"tool_name": "api", "success": True}, home=str(home)) is False
+    assert victim.read_text() == "precious\n"
+
+
+def test_logs_swapped_for_a_link_are_refused_and_never_appended_to(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    assert run_cli(home, "run", "--once").returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "consumer.log"
+    victim.write_text("precious\n")
+    os.rename(paths.logs, tmp_path / "old-logs")
+    os.symlink(elsewhere, paths.logs)
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 1 and "symbolic link" in res.stderr
+    assert victim.read_text() == "precious\n"
+
+
+def _forge_inbox(paths: Paths, target: Path) -> None:
+    """An inbox whose info points its head chunk at a link to ``target``."""
+    from codi_queue.queue import frame
+
+    inbox = Path(paths.spool, "inbox")
+    info = {"chunksize": 1000, "size": 1, "tail": [1, 0, 0], "head": [1, 1, 3], "ops": 1}
+    (inbox / "info").write_bytes(frame.encode_frame(frame.encode_meta(info), frame.KIND_META))
+    os.symlink(target, inbox / "q00001")
+
+
+def test_a_link_planted_in_the_inbox_is_never_written_through(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    assert enqueue("tool_event", {"tool_name": "first", "success": True}, home=str(home))
+    victim = _victim(tmp_path)
+    _forge_inbox(paths, victim)
+    os.symlink(victim, Path(paths.spool, "inbox", "info.tmp"))
+    assert enqueue("tool_event", {"tool_name": "second", "success": True}, home=str(home))
+    res = run_cli(home, "enqueue", "tool_event", '{"tool_name":"third","success":true}')
+    assert res.returncode == 0, res.stderr
+    assert victim.read_text() == "precious\n"  # neither truncated nor appended to
+    assert run_cli(home, "run", "--once").returncode == 0
+    names = {r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events")}
+    assert names == {"first", "second", "third"}
+    dead = " ".join(str(r) for r in query(paths, "state", "SELECT reason, envelope FROM cq_dead_letters"))
+    assert "precious" not in dead  # the link's target was never read into the dead-letter store
+
+
+def test_an_inbox_swapped_for_a_forged_one_is_moved_aside(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    assert enqueue("tool_event", {"tool_name": "first", "success": True}, home=str(home))
+    victim = _victim(tmp_path)
+    os.rename(Path(paths.spool, "inbox"), tmp_path / "real-inbox")
+    forged = tmp_path / "forged"
+    forged.mkdir(mode=0o700)
+    (forged / "id").write_text("09999999999999999999")
+    os.symlink(forged, Path(paths.spool, "inbox"))  # the inbox itself is now a link
+    _forge_inbox(paths, victim)
+    assert enqueue("tool_event", {"tool_name": "second", "success": True}, home=str(home))
+    assert victim.read_text() == "precious\n"
+    assert run_cli(home, "run", "--once").returncode == 0
+    assert query(paths, "sessions", "SELECT tool_name FROM tool_events") == [("second",)]
+
+
+def test_a_linked_chunk_in_a_segment_is_not_read(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    for i in range(3):
+        assert enqueue("tool_event", {"tool_name": f"t{i}", "success": True}, home=str(home))
+    seg = Path(paths.spool, "segments", "00000000000000000001")
+    os.rename(Path(paths.spool, "inbox"), seg)
+    victim = _victim(tmp_path)
+    os.rename(seg / "q00000", tmp_path / "real-chunk")
+    os.symlink(victim, seg / "q00000")
+    Consumer(paths).run(once=True)
+    dead = " ".join(str(r) for r in query(paths, "state", "SELECT reason, envelope FROM cq_dead_letters"))
+    assert "precious" not in dead and "not a regular file" in dead
+
+
+def test_the_prometheus_file_is_0644_through_a_private_temporary_name(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    out = tmp_path / "metrics" / "codi.prom"
+    out.parent.mkdir()
+    old = os.umask(0o077)
+    try:
+        assert run_cli(home, "status", "--prometheus", str(out)).returncode == 1  # no home yet: said so
+        assert run_cli(home, "run", "--once").returncode == 0
+        res = run_cli(home, "status", "--prometheus", str(out))
+    finally:
+        os.umask(old)
+    assert res.returncode == 0, res.stderr
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    assert os.listdir(out.parent) == ["codi.prom"]
+
+
+def test_a_group_writable_config_file_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert run_cli(home, "run", "--once").returncode == 0
+    config = home / "config.toml"
+    config.write_text("[archive]\nmax_bytes = 1\n")
+    os.chmod(config, 0o664)
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 1 and "writable by group or others" in res.stderr
+
+
+def _consumer(home: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "0.1"], env=cli_env(home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_deleting_the_pid_file_does_not_let_a_second_consumer_in(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    first = _consumer(home)
+    try:
+        wait_until(lambda: os.path.exists(paths.consumer_pid_file), 30, "the first consumer")
+        for name in os.listdir(paths.state):
+            os.remove(os.path.join(paths.state, name))
+        second = run_cli(home, "run", "--once")
+        assert second.returncode == 1 and f"pid {first.pid}" in second.stderr
+    finally:
+        first.terminate()
+        first.wait(timeout=60)
+
+
+def test_of_three_consumers_started_at_once_one_runs_and_the_others_name_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    procs = [_consumer(home) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 60
+        while sum(p.poll() is None for p in procs) > 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (winner,) = [p for p in procs if p.poll() is None]
+        for loser in procs:
+            if loser is not winner:
+                err = loser.stderr.read() if loser.stderr else ""
+                assert loser.returncode == 1 and f"pid {winner.pid}" in err, err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=60)
