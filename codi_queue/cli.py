@@ -331,9 +331,12 @@ def _cmd_paths(args: Any, paths: Any) -> int:
         print(json.dumps(data, indent=2))
         return EXIT_OK
     for key, value in data.items():
+        if key == "databases_from":
+            continue
         if isinstance(value, dict):
             for sub, path in value.items():
-                print(f"{key}.{sub:<10} {path}")
+                source = data["databases_from"].get(sub) if key == "databases" else None
+                print(f"{key}.{sub:<10} {path}" + (f"  ({source})" if source and source != "default" else ""))
         else:
             print(f"{key:<19} {value}")
     return EXIT_OK
@@ -639,6 +642,10 @@ def _cmd_config(args: Any, paths: Any) -> int:
         return EXIT_OK
     print(f"# config file: {data['file']}" + ("" if data["file_exists"] else " (absent: defaults)"))
     print(f"# home: {paths.home} (from {paths.source})")
+    print("[databases]")
+    for tier, db in data["databases"].items():
+        print(f"{tier} = {json.dumps(db['path'])}    # {db['from']}")
+    print()
     watch = data["watch"]
     print("[watch]")
     print(f"transcripts = {json.dumps(watch['transcripts'])}")

@@ -17,6 +17,9 @@
     [observability]
     prometheus_textfile = "/var/lib/node_exporter/textfile/codi_queue.prom"
 
+    [databases]                              # where each tier's database lives (default HOME/db/<tier>.db)
+    sessions = "~/.claude/data/claude.db"    # adopt the platform's own database; relative = under the home
+
 ``home = "..."`` at the top level is read by path resolution (``paths.py``)
 from the file in the platform's config directory.
 
@@ -30,9 +33,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import CodiQueueError
-from .fsutil import NOFOLLOW
-from .paths import Paths
+from .errors import CodiQueueError, UnsafePath
+from .fsutil import read_private_file
+from .paths import TIER_NAMES, Paths
 
 __all__ = ["Config", "ConfigError", "load_config"]
 
@@ -51,7 +54,7 @@ ARCHIVE_MAX_BYTES = 2 * 1024**3
 
 class Config:
     __slots__ = ("path", "exists", "jsonl", "transcripts", "state_dirs", "archive_max_age_days",
-                 "archive_max_bytes", "prometheus_textfile")
+                 "archive_max_bytes", "prometheus_textfile", "databases")
 
     def __init__(self, path: str, exists: bool) -> None:
         self.path = path
@@ -62,10 +65,12 @@ class Config:
         self.archive_max_age_days: float = ARCHIVE_MAX_AGE_DAYS
         self.archive_max_bytes: int = ARCHIVE_MAX_BYTES
         self.prometheus_textfile: str | None = None
+        self.databases: dict[str, tuple[str, str]] = {}  # tier → (file, where it came from)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "file": self.path,
+            "databases": {t: {"path": p, "from": src} for t, (p, src) in self.databases.items()},
             "file_exists": self.exists,
             "watch": {"jsonl": dict(self.jsonl), "transcripts": list(self.transcripts), "state_dirs": list(self.state_dirs)},
             "archive": {"max_age_days": self.archive_max_age_days, "max_bytes": self.archive_max_bytes},
@@ -83,30 +88,6 @@ def _str_list(path: str, key: str, value: Any) -> list[str]:
     return [_expand(v) for v in value]
 
 
-def read_private_file(path: str, home: str) -> bytes:
-    """A configuration file's bytes, refused when another user could have written it.
-
-    Under the home it is never read through a link; elsewhere (the platform's
-    config directory, often a dotfiles link) the file it names must be ours
-    and writable by no one else, like the directory holding it.
-    """
-    import stat
-
-    under_home = os.path.abspath(path).startswith(os.path.abspath(home) + os.sep)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (NOFOLLOW if under_home else os.O_CLOEXEC))
-    with os.fdopen(fd, "rb") as fp:
-        st = os.fstat(fp.fileno())
-        folder = os.stat(os.path.dirname(os.path.realpath(path)))
-        for what, s in (("the file", st), ("its directory", folder)):
-            if hasattr(os, "getuid") and s.st_uid != os.getuid():
-                raise ConfigError(path, None, f"refusing it: {what} is owned by uid {s.st_uid}, not {os.getuid()}")
-            if s.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                raise ConfigError(path, None, f"refusing it: {what} is writable by group or others")
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(path, None, "refusing it: not a regular file")
-        return fp.read(1 << 20)
-
-
 def load_config(paths: Paths) -> Config:
     import tomllib
 
@@ -115,17 +96,33 @@ def load_config(paths: Paths) -> Config:
 
     path = paths.config
     try:
-        data = tomllib.loads(read_private_file(path, paths.home).decode("utf-8", "replace"))
+        config_bytes = read_private_file(path, paths.home)
     except FileNotFoundError:
-        return Config(path, exists=False)
+        config = Config(path, exists=False)
+        config.databases = {t: paths.databases()[t] for t in TIER_NAMES}
+        return config
+    except UnsafePath as exc:
+        raise ConfigError(path, None, f"refusing it: {exc.why}") from None
     except OSError as exc:
         raise ConfigError(path, None, f"cannot read it: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(config_bytes.decode("utf-8", "replace"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, None, f"not valid TOML: {exc}") from None
     config = Config(path, exists=True)
-    unknown_top = set(data) - {"home", "watch", "archive", "observability"}
+    config.databases = {t: paths.databases()[t] for t in TIER_NAMES}
+    unknown_top = set(data) - {"home", "watch", "archive", "observability", "databases"}
     if unknown_top:
-        raise ConfigError(path, None, f"unknown keys {sorted(unknown_top)} (known: home, watch, archive, observability)")
+        raise ConfigError(path, None, f"unknown keys {sorted(unknown_top)} "
+                                      "(known: home, databases, watch, archive, observability)")
+    databases = data.get("databases", {})
+    if not isinstance(databases, dict):
+        raise ConfigError(path, "databases", "expected a table of tier = path")
+    for tier, value in databases.items():
+        if tier not in TIER_NAMES:
+            raise ConfigError(path, f"databases.{tier}", f"unknown tier (known: {', '.join(TIER_NAMES)})")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(path, f"databases.{tier}", "expected a path")
     archive = data.get("archive", {})
     if not isinstance(archive, dict) or set(archive) - {"max_age_days", "max_bytes"}:
         raise ConfigError(path, "archive", "expected a table with max_age_days and/or max_bytes")

@@ -10,6 +10,7 @@ __all__ = [
     "ConsumerRunning",
     "SchemaTooNew",
     "UnsafePath",
+    "TierUnavailable",
 ]
 
 
@@ -102,3 +103,12 @@ class UnsafePath(CodiQueueError):
         self.path = path
         self.why = why
         super().__init__(f"refusing {path}: {why}")
+
+
+class TierUnavailable(CodiQueueError):
+    """Some tier databases could not be opened or adopted; their operations wait in the spool."""
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        self.reasons = dict(reasons)
+        detail = "; ".join(f"{tier}: {why}" for tier, why in reasons.items())
+        super().__init__(f"these tiers were not written, their operations wait in the spool: {detail}")

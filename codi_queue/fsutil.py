@@ -16,6 +16,8 @@ __all__ = [
     "write_atomic",
     "write_all",
     "append_line",
+    "read_file",
+    "read_private_file",
     "check_private",
     "NOFOLLOW",
     "DIR_FLAGS",
@@ -81,6 +83,37 @@ def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
     os.close(fd)
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def read_file(path: str, limit: int = 64 * 1024 * 1024) -> bytes:
+    """A small state file's bytes, never through a link and never blocking on a FIFO (OSError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+    with os.fdopen(fd, "rb") as fp:
+        return fp.read(limit)
+
+
+def read_private_file(path: str, home: str) -> bytes:
+    """A configuration file's bytes, refused (``UnsafePath``) when another user could have written it.
+
+    Under the home it is never read through a link; elsewhere (the platform's
+    config directory, often a dotfiles link) the file it names must be ours
+    and writable by no one else, like the directory holding it.
+    """
+    from .errors import UnsafePath
+
+    under_home = os.path.abspath(path).startswith(os.path.abspath(home) + os.sep)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (NOFOLLOW if under_home else os.O_CLOEXEC))
+    with os.fdopen(fd, "rb") as fp:
+        st = os.fstat(fp.fileno())
+        folder = os.stat(os.path.dirname(os.path.realpath(path)))
+        for what, info in (("the file", st), ("its directory", folder)):
+            if hasattr(os, "getuid") and info.st_uid != os.getuid():
+                raise UnsafePath(path, f"{what} is owned by uid {info.st_uid}, not {os.getuid()}")
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise UnsafePath(path, f"{what} is writable by group or others")
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(path, "not a regular file")
+        return fp.read(1 << 20)
 
 
 def append_line(path: str, line: bytes) -> None:

@@ -25,8 +25,11 @@ DATABASE_FILES = {
 }
 
 
+TIER_NAMES = ("platform", "org", "sessions", "project")
+
+
 class Paths:
-    __slots__ = ("home", "source", "spool", "archive", "logs", "state", "config", "db_dir")
+    __slots__ = ("home", "source", "spool", "archive", "logs", "state", "config", "db_dir", "_databases")
 
     def __init__(self, home: str, source: str, *, logs: str, state: str, config_dir: str, config: str = "") -> None:
         self.home = home
@@ -37,17 +40,34 @@ class Paths:
         self.logs = logs
         self.state = state
         self.config = config or os.path.join(config_dir, "config.toml")
+        self._databases: dict[str, tuple[str, str]] | None = None  # tier → (file, where that came from)
 
     def with_db_dir(self, db_dir: str) -> Paths:
-        """The same paths, but databases in ``db_dir`` (a rebuild writes beside the live ones)."""
+        """The same paths, but every database in ``db_dir`` under its default name (a rebuild
+        writes fresh files there, whatever the configured locations are)."""
         other = Paths.__new__(Paths)
         for name in self.__slots__:
             setattr(other, name, getattr(self, name))
         other.db_dir = db_dir
+        other._databases = {t: (os.path.join(db_dir, f), "rebuild") for t, f in DATABASE_FILES.items()}
         return other
 
     def database(self, tier: str) -> str:
-        return os.path.join(self.db_dir, DATABASE_FILES[tier])
+        return self.databases()[tier][0]
+
+    def databases(self) -> dict[str, tuple[str, str]]:
+        """Each tier's database file and where it came from: ``[databases]`` in the config
+        file (``~`` expanded, relative paths against the home), else ``HOME/db/<tier>.db``."""
+        if self._databases is None:
+            chosen = {t: (os.path.join(self.db_dir, f), "default") for t, f in DATABASE_FILES.items()}
+            for tier, path in _configured_databases(self.config, self.home).items():
+                chosen[tier] = (path, f"config file {self.config}")
+            self._databases = chosen
+        return self._databases
+
+    def configured_database(self, tier: str) -> bool:
+        """Whether the tier's database is one the user pointed us at (an adopted database)."""
+        return self.databases()[tier][1] not in ("default", "rebuild")
 
     @property
     def error_log(self) -> str:
@@ -67,8 +87,13 @@ class Paths:
 
     def private_dirs(self) -> list[tuple[str, bool]]:
         """Every directory we keep state in, and whether it may be a symbolic link (only the home)."""
-        return [(self.home, True), (self.spool, False), (self.archive, False), (self.db_dir, False),
+        dirs = [(self.home, True), (self.spool, False), (self.archive, False), (self.db_dir, False),
                 (self.state, False), (self.logs, False)]
+        # An adopted database elsewhere (~/.claude/data/claude.db): its folder too,
+        # followed (a user's own link to it is fine), must be ours alone.
+        dirs += [(os.path.dirname(p), True) for t, (p, src) in self.databases().items()
+                 if src != "default" and t in TIER_NAMES]
+        return dirs
 
     def check_safe(self) -> None:
         """Refuse a home (or state, logs, spool, db directory) another user could write to.
@@ -94,7 +119,8 @@ class Paths:
             "logs": self.logs,
             "state": self.state,
             "config": self.config,
-            "databases": {t: self.database(t) for t in ("platform", "org", "sessions", "project")},
+            "databases": {t: self.database(t) for t in TIER_NAMES},
+            "databases_from": {t: self.databases()[t][1] for t in TIER_NAMES},
             "state_db": self.database("state"),
         }
 
@@ -118,6 +144,28 @@ def resolve(home: str | None = None) -> Paths:
         state=platformdirs.user_state_dir(APP, appauthor=False),
         config_dir=os.path.dirname(config),
     ))
+
+
+def _configured_databases(config: str, home: str) -> dict[str, str]:
+    """``[databases]`` of the config file: tier → absolute path. A file that cannot be read
+    here is reported by ``load_config``; paths fall back to the defaults meanwhile."""
+    import tomllib
+
+    from .errors import CodiQueueError
+    from .fsutil import read_private_file
+
+    try:
+        table = tomllib.loads(read_private_file(config, home).decode("utf-8", "replace")).get("databases", {})
+    except (OSError, CodiQueueError, tomllib.TOMLDecodeError):
+        return {}
+    if not isinstance(table, dict):
+        return {}
+    out: dict[str, str] = {}
+    for tier, value in table.items():
+        if tier in TIER_NAMES and isinstance(value, str) and value:
+            path = os.path.expanduser(os.path.expandvars(value))
+            out[tier] = os.path.abspath(path if os.path.isabs(path) else os.path.join(home, path))
+    return out
 
 
 def _home_from(config: str) -> str | None:

@@ -113,4 +113,4 @@ def test_db_check_vacuum_migrate(home: Path, paths: Paths) -> None:
     before, after = (int(x) for x in line.split()[1:4:2])
     assert after < before
     mig = run_cli(home, "db", "migrate")
-    assert mig.returncode == 0 and "sessions  schema v2 -> v2" in mig.stdout
+    assert mig.returncode == 0 and "sessions  schema v3 -> v3" in mig.stdout

@@ -138,7 +138,7 @@ def test_session_registry_and_skill_adoption_rate(paths: Paths, home: Path) -> N
         enqueue("skill_invocation", {"session_id": s, "skill": "pdf", "success": True}, home=str(home))
     enqueue("skill_invocation", {"session_id": "s1", "skill": "pdf", "invocations": 2}, home=str(home))  # same key
     Consumer(paths).run(once=True)
-    assert query(paths, "sessions", "SELECT status, project FROM sessions") == [("ended", None)]
+    assert query(paths, "sessions", "SELECT status, project FROM session_registry") == [("ended", None)]
     assert query(paths, "sessions", "SELECT count(*) FROM locks") == [(1,)]
     conn = apsw.Connection(paths.database("sessions"), flags=apsw.SQLITE_OPEN_READONLY)
     try:

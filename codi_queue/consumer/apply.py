@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ import apsw
 import msgspec
 
 from ..schemas.envelope import Envelope, Rejected
-from ..schemas.registry import OPS, REJECTED_OP, OpSpec
+from ..schemas.registry import OPS, REJECTED_OP, Binding, OpSpec
 from ..values import clean_text, loads
 from .db import immediate
 
@@ -106,9 +107,26 @@ def _rejected(item: Item) -> DeadLetter:
     return DeadLetter(item.env.id, rej.op, reason, msgspec.json.encode(rej), item.pos, "rejected")
 
 
-def prepare(items: Sequence[Item]) -> tuple[list[tuple[OpSpec, list[tuple[Any, ...]], list[Item]]], list[DeadLetter]]:
+_bindings: weakref.WeakKeyDictionary[apsw.Connection, dict[str, Binding]] = weakref.WeakKeyDictionary()
+
+
+def binding(conn: apsw.Connection, spec: OpSpec) -> Binding:
+    """The op's statement for this database's table as it is (adopted tables name columns their way)."""
+    per_conn = _bindings.get(conn)
+    if per_conn is None:
+        per_conn = _bindings[conn] = {}
+    found = per_conn.get(spec.name)
+    if found is None:
+        cols = {row[1] for row in conn.execute(f'PRAGMA table_info("{spec.table}")')}
+        found = per_conn[spec.name] = spec.bind(cols)
+    return found
+
+
+def prepare(
+    conn: apsw.Connection, items: Sequence[Item]
+) -> tuple[list[tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item]]], list[DeadLetter]]:
     """Decode bodies into rows grouped by table (order kept within a table); failures become dead letters."""
-    groups: dict[str, tuple[OpSpec, list[tuple[Any, ...]], list[Item]]] = {}
+    groups: dict[str, tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item]]] = {}
     dead: list[DeadLetter] = []
     for item in items:
         if item.env.op == REJECTED_OP:
@@ -119,8 +137,9 @@ def prepare(items: Sequence[Item]) -> tuple[list[tuple[OpSpec, list[tuple[Any, .
             dead.append(dead_letter(item, f"unknown operation {item.env.op!r}"))
             continue
         try:
+            bound = binding(conn, spec)
             body = _decode_body(spec, item)
-            row = (*spec.row(body), item.env.id)
+            row = (*bound.row(body), item.env.id)
         except (msgspec.DecodeError, RecursionError) as exc:  # nesting too deep is bad input too
             dead.append(dead_letter(item, f"invalid body: {exc}"))
             continue
@@ -129,9 +148,9 @@ def prepare(items: Sequence[Item]) -> tuple[list[tuple[OpSpec, list[tuple[Any, .
             continue
         group = groups.get(spec.name)
         if group is None:
-            group = groups[spec.name] = (spec, [], [])
-        group[1].append(row)
-        group[2].append(item)
+            group = groups[spec.name] = (bound, spec, [], [])
+        group[2].append(row)
+        group[3].append(item)
     return list(groups.values()), dead
 
 
@@ -139,12 +158,12 @@ def apply_items(
     conn: apsw.Connection, segment: str, end_pos: int, items: Sequence[Item], extra_dead: Sequence[DeadLetter] = ()
 ) -> TierResult:
     """Apply ``items`` and advance this tier's cursor for ``segment`` to ``end_pos``, atomically."""
-    groups, dead = prepare(items)
-    dead.extend(extra_dead)
-    result = TierResult(dead=dead)
     with immediate(conn):
-        for spec, rows, group_items in groups:
-            n = _apply_group(conn, spec, rows, group_items, dead)
+        groups, dead = prepare(conn, items)
+        dead.extend(extra_dead)
+        result = TierResult(dead=dead)
+        for bound, spec, rows, group_items in groups:
+            n = _apply_group(conn, bound, spec, rows, group_items, dead)
             if n:
                 result.applied[spec.table] = result.applied.get(spec.table, 0) + n
         _bump_applied(conn, result.applied)
@@ -165,14 +184,15 @@ def apply_items(
 
 
 def _apply_group(
-    conn: apsw.Connection, spec: OpSpec, rows: list[tuple[Any, ...]], items: list[Item], dead: list[DeadLetter]
+    conn: apsw.Connection, bound: Binding, spec: OpSpec, rows: list[tuple[Any, ...]], items: list[Item],
+    dead: list[DeadLetter],
 ) -> int:
     """Rows changed. Fast path: the whole group in one executemany under a savepoint."""
     if not spec.has_triggers:
         # Without triggers total_changes counts exactly the rows inserted or
         # updated (a replayed op_id, or an upsert older than the row, writes nothing).
         before = conn.total_changes()
-        if _executemany_or_undo(conn, spec.sql, rows):
+        if _executemany_or_undo(conn, bound.sql, rows):
             return conn.total_changes() - before
     changed = 0
     # One statement per row: a table with triggers (changes() ignores the FTS
@@ -180,7 +200,7 @@ def _apply_group(
     for row, item in zip(rows, items):
         try:
             with conn:
-                conn.execute(spec.sql, row)
+                conn.execute(bound.sql, row)
                 changed += conn.changes()
         except INFRASTRUCTURE:
             raise

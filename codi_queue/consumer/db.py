@@ -8,6 +8,7 @@ at ``BEGIN IMMEDIATE`` so contention shows there rather than mid-batch.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -59,7 +60,11 @@ def schema_version(conn: apsw.Connection) -> int:
 
 
 def migrate(conn: apsw.Connection, tier: str) -> int:
-    """Apply the tier's pending migrations; refuse a database newer than this code."""
+    """Apply the tier's pending migrations; refuse a database newer than this code.
+
+    Migrations meet whatever is there (``adopt``): an existing table of the
+    same name is adopted, never created over, dropped or rewritten.
+    """
     target = latest_version(tier)
     with immediate(conn):
         current = schema_version(conn)
@@ -68,11 +73,83 @@ def migrate(conn: apsw.Connection, tier: str) -> int:
         for version in range(current + 1, target + 1):
             for step in MIGRATIONS[tier][version - 1]:
                 if isinstance(step, str):
-                    conn.execute(step)
+                    for statement in split_statements(step):
+                        adopt(conn, statement)
                 else:
                     step(conn)
             conn.execute(f"PRAGMA user_version = {int(version)}")
     return target
+
+
+_CREATE = re.compile(
+    r"\s*CREATE\s+(?:UNIQUE\s+)?(?:VIRTUAL\s+)?(TABLE|INDEX|TRIGGER|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?",
+    re.I,
+)
+
+
+def split_statements(sql: str) -> list[str]:
+    """The complete statements of a migration script, in order (triggers keep their inner ``;``)."""
+    out: list[str] = []
+    buf = ""
+    for piece in sql.split(";"):
+        buf += piece + ";"
+        if apsw.complete(buf):
+            if buf.strip(" \n\t;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \n\t;"):
+        out.append(buf.strip())
+    return out
+
+
+def adopt(conn: apsw.Connection, statement: str) -> None:
+    """Run one migration statement so that it meets whatever the database already has.
+
+    A ``CREATE TABLE`` whose table exists adopts it instead: the columns it
+    lacks are added (a column any of whose names, ``schemas.columns``, the
+    table already has is not), its unique constraints become unique indexes,
+    and no row is touched. Any other ``CREATE`` whose name exists is skipped.
+    """
+    m = _CREATE.match(statement)
+    if m is None:
+        conn.execute(statement)
+        return
+    kind, name = m.group(1).upper(), m.group(2)
+    if not _exists(conn, name):
+        conn.execute(statement)
+        return
+    if kind == "TABLE" and "VIRTUAL" not in statement[: m.end()].upper():
+        _adopt_table(conn, name, statement)
+
+
+def _exists(conn: apsw.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ? COLLATE NOCASE", (name,)).fetchone() is not None
+
+
+def _adopt_table(conn: apsw.Connection, table: str, statement: str) -> None:
+    from ..schemas.columns import names_of
+
+    scratch = apsw.Connection(":memory:")
+    try:
+        scratch.execute(statement)
+        wanted = [(r[1], r[2], r[4]) for r in scratch.execute(f'PRAGMA table_info("{table}")')]
+        uniques: list[tuple[str, ...]] = []
+        for row in scratch.execute(f'PRAGMA index_list("{table}")').fetchall():
+            if row[2] and row[3] == "u":  # unique, from a UNIQUE constraint
+                uniques.append(tuple(str(r[2]) for r in scratch.execute(f'PRAGMA index_info("{row[1]}")')))
+    finally:
+        scratch.close()
+    have = {r[1].lower() for r in conn.execute(f'PRAGMA table_info("{table}")')}
+    for column, decl, default in wanted:
+        if any(n.lower() in have for n in names_of(table, column)):
+            continue
+        extra = f" DEFAULT {default}" if default is not None else ""
+        conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {decl}{extra}')
+        have.add(column.lower())
+    for unique in uniques:
+        name = f"{table}_{'_'.join(unique)}_key"
+        cols = ", ".join(f'"{c}"' for c in unique)
+        conn.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "{name}" ON "{table}" ({cols})')
 
 
 def open_tier(path: str, tier: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> apsw.Connection:

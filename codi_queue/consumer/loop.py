@@ -23,6 +23,7 @@ import apsw
 import msgspec
 
 from ..config import Config
+from ..errors import CodiQueueError, TierUnavailable
 from ..errorlog import ensure_reserve, record_error
 from ..fsutil import ensure_private_dir
 from ..paths import Paths
@@ -48,6 +49,10 @@ ALL_TIERS: tuple[str, ...] = (*TIERS, STATE_TIER)
 # autocheckpoint, and the WAL grows without bound. Past this size the
 # consumer checkpoints with TRUNCATE, which waits out the current readers.
 WAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
+TIER_RETRY_S = 60.0  # how often a tier that could not be opened or adopted is tried again
+# Faults that pass by themselves (a lock, a full disk): retried with backoff like any
+# pass. Anything else while opening or adopting a tier sets that tier aside.
+_PASSING = (apsw.BusyError, apsw.LockedError, apsw.IOError, apsw.FullError, apsw.NoMemError, OSError)
 _decode_record = msgspec.msgpack.Decoder(Record).decode
 _decode_json_record = msgspec.json.Decoder(Record).decode
 
@@ -110,6 +115,10 @@ class Consumer:
         self._stop = threading.Event()
         self._waker: Waker | None = None
         self._conns: dict[str, apsw.Connection] = {}
+        # Tiers whose database could not be opened or adopted, and why: the
+        # others go on applying; their operations wait in the spool.
+        self.unavailable: dict[str, str] = {}
+        self._retry_tiers_at = 0.0
         self._cursors: dict[str, dict[str, int]] = {}
         self.tailers = Tailers(paths, config, self._report) if config is not None else None
         self.metrics = Metrics(paths.metrics)
@@ -135,6 +144,8 @@ class Consumer:
                     self._poll_sources()
                     self.drain(max_passes=3)
                     self._housekeeping(force=True)
+                    if self.unavailable:
+                        raise TierUnavailable(self.unavailable)
                 else:
                     self._serve()  # opens the databases inside its retry loop: a locked one only delays
             finally:
@@ -210,14 +221,37 @@ class Consumer:
             ensure_private_dir(path)
 
     def _open_databases(self) -> None:
+        """Open (and migrate or adopt) every tier; one that fails is reported and set aside."""
         for tier in self.tiers:
-            if tier not in self._conns:
-                path = self.paths.database(tier)
+            if tier in self._conns:
+                continue
+            path = self.paths.database(tier)
+            try:
                 self._conns[tier] = open_tier(path, tier, self.busy_timeout_ms)
-                # The first file seen is the one to compare with; a reopen after a
-                # fault keeps it, so _check_databases notices a replacement.
                 st = os.stat(path)
-                self._identity.setdefault(tier, (st.st_dev, st.st_ino))
+            except (apsw.Error, OSError, CodiQueueError) as exc:
+                conn = self._conns.pop(tier, None)
+                if conn is not None:
+                    conn.close()
+                if isinstance(exc, _PASSING):
+                    raise  # a lock or a full disk: the whole pass backs off and retries soon
+                why = f"{type(exc).__name__}: {exc}"
+                if self.unavailable.get(tier) != why:
+                    self._report(f"{tier} database {path} cannot be opened or adopted, its operations wait in the "
+                                 f"spool (the other tiers go on): {why}")
+                self.unavailable[tier] = why
+                self._retry_tiers_at = time.monotonic() + TIER_RETRY_S
+                continue
+            if self.unavailable.pop(tier, None) is not None:
+                log.info("%s database %s is available again", tier, path)
+            # The first file seen is the one to compare with; a reopen after a
+            # fault keeps it, so _check_databases notices a replacement.
+            self._identity.setdefault(tier, (st.st_dev, st.st_ino))
+        self.metrics.unavailable = dict(self.unavailable)
+
+    @property
+    def available(self) -> tuple[str, ...]:
+        return tuple(t for t in self.tiers if t in self._conns)
 
     def _check_databases(self) -> None:
         """A tier file deleted or replaced under us: reopen it and refill it from the journal.
@@ -269,7 +303,7 @@ class Consumer:
 
     def drain(self, max_passes: int | None = None) -> int:
         """Pass over the spool until a pass finds nothing new; the number of operations handled."""
-        if not self._conns:
+        if not self._conns or self.unavailable and time.monotonic() >= self._retry_tiers_at:
             self._open_databases()
         self._check_databases()
         total = passes = 0
@@ -284,6 +318,8 @@ class Consumer:
                 handled += n
                 if self.stopping or not complete:
                     break
+                if self.unavailable:
+                    continue  # a tier that cannot be written still needs these records: nothing moves
                 if qd.live:
                     self._maybe_rotate(qd)
                 else:
@@ -334,7 +370,10 @@ class Consumer:
 
     def _drain_dir(self, qd: QueueDir) -> tuple[int, bool]:
         cursors = self._cursor_map(qd.id)
-        start = min(cursors.values())
+        available = self.available
+        if not available:
+            return 0, False
+        start = min(cursors[t] for t in available)
         try:
             reader = SegmentReader(qd.path, live=qd.live)
         except OSError as exc:
@@ -407,12 +446,14 @@ class Consumer:
         if replaced and fresh:
             self._report(f"segment {seg}: record at {describe_pos(entry.start)}: invalid UTF-8 or unpaired "
                          "surrogates replaced with U+FFFD")
+        routed_here = 0
         for env in record.ops:
             spec = OPS.get(env.op)
             tier = spec.tier if spec is not None else STATE_TIER
-            if entry.end > cursors[tier]:
+            if entry.end > cursors[tier] and tier in self._conns:
                 routed[tier].append(Item(env, entry.end, is_json))
-        return len(record.ops)
+                routed_here += 1
+        return max(1, routed_here)
 
     def _damage_letter(self, seg: str, entry: Entry, reader: SegmentReader) -> DeadLetter:
         """A dead letter for a damaged span, its whole bytes copied aside when they exceed what it holds inline."""
@@ -475,9 +516,10 @@ class Consumer:
                 state = self._conns[STATE_TIER]
                 for op_id in result.retried:
                     state.execute("DELETE FROM cq_dead_letters WHERE op_id = ?", (op_id,))
-        for tier in ALL_TIERS:
+        for tier in self._conns:
             # Tiers with nothing in [start, end) are done with it too; only the
             # in-memory cursor moves (a restart re-reads, and skips, the span).
+            # A tier set aside keeps its cursor: it re-reads the span when it is back.
             cursors[tier] = max(cursors[tier], end)
         self.stats.batches += 1
         self._flush_metrics()

@@ -28,6 +28,7 @@ class Metrics:
         self.applied = 0
         self.dead_letters = 0
         self.last_batch_at: float | None = None
+        self.unavailable: dict[str, str] = {}  # tier → why it cannot be written now
         self._window: deque[tuple[float, int]] = deque()
         self._flushed = 0.0
 
@@ -60,6 +61,7 @@ class Metrics:
             "dead_letters": self.dead_letters,
             "last_batch_at": self.last_batch_at,
             "throughput_1m_ops_s": round(self.rate(now), 3),
+            "unavailable_tiers": dict(self.unavailable),
         }
 
     def flush(self, force: bool = False, running: bool = True) -> str | None:

@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+import apsw
 import msgspec
 
 from ..errorlog import error_count, last_error
@@ -25,18 +26,30 @@ _decode_head = msgspec.msgpack.Decoder(RecordHead).decode
 _decode_json_head = msgspec.json.Decoder(RecordHead).decode
 
 
+def _open(paths: Paths, tier: str, problems: dict[str, str]) -> Any:
+    try:
+        return open_readonly(paths.database(tier))
+    except apsw.Error as exc:  # reported, not fatal: status must answer whatever one database is like
+        problems[tier] = f"{type(exc).__name__}: {exc}"
+        return None
+
+
 def collect(paths: Paths) -> dict[str, Any]:
-    conns = {t: open_readonly(paths.database(t)) for t in (*TIERS, STATE_TIER)}
+    unreadable: dict[str, str] = {}
+    conns = {t: _open(paths, t, unreadable) for t in (*TIERS, STATE_TIER)}
     try:
         pending, oldest = _pending(paths, conns)
         dead = 0
         applied: dict[str, int] = {}
-        for conn in conns.values():
-            if conn is None or not _has_table(conn, "cq_applied"):
-                continue
-            dead += int(conn.execute("SELECT count(*) FROM cq_dead_letters").get)
-            for table, n in conn.execute("SELECT tbl, n FROM cq_applied ORDER BY tbl"):
-                applied[table] = applied.get(table, 0) + int(n)
+        for tier, conn in conns.items():
+            try:
+                if conn is None or not _has_table(conn, "cq_applied"):
+                    continue
+                dead += int(conn.execute("SELECT count(*) FROM cq_dead_letters").get)
+                for table, n in conn.execute("SELECT tbl, n FROM cq_applied ORDER BY tbl"):
+                    applied[table] = applied.get(table, 0) + int(n)
+            except apsw.Error as exc:
+                unreadable[tier] = f"{type(exc).__name__}: {exc}"
     finally:
         for conn in conns.values():
             if conn is not None:
@@ -68,6 +81,7 @@ def collect(paths: Paths) -> dict[str, Any]:
         "wal_bytes": wal,
         "archive": {"segments": segments, "bytes": archive_bytes},
         "last_error": last_error(paths.error_log),
+        "tiers_unavailable": {**((metrics.get("unavailable_tiers") or {}) if live else {}), **unreadable},
         "producer_errors": error_count(paths.error_log, "producer"),
     }
 
@@ -87,6 +101,7 @@ def render_human(report: dict[str, Any], home: str) -> str:
         f"archive          {report['archive']['segments']} segments, {report['archive']['bytes']} bytes",
     ]
     lines += [f"applied          {t}: {n}" for t, n in sorted(report["applied"].items())]
+    lines += [f"tier unavailable {t}: {why}" for t, why in sorted(report["tiers_unavailable"].items())]
     err = report["last_error"]
     lines.append("last error       " + (f"{err['message']}" if err else "none"))
     return "\n".join(lines)
@@ -124,10 +139,13 @@ def _has_table(conn: Any, name: str) -> bool:
 def _applied_upto(conns: dict[str, Any], seg: str) -> int:
     best = 0
     for conn in conns.values():
-        if conn is not None and _has_table(conn, "cq_cursor"):
-            row = conn.execute("SELECT pos FROM cq_cursor WHERE segment = ?", (seg,)).fetchone()
-            if row:
-                best = max(best, int(row[0]))
+        try:
+            if conn is not None and _has_table(conn, "cq_cursor"):
+                row = conn.execute("SELECT pos FROM cq_cursor WHERE segment = ?", (seg,)).fetchone()
+                if row:
+                    best = max(best, int(row[0]))
+        except apsw.Error:
+            continue  # reported under tiers_unavailable
     return best
 
 

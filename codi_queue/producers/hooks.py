@@ -22,7 +22,7 @@ import re
 import time
 from typing import Any
 
-from ..fsutil import ensure_private_dir
+from ..fsutil import NOFOLLOW, ensure_private_dir, read_file
 
 __all__ = ["operations_for", "ACTIVITY_TYPES", "ORPHAN_REASON"]
 
@@ -78,7 +78,7 @@ def _mark(inflight: str, payload: dict[str, Any], session: str | None, now: floa
         return
     ensure_private_dir(inflight)
     marker = {"t": now, "session_id": session, "tool_name": _str(payload.get("tool_name")), "context": _context(payload)}
-    fd = os.open(_marker_path(inflight, tool_use_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(_marker_path(inflight, tool_use_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, 0o600)
     try:
         os.write(fd, json.dumps(marker).encode())
     finally:
@@ -90,10 +90,9 @@ def _take_marker(inflight: str, tool_use_id: str | None) -> dict[str, Any] | Non
         return None
     path = _marker_path(inflight, tool_use_id)
     try:
-        with open(path, "rb") as fp:
-            data = json.loads(fp.read())
+        data = json.loads(read_file(path))
         os.unlink(path)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -155,9 +154,8 @@ def _sweep(inflight: str, session: str | None, now: float, grace: float) -> list
     for name in names:
         path = os.path.join(inflight, name)
         try:
-            with open(path, "rb") as fp:
-                marker = json.loads(fp.read())
-        except (FileNotFoundError, ValueError):
+            marker = json.loads(read_file(path))
+        except (OSError, ValueError):
             continue
         started = marker.get("t") if isinstance(marker, dict) else None
         if not isinstance(started, (int, float)):

@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Iterator
 
-from ..fsutil import ensure_private_dir, write_atomic
+from ..fsutil import ensure_private_dir, read_file, write_atomic
 
 __all__ = ["SourceFile", "Line"]
 
@@ -43,10 +43,9 @@ class SourceFile:
 
     def _load(self) -> None:
         try:
-            with open(self._store, "rb") as fp:
-                saved = json.loads(fp.read())
-        except (FileNotFoundError, ValueError):
-            return
+            saved = json.loads(read_file(self._store))
+        except (OSError, ValueError):
+            return  # no position yet (or an unreadable one): the file is read from the start
         if isinstance(saved, dict) and saved.get("path") == self.path:
             self._saved = saved
 

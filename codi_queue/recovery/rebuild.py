@@ -22,6 +22,7 @@ from ..consumer.db import open_readonly
 from ..consumer.lock import ConsumerLock
 from ..consumer.loop import ALL_TIERS, Consumer
 from ..fsutil import ensure_private_dir, fsync_dir
+from ..errors import CodiQueueError
 from ..paths import Paths
 from ..schemas.registry import OPS, REJECTED_OP, STATE_TIER
 from .journal import journal_dirs, records
@@ -91,13 +92,21 @@ def rebuild_in_place(
     paths: Paths, tiers: tuple[str, ...] = ALL_TIERS, progress: Callable[[int], None] | None = None
 ) -> RebuildResult:
     """Rebuild the live databases; needs the consumer stopped (its lock), keeps the old files aside."""
+    adopted = [t for t in tiers if t != "state" and paths.configured_database(t)]
+    if adopted:
+        # An adopted database holds rows the journal never saw (the platform's
+        # own): replacing it would drop them. Rebuild beside it instead.
+        raise CodiQueueError(
+            f"{', '.join(adopted)}: the database is one you pointed codi-queue at ({paths.database(adopted[0])}); "
+            "rebuilding it in place would drop the rows codi-queue never wrote: use --into DIR"
+        )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with ConsumerLock(paths):
         work = os.path.join(paths.db_dir, f".rebuild-{stamp}")
         result = rebuild_into(paths, work, tiers, progress)
         for tier in tiers:
             live = paths.database(tier)
-            fresh = os.path.join(work, os.path.basename(live))
+            fresh = paths.with_db_dir(work).database(tier)
             if os.path.exists(live):
                 old, new = _row_counts(live), _row_counts(fresh)
                 for table, n in sorted(old.items()):

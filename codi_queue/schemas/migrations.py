@@ -257,8 +257,11 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_status ON tasks (status);
 """
 
+# The session registry. (Released as ``sessions``, which is the platform's
+# per-session summary in claude.db: migration 3 renames a registry created
+# under that name, so both live in one database.)
 _SESSIONS_2 = """
-CREATE TABLE sessions (
+CREATE TABLE session_registry (
     id INTEGER PRIMARY KEY,
     timestamp INTEGER NOT NULL,
     session_id TEXT NOT NULL UNIQUE,
@@ -401,10 +404,150 @@ def _adopt_legacy(conn: Any) -> None:
         conn.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "{table}_op_id" ON "{table}" (op_id)')
 
 
+def _rename_old_registry(conn: Any) -> None:
+    """A registry the first release created as ``sessions`` becomes ``session_registry``."""
+    cols = {row[1] for row in conn.execute('PRAGMA table_info("sessions")')}
+    ours = {"session_id", "status", "host", "pid", "op_id"} <= cols and "project_path" not in cols
+    taken = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'session_registry'").fetchone()
+    if ours and not taken:
+        conn.execute('ALTER TABLE "sessions" RENAME TO "session_registry"')
+
+
+# The platform's own tables (claude-command-center config/schema.sql), so its
+# dashboards work on a fresh database as on an adopted claude.db; the event
+# tables of the streams that reached only JSONL until now carry op_id.
+_SESSIONS_3 = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    project_path TEXT,
+    started_at DATETIME NOT NULL,
+    ended_at DATETIME,
+    model TEXT NOT NULL,
+    message_count INTEGER DEFAULT 0,
+    tool_count INTEGER DEFAULT 0,
+    input_tokens INTEGER DEFAULT 0,
+    output_tokens INTEGER DEFAULT 0,
+    cache_read_tokens INTEGER DEFAULT 0,
+    cache_write_tokens INTEGER DEFAULT 0,
+    outcome TEXT,
+    quality_score REAL,
+    dq_score REAL,
+    complexity REAL,
+    cost_estimate REAL,
+    metadata JSON,
+    transcript_path TEXT,
+    scanned_at DATETIME
+);
+CREATE INDEX IF NOT EXISTS idx_sessions_started ON sessions(started_at);
+CREATE TABLE IF NOT EXISTS daily_stats (
+    date DATE PRIMARY KEY,
+    opus_messages INTEGER DEFAULT 0,
+    sonnet_messages INTEGER DEFAULT 0,
+    haiku_messages INTEGER DEFAULT 0,
+    opus_tokens_in INTEGER DEFAULT 0,
+    opus_tokens_out INTEGER DEFAULT 0,
+    opus_cache_read INTEGER DEFAULT 0,
+    sonnet_tokens_in INTEGER DEFAULT 0,
+    sonnet_tokens_out INTEGER DEFAULT 0,
+    sonnet_cache_read INTEGER DEFAULT 0,
+    haiku_tokens_in INTEGER DEFAULT 0,
+    haiku_tokens_out INTEGER DEFAULT 0,
+    haiku_cache_read INTEGER DEFAULT 0,
+    session_count INTEGER DEFAULT 0,
+    tool_calls INTEGER DEFAULT 0,
+    cost_estimate REAL DEFAULT 0,
+    updated_at DATETIME DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS tool_usage (
+    tool_name TEXT PRIMARY KEY,
+    total_calls INTEGER DEFAULT 0,
+    success_count INTEGER DEFAULT 0,
+    failure_count INTEGER DEFAULT 0,
+    last_used DATETIME,
+    avg_duration_ms REAL
+);
+CREATE TABLE IF NOT EXISTS hourly_activity (
+    date DATE,
+    hour INTEGER,
+    session_count INTEGER DEFAULT 0,
+    message_count INTEGER DEFAULT 0,
+    PRIMARY KEY (date, hour)
+);
+CREATE TABLE IF NOT EXISTS command_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    args TEXT,
+    success INTEGER,
+    execution_time_ms INTEGER,
+    op_id TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS idx_command_timestamp ON command_events(timestamp);
+CREATE TABLE IF NOT EXISTS routing_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    query_hash TEXT,
+    complexity REAL,
+    dq_score REAL,
+    chosen_model TEXT,
+    reasoning TEXT,
+    feedback TEXT,
+    op_id TEXT UNIQUE
+);
+CREATE TABLE IF NOT EXISTS coordinator_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    agent_id TEXT,
+    action TEXT NOT NULL,
+    strategy TEXT,
+    file_path TEXT,
+    result TEXT,
+    duration_ms INTEGER,
+    exit_code INTEGER,
+    op_id TEXT UNIQUE
+);
+CREATE TABLE IF NOT EXISTS expertise_routing_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    domain TEXT NOT NULL,
+    expertise_level REAL,
+    query_complexity REAL,
+    chosen_model TEXT,
+    reasoning TEXT,
+    query_hash TEXT,
+    op_id TEXT UNIQUE
+);
+CREATE TABLE IF NOT EXISTS autonomy_events (
+    id INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    session_id TEXT,
+    tool_name TEXT,
+    context TEXT,
+    op_id TEXT UNIQUE
+);
+"""
+
+
+def _platform_column_names(conn: Any) -> None:
+    """Fresh tables get the platform's names for our columns too (the dashboards query those)."""
+    from .columns import PLATFORM_NAMES
+
+    for table, pairs in PLATFORM_NAMES.items():
+        cols = {row[1]: row[2] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+        for ours, theirs in pairs.items():
+            if theirs not in cols and ours in cols:
+                conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{theirs}" {cols[ours]}')
+
+
 MIGRATIONS: dict[str, tuple[tuple[Step, ...], ...]] = {
     "platform": ((_META, _PLATFORM_1),),
     "org": ((_META, _ORG_1),),
-    "sessions": ((_META, _SESSIONS_LEGACY, _adopt_legacy, _SESSIONS_NEW), (_SESSIONS_2,)),
+    "sessions": (
+        (_META, _SESSIONS_LEGACY, _adopt_legacy, _SESSIONS_NEW),
+        (_SESSIONS_2,),
+        (_rename_old_registry, _SESSIONS_3, _platform_column_names),
+    ),
     "project": ((_META, _PROJECT_1), (_PROJECT_2,)),
     "state": ((_META,),),
 }

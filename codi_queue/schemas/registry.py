@@ -16,7 +16,7 @@ import msgspec
 from . import ops
 from .types import OpBase
 
-__all__ = ["TIERS", "STATE_TIER", "REJECTED_OP", "OpSpec", "OPS", "spec_for", "TABLES_BY_TIER"]
+__all__ = ["TIERS", "STATE_TIER", "REJECTED_OP", "OpSpec", "Binding", "OPS", "spec_for", "TABLES_BY_TIER"]
 
 TIERS: tuple[str, ...] = ("platform", "org", "sessions", "project")
 # The consumer's own database: dead letters that belong to no tier (unknown
@@ -86,8 +86,39 @@ class OpSpec:
         """Whether writing a row writes others too (then total_changes overcounts)."""
         return self.table in _TRIGGER_TABLES
 
+    def bind(self, table_columns: set[str]) -> Binding:
+        """The statement and row getter for a table as it is: each field is written to every
+        one of its names (``schemas.columns``) the table has."""
+        from .columns import names_of
+
+        targets: list[str] = []
+        fields: list[str] = []
+        lower = {c.lower(): c for c in table_columns}
+        for column in self.columns:
+            present = [lower[n.lower()] for n in names_of(self.table, column) if n.lower() in lower]
+            if not present:
+                raise ValueError(f"table {self.table} has no column for {self.name}.{column}")
+            for name in present:
+                targets.append(name)
+                fields.append(column)
+        if targets == list(self.columns):
+            return Binding(self.sql, self.row)
+        for ident in targets:
+            if not _IDENT.fullmatch(ident.lower()):
+                raise ValueError(f"unsafe SQL identifier {ident!r} in table {self.table}")
+        return Binding(_statement(self.table, tuple(targets), self.key), operator.attrgetter(*fields))
+
     def __repr__(self) -> str:
         return f"OpSpec({self.name!r}, tier={self.tier!r}, table={self.table!r}, key={self.key!r})"
+
+
+class Binding:
+    """One operation's INSERT for one table as it stands, and the row values in its column order."""
+
+    __slots__ = ("sql", "row")
+
+    def __init__(self, sql: str, row: Callable[[Any], tuple[Any, ...]]) -> None:
+        self.sql, self.row = sql, row
 
 
 def _statement(table: str, cols: tuple[str, ...], key: tuple[str, ...]) -> str:
@@ -97,7 +128,7 @@ def _statement(table: str, cols: tuple[str, ...], key: tuple[str, ...]) -> str:
     if not key:
         # op_id is unique in event tables: a replayed operation is a no-op.
         return f"{head} ON CONFLICT(op_id) DO NOTHING"
-    sets = ", ".join(f'"{c}" = excluded."{c}"' for c in (*cols, "op_id") if c not in key)
+    sets = ", ".join(f'"{c}" = excluded."{c}"' for c in dict.fromkeys((*cols, "op_id")) if c not in key)
     conflict = ", ".join(f'"{c}"' for c in key)
     # Ids are time-ordered: an older operation (a replay) never overwrites a newer one.
     return f'{head} ON CONFLICT({conflict}) DO UPDATE SET {sets} WHERE excluded.op_id > "{table}".op_id'
@@ -120,7 +151,7 @@ _SPECS = (
     OpSpec("component", ops.Component, "platform", "components", key=("kind", "name")),
     OpSpec("task", ops.Task, "project", "tasks", key=("task_id",)),
     # session registry and skill adoption (sessions migration 2)
-    OpSpec("session", ops.SessionRecord, "sessions", "sessions", key=("session_id",)),
+    OpSpec("session", ops.SessionRecord, "sessions", "session_registry", key=("session_id",)),
     OpSpec("lock", ops.Lock, "sessions", "locks", key=("resource",)),
     OpSpec("override", ops.Override, "sessions", "overrides", key=("scope", "key")),
     OpSpec("worktree_link", ops.WorktreeLink, "sessions", "worktree_links", key=("worktree_path",)),

@@ -1,0 +1,148 @@
+"""An existing claude.db, made by either of the platform's schemas, is adopted, never fought (issue: fidelity)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from codi_queue.paths import resolve
+
+from ..conftest import query, run_cli
+from .schemas import CCC, META_VENGINE, SEED, build
+
+
+def _claude_db(tmp_path: Path, schema: list[tuple[str, str]]) -> Path:
+    data = tmp_path / "dot-claude" / "data"
+    data.mkdir(parents=True, mode=0o700)
+    path = data / "claude.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    build(conn, schema)
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _snapshot(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in SEED}
+    finally:
+        conn.close()
+
+
+def _home_pointing_at(tmp_path: Path, tier: str, db: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "config.toml").write_text(f'[databases]\n{tier} = "{db}"\n')
+    return home
+
+
+OPS = [
+    ("tool_event", {"tool_name": "Edit", "success": True, "duration_ms": 7, "session_id": "s-new"}),
+    ("session_outcome", {"session_id": "s-new", "outcome": "success", "quality": 4, "model": "opus",
+                         "messages_count": 10, "cost_usd": 0.5, "success": True}),
+    ("session", {"session_id": "s-new", "status": "active", "host": "box", "pid": 42}),
+    ("activity_event", {"event_type": "SessionStart", "session_id": "s-new", "data": {"model": "opus"}}),
+]
+
+
+@pytest.mark.parametrize("schema", [CCC, META_VENGINE], ids=["command-center", "meta-vengine"])
+def test_an_existing_claude_db_is_adopted_on_first_run(tmp_path: Path, schema: list[tuple[str, str]]) -> None:
+    db = _claude_db(tmp_path, schema)
+    before = _snapshot(db)
+    home = _home_pointing_at(tmp_path, "sessions", db)
+    paths = resolve(str(home))
+    shown = json.loads(run_cli(home, "paths", "--json").stdout)
+    assert shown["databases"]["sessions"] == str(db) and "config file" in shown["databases_from"]["sessions"]
+    for op, body in OPS:
+        res = run_cli(home, "enqueue", op, json.dumps(body))
+        assert res.returncode == 0, res.stderr
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 0, res.stderr
+    # Old rows intact (every column they had), new rows appended after them.
+    after = _snapshot(db)
+    for table, rows in before.items():
+        width = len(rows[0])
+        assert [r[:width] for r in after[table][: len(rows)]] == rows, table
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(3,)]
+    # The dashboards' names for the outcome columns hold the new row's values.
+    assert query(paths, "sessions", "SELECT quality_score, model_used, message_count, cost FROM session_outcome_events "
+                                    "WHERE session_id = 's-new'") == [(4.0, "opus", 10, 0.5)]
+    # The platform's sessions and our registry live side by side, each with its own rows.
+    assert query(paths, "sessions", "SELECT id FROM sessions") == [("sess-old",)]
+    assert query(paths, "sessions", "SELECT session_id, host FROM session_registry") == [("s-new", "box")]
+    assert query(paths, "sessions", "SELECT count(*) FROM v_recent_sessions") == [(1,)]
+    status = json.loads(run_cli(home, "status", "--json").stdout)
+    assert status["dead_letters"] == 0 and status["tiers_unavailable"] == {} and status["pending"] == 0
+    assert run_cli(home, "db", "migrate").returncode == 0  # migrating again meets what is there: nothing to do
+
+
+def test_a_fresh_database_has_the_dashboards_names_too(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    assert run_cli(home, "enqueue", *(OPS[1][0], json.dumps(OPS[1][1]))).returncode == 0
+    assert run_cli(home, "run", "--once").returncode == 0
+    assert query(paths, "sessions", "SELECT quality, quality_score, model, model_used, messages_count, message_count "
+                                    "FROM session_outcome_events") == [(4.0, 4.0, "opus", "opus", 10, 10)]
+
+
+def test_a_registry_released_as_sessions_is_renamed_not_mixed(tmp_path: Path) -> None:
+    import apsw
+
+    from codi_queue.consumer.db import adopt, split_statements
+    from codi_queue.schemas.migrations import MIGRATIONS
+
+    path = tmp_path / "sessions.db"
+    conn = apsw.Connection(str(path))
+    for step in MIGRATIONS["sessions"][0]:
+        conn.execute(step) if isinstance(step, str) else step(conn)
+    # What the first release's migration 2 created: the registry under the name "sessions".
+    old = MIGRATIONS["sessions"][1][0]
+    assert isinstance(old, str)
+    for statement in split_statements(old.replace("CREATE TABLE session_registry", "CREATE TABLE sessions")):
+        adopt(conn, statement)
+    conn.execute("INSERT INTO sessions (timestamp, session_id, status, op_id) VALUES (1, 'kept', 'active', 'x')")
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    from codi_queue.consumer.db import open_tier
+
+    conn = open_tier(str(path), "sessions")
+    try:
+        assert conn.execute("SELECT session_id FROM session_registry").fetchall() == [("kept",)]
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
+        assert {"started_at", "project_path", "quality_score"} <= cols  # the platform's table now
+    finally:
+        conn.close()
+
+
+def test_a_tier_that_cannot_be_adopted_waits_while_the_others_apply(tmp_path: Path) -> None:
+    bad = tmp_path / "elsewhere" / "project.db"
+    bad.parent.mkdir(mode=0o700)
+    conn = sqlite3.connect(bad)
+    # Someone's tasks table whose task ids repeat: the upsert key cannot become unique.
+    conn.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, timestamp INTEGER, task_id TEXT, title TEXT)")
+    conn.executemany("INSERT INTO tasks (timestamp, task_id, title) VALUES (1, 'dup', ?)", [("a",), ("b",)])
+    conn.commit()
+    conn.close()
+    home = _home_pointing_at(tmp_path, "project", bad)
+    paths = resolve(str(home))
+    assert run_cli(home, "enqueue", "task", '{"task_id":"t1","title":"x"}').returncode == 0
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"Read","success":true}').returncode == 0
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 1 and "project" in res.stderr and "Traceback" not in res.stderr
+    assert query(paths, "sessions", "SELECT tool_name FROM tool_events") == [("Read",)]
+    log = Path(paths.error_log).read_text()
+    assert "project database" in log and "cannot be opened or adopted" in log
+    # Fix the user's table, and the task that waited in the spool arrives.
+    conn = sqlite3.connect(bad)
+    conn.execute("DELETE FROM tasks WHERE title = 'b'")
+    conn.commit()
+    conn.close()
+    assert run_cli(home, "run", "--once").returncode == 0
+    assert query(paths, "project", "SELECT task_id FROM tasks ORDER BY id") == [("dup",), ("t1",)]
+    assert os.path.exists(bad)
