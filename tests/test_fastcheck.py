@@ -31,11 +31,15 @@ def test_lite_records_carry_every_operations_version() -> None:
 
 
 def _msgspec_verdict(op: str, body: Any) -> str | None:
+    """What the API decides: the Struct, then our vocabularies and scales (schemas.vocab)."""
+    from codi_queue.schemas.vocab import outside
+
     try:
-        msgspec.json.decode(json.dumps(body, allow_nan=False).encode(), type=OPS[op].type)
+        item = msgspec.json.decode(json.dumps(body, allow_nan=False).encode(), type=OPS[op].type)
     except msgspec.ValidationError as exc:
         return str(exc)
-    return None
+    refused = outside(op, item)
+    return refused[0][1] if refused else None
 
 
 def _fast_verdict(op: str, body: Any) -> str | None:
@@ -85,7 +89,7 @@ def test_same_verdict_as_msgspec(case: tuple[str, dict[str, Any]]) -> None:
         ("tool_event", {"tool_name": "x", "success": 1}, "success", "Expected `bool`, got `int`"),
         ("session_outcome", {"messages_count": "12"}, "messages_count", "Expected `int | null`, got `str`"),
         ("session_outcome", {"outcome": "great"}, "outcome", "Invalid enum value 'great'"),
-        ("session_outcome", {"quality": 9}, "quality", "Expected `float` <= 5.0"),
+        ("session_outcome", {"quality": 9}, "quality", "Expected a value in [1.0, 5.0], got 9"),
         ("tool_event", {"tool_name": "", "success": True}, "tool_name", "Expected `str` of length >= 1"),
     ],
 )

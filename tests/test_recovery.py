@@ -60,26 +60,26 @@ def test_rejected_line_applies_once_the_alias_table_knows_it(tmp_path: Path, hom
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from codi_queue.schemas import legacy
 
-    src = tmp_path / "tool-usage.jsonl"
-    src.write_text(json.dumps({"ts": 1700000000, "command_name": "Bash", "success": True}) + "\n")
-    assert run_cli(home, "import", str(src)).returncode == 2  # no tool_name under any alias yet
+    src = tmp_path / "command-usage.jsonl"
+    src.write_text(json.dumps({"ts": 1700000000, "cmd": "/commit", "success": True}) + "\n")
+    assert run_cli(home, "import", str(src)).returncode == 2  # no command under any alias yet
     Consumer(paths).run(once=True)
-    assert query(paths, "state", "SELECT op, format FROM cq_dead_letters") == [("tool_event", "rejected")]
-    fields = tuple(f if f.name != "tool_name" else legacy.LegacyField("tool_name", "tool_name", "tool", "command_name")
-                   for f in legacy.LEGACY_FIELDS["tool_event"])
-    monkeypatch.setitem(legacy.LEGACY_FIELDS, "tool_event", fields)
+    assert query(paths, "state", "SELECT op, format FROM cq_dead_letters") == [("command_event", "rejected")]
+    fields = tuple(f if f.name != "command" else legacy.LegacyField("command", "command", "cmd")
+                   for f in legacy.LEGACY_FIELDS["command_event"])
+    monkeypatch.setitem(legacy.LEGACY_FIELDS, "command_event", fields)
     assert replay_dead_letters(paths).sent == 1
     Consumer(paths).run(once=True)
-    assert query(paths, "sessions", "SELECT tool_name, timestamp FROM tool_events") == [("Bash", 1700000000)]
+    assert query(paths, "sessions", "SELECT command, timestamp FROM command_events") == [("/commit", 1700000000)]
     assert query(paths, "state", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
     # The same line imported again later (offsets lost) is the same operation: still one row.
     for f in Path(paths.state, "offsets").iterdir():
         f.unlink()
     from codi_queue.producers.jsonl import import_file
 
-    import_file(paths, str(src), "tool_event")
+    import_file(paths, str(src), "command_event")
     Consumer(paths).run(once=True)
-    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(1,)]
+    assert query(paths, "sessions", "SELECT count(*) FROM command_events") == [(1,)]
 
 
 def _fill(home: Path, paths: Paths, n: int = 30) -> None:

@@ -157,8 +157,8 @@ def test_missing_timestamp_defaults_to_now() -> None:
 @pytest.mark.parametrize(
     ("op", "body", "field", "fragment"),
     [
-        ("session_outcome", {"quality": 6}, "quality", "<= 5.0"),
-        ("session_outcome", {"complexity": 1.5}, "complexity", "<= 1.0"),
+        ("session_outcome", {"quality": 6}, "quality", "in [1.0, 5.0]"),
+        ("session_outcome", {"complexity": 1.5}, "complexity", "in [0.0, 1.0]"),
         ("session_outcome", {"outcome": "great"}, "outcome", "Invalid enum value"),
         ("session_outcome", {"messages_count": "12"}, "messages_count", "Expected `int | null`, got `str`"),
         ("tool_event", {"success": True}, "tool_name", "missing required field"),
@@ -223,6 +223,10 @@ def test_operation_structs_only_grow_with_defaults() -> None:
         "session_state": {"session_id"},
         "agent": {"session_id", "agent_id"},
         "agent_log": {"session_id", "agent_id", "message"},
+        "command_event": {"command"},
+        "coordinator_event": {"action"},
+        "expertise_routing_event": {"domain"},
+        "autonomy_event": {"event_type"},
     }
     for name, spec in OPS.items():
         required = {f.name for f in msgspec.structs.fields(spec.type) if f.required}

@@ -20,6 +20,7 @@ import msgspec
 
 from ..schemas.envelope import Envelope, Rejected
 from ..schemas.registry import OPS, REJECTED_OP, Binding, OpSpec
+from ..schemas.vocab import outside
 from ..values import clean_text, loads
 from .db import immediate
 
@@ -63,6 +64,8 @@ class TierResult:
     applied: dict[str, int] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)  # dead letters whose retry succeeded here
+    # "op.field" → values stored that are outside our vocabularies and scales (the platform's words)
+    outside: dict[str, int] = field(default_factory=dict)
 
 
 def _decoder(spec: OpSpec, json: bool) -> Any:
@@ -124,9 +127,13 @@ def binding(conn: apsw.Connection, spec: OpSpec) -> Binding:
 
 def prepare(
     conn: apsw.Connection, items: Sequence[Item]
-) -> tuple[list[tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item]]], list[DeadLetter]]:
-    """Decode bodies into rows grouped by table (order kept within a table); failures become dead letters."""
+) -> tuple[list[tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item]]], list[DeadLetter], dict[str, int]]:
+    """Decode bodies into rows grouped by table (order kept within a table); failures become dead letters.
+
+    Also counts, per ``op.field``, the values stored outside our vocabularies and scales.
+    """
     groups: dict[str, tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item]]] = {}
+    unknown: dict[str, int] = {}
     dead: list[DeadLetter] = []
     for item in items:
         if item.env.op == REJECTED_OP:
@@ -146,12 +153,15 @@ def prepare(
         except Exception as exc:  # noqa: BLE001 - whatever one body provokes, it is that op's dead letter
             dead.append(dead_letter(item, f"invalid body: {type(exc).__name__}: {exc}"))
             continue
+        for name, _why in outside(spec.name, body):
+            key = f"{spec.name}.{name}"
+            unknown[key] = unknown.get(key, 0) + 1
         group = groups.get(spec.name)
         if group is None:
             group = groups[spec.name] = (bound, spec, [], [])
         group[2].append(row)
         group[3].append(item)
-    return list(groups.values()), dead
+    return list(groups.values()), dead, unknown
 
 
 def apply_items(
@@ -159,9 +169,9 @@ def apply_items(
 ) -> TierResult:
     """Apply ``items`` and advance this tier's cursor for ``segment`` to ``end_pos``, atomically."""
     with immediate(conn):
-        groups, dead = prepare(conn, items)
+        groups, dead, unknown = prepare(conn, items)
         dead.extend(extra_dead)
-        result = TierResult(dead=dead)
+        result = TierResult(dead=dead, outside=unknown)
         for bound, spec, rows, group_items in groups:
             n = _apply_group(conn, bound, spec, rows, group_items, dead)
             if n:

@@ -508,6 +508,8 @@ class Consumer:
                 if dead.op != "?":
                     self._report(f"dead letter {dead.op_id} ({dead.op}): {dead.reason}")
             self.stats.dead_letters += len(result.dead)
+            for key, n in result.outside.items():
+                self.metrics.outside[key] = self.metrics.outside.get(key, 0) + n
             self.metrics.batch(len(items) + len(extra), sum(result.applied.values()), len(result.dead))
             if tier != STATE_TIER and result.retried and STATE_TIER in self._conns:
                 # Retries of dead letters filed in the state database (an op this

@@ -81,6 +81,7 @@ def collect(paths: Paths) -> dict[str, Any]:
         "wal_bytes": wal,
         "archive": {"segments": segments, "bytes": archive_bytes},
         "last_error": last_error(paths.error_log),
+        "outside_vocabulary": metrics.get("outside_vocabulary") or {},  # since the last consumer start
         "tiers_unavailable": {**((metrics.get("unavailable_tiers") or {}) if live else {}), **unreadable},
         "producer_errors": error_count(paths.error_log, "producer"),
     }
@@ -102,6 +103,8 @@ def render_human(report: dict[str, Any], home: str) -> str:
     ]
     lines += [f"applied          {t}: {n}" for t, n in sorted(report["applied"].items())]
     lines += [f"tier unavailable {t}: {why}" for t, why in sorted(report["tiers_unavailable"].items())]
+    lines += [f"kept as given    {k}: {n} values outside our vocabulary or scale"
+              for k, n in sorted(report["outside_vocabulary"].items())]
     err = report["last_error"]
     lines.append("last error       " + (f"{err['message']}" if err else "none"))
     return "\n".join(lines)

@@ -113,6 +113,9 @@ def _error(node: dict[str, Any], value: Any) -> str | None:
             return f"Expected `{kind}` >= {node['minimum']}"
         if "maximum" in node and value > node["maximum"]:
             return f"Expected `{kind}` <= {node['maximum']}"
+        if "x-scale" in node and not node["x-scale"][0] <= value <= node["x-scale"][1]:
+            low, high = node["x-scale"]
+            return f"Expected a value in [{low}, {high}], got {value}"
     return None
 
 

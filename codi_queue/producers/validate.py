@@ -15,6 +15,7 @@ from ..errors import InvalidOperation
 from ..schemas.envelope import Envelope, Record, new_op_id
 from ..schemas.registry import OPS, OpSpec
 from ..schemas.types import OpBase
+from ..schemas.vocab import outside
 from ..values import clean_text, clean_value
 
 __all__ = [
@@ -67,13 +68,16 @@ def validate(op: str, body: Mapping[str, Any], *, record: int | None = None) -> 
     if not isinstance(body, Mapping):
         raise InvalidOperation(f"body must be an object, not {type(body).__name__}", op=op, record=record)
     try:
-        return msgspec.convert(body if isinstance(body, dict) else dict(body), spec.type)
+        item: OpBase = msgspec.convert(body if isinstance(body, dict) else dict(body), spec.type)
     except msgspec.ValidationError as exc:
         raise invalid_from_msgspec(exc, op, record) from None
     except RecursionError:
         raise InvalidOperation("nested too deeply", op=op, record=record) from None
     except (TypeError, ValueError, OverflowError) as exc:  # whatever else a hostile body provokes
         raise InvalidOperation(f"{type(exc).__name__}: {exc}", op=op, record=record) from None
+    for field, why in outside(op, item):  # our own producers use our words and scales
+        raise InvalidOperation(why, op=op, field=field, record=record)
+    return item
 
 
 def decode_json(op: str, line: bytes | str, *, record: int | None = None) -> OpBase:

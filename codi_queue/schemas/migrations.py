@@ -480,6 +480,7 @@ CREATE TABLE IF NOT EXISTS command_events (
     args TEXT,
     success INTEGER,
     execution_time_ms INTEGER,
+    context TEXT,
     op_id TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS idx_command_timestamp ON command_events(timestamp);
@@ -492,6 +493,7 @@ CREATE TABLE IF NOT EXISTS routing_events (
     chosen_model TEXT,
     reasoning TEXT,
     feedback TEXT,
+    context TEXT,
     op_id TEXT UNIQUE
 );
 CREATE TABLE IF NOT EXISTS coordinator_events (
@@ -504,6 +506,7 @@ CREATE TABLE IF NOT EXISTS coordinator_events (
     result TEXT,
     duration_ms INTEGER,
     exit_code INTEGER,
+    context TEXT,
     op_id TEXT UNIQUE
 );
 CREATE TABLE IF NOT EXISTS expertise_routing_events (
@@ -515,6 +518,7 @@ CREATE TABLE IF NOT EXISTS expertise_routing_events (
     chosen_model TEXT,
     reasoning TEXT,
     query_hash TEXT,
+    context TEXT,
     op_id TEXT UNIQUE
 );
 CREATE TABLE IF NOT EXISTS autonomy_events (
@@ -527,6 +531,14 @@ CREATE TABLE IF NOT EXISTS autonomy_events (
     op_id TEXT UNIQUE
 );
 """
+
+
+def _context_columns(conn: Any) -> None:
+    """Event tables without a JSON column get ``context``: what a legacy line carries beyond the columns."""
+    for table in ("git_events", "routing_metrics_events", "session_outcome_events", "recovery_events"):
+        cols = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+        if cols and "context" not in cols:
+            conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "context" TEXT')
 
 
 def _platform_column_names(conn: Any) -> None:
@@ -546,7 +558,7 @@ MIGRATIONS: dict[str, tuple[tuple[Step, ...], ...]] = {
     "sessions": (
         (_META, _SESSIONS_LEGACY, _adopt_legacy, _SESSIONS_NEW),
         (_SESSIONS_2,),
-        (_rename_old_registry, _SESSIONS_3, _platform_column_names),
+        (_rename_old_registry, _SESSIONS_3, _context_columns, _platform_column_names),
     ),
     "project": ((_META, _PROJECT_1), (_PROJECT_2,)),
     "state": ((_META,),),

@@ -10,7 +10,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 import msgspec
 
-from .types import Count, JsonText, LongText, Money, Name, OpBase, Real, Text, Unit
+from .types import Count, JsonText, LongText, Money, Name, OpBase, Real, Text, Unit, scale, vocabulary
 
 __all__ = [
     "ToolEvent",
@@ -20,6 +20,11 @@ __all__ = [
     "SessionOutcome",
     "SelfHeal",
     "Recovery",
+    "CommandEvent",
+    "RoutingEvent",
+    "CoordinatorEvent",
+    "ExpertiseRoutingEvent",
+    "AutonomyEvent",
     "Message",
     "ToolAnalytics",
     "TokenEconomics",
@@ -44,7 +49,9 @@ __all__ = [
 
 # -- tier 3: sessions (events are inserts) ----------------------------------------------
 
-Quality = Annotated[float, msgspec.Meta(ge=1.0, le=5.0)]
+Quality = Annotated[float, scale(1.0, 5.0)]
+Complexity = Annotated[float, scale(0.0, 1.0)]
+ExitCode = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31)]
 
 
 class ToolEvent(OpBase, tag="tool_event"):
@@ -68,7 +75,7 @@ class ActivityEvent(OpBase, tag="activity_event"):
 
 
 class GitEvent(OpBase, tag="git_event"):
-    event_type: Literal["commit", "push", "pr", "branch", "merge"]
+    event_type: Annotated[str, vocabulary("commit", "push", "pr", "branch", "merge")]
     repo: Text | None = None
     branch: Text | None = None
     commit_hash: Name | None = None
@@ -77,6 +84,9 @@ class GitEvent(OpBase, tag="git_event"):
     additions: Count | None = None
     deletions: Count | None = None
     author: Text | None = None
+    context: JsonText = None  # what a line carried that has no column (added in sessions migration 3)
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
 
 
 class RoutingMetric(OpBase, tag="routing_metric"):
@@ -84,18 +94,21 @@ class RoutingMetric(OpBase, tag="routing_metric"):
     predicted_model: Name | None = None
     actual_model: Name | None = None
     dq_score: Real | None = None
-    complexity: Unit | None = None
+    complexity: Complexity | None = None
     accuracy: bool | None = None
     cost_saved: Real | None = None
     reasoning: Text | None = None
     query_text: Text | None = None
+    context: JsonText = None
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
 
 
 class SessionOutcome(OpBase, tag="session_outcome"):
     session_id: Name | None = None
-    outcome: Literal["success", "partial", "failure", "abandoned"] | None = None
+    outcome: Annotated[str, vocabulary("success", "partial", "failure", "abandoned")] | None = None
     quality: Quality | None = None
-    complexity: Unit | None = None
+    complexity: Complexity | None = None
     intent: Text | None = None
     model: Name | None = None
     messages_count: Count | None = None
@@ -103,6 +116,9 @@ class SessionOutcome(OpBase, tag="session_outcome"):
     cost_usd: Money | None = None
     success: bool | None = None
     summary: Text | None = None
+    context: JsonText = None
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
 
 
 class SelfHeal(OpBase, tag="self_heal"):
@@ -112,7 +128,7 @@ class SelfHeal(OpBase, tag="self_heal"):
     execution_time_ms: Count | None = None
     error_message: Text | None = None
     context: JsonText = None
-    severity: Literal["low", "medium", "high", "critical"] | None = None
+    severity: Annotated[str, vocabulary("low", "medium", "high", "critical")] | None = None
 
     __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
 
@@ -125,6 +141,65 @@ class Recovery(OpBase, tag="recovery"):
     time_to_recover_ms: Count | None = None
     error_details: Text | None = None
     recovery_method: Name | None = None
+    context: JsonText = None
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
+
+
+class CommandEvent(OpBase, tag="command_event"):
+    command: Name
+    args: JsonText = None
+    success: bool | None = None
+    execution_time_ms: Count | None = None
+    context: JsonText = None
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("args", "context")
+
+
+class RoutingEvent(OpBase, tag="routing_event"):
+    query_hash: Name | None = None
+    complexity: Real | None = None
+    dq_score: Real | None = None
+    chosen_model: Name | None = None
+    reasoning: Text | None = None
+    feedback: Text | None = None
+    context: JsonText = None
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
+
+
+class CoordinatorEvent(OpBase, tag="coordinator_event"):
+    action: Annotated[str, vocabulary("spawn", "complete", "fail", "lock", "unlock", "timeout")]
+    agent_id: Name | None = None
+    strategy: Text | None = None
+    file_path: Text | None = None
+    result: Text | None = None
+    duration_ms: Count | None = None
+    exit_code: ExitCode | None = None
+    context: JsonText = None
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
+
+
+class ExpertiseRoutingEvent(OpBase, tag="expertise_routing_event"):
+    domain: Name
+    expertise_level: Annotated[float, scale(0.0, 1.0)] | None = None
+    query_complexity: Real | None = None
+    chosen_model: Name | None = None
+    reasoning: Text | None = None
+    query_hash: Name | None = None
+    context: JsonText = None
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
+
+
+class AutonomyEvent(OpBase, tag="autonomy_event"):
+    event_type: Annotated[str, vocabulary("permission_prompt", "permission_granted", "permission_denied")]
+    session_id: Name | None = None
+    tool_name: Name | None = None
+    context: JsonText = None
+
+    __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
 
 
 class Message(OpBase, tag="message"):
@@ -323,6 +398,11 @@ Operation = Union[
     SessionOutcome,
     SelfHeal,
     Recovery,
+    CommandEvent,
+    RoutingEvent,
+    CoordinatorEvent,
+    ExpertiseRoutingEvent,
+    AutonomyEvent,
     Message,
     ToolAnalytics,
     TokenEconomics,

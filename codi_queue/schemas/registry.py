@@ -142,6 +142,12 @@ _SPECS = (
     OpSpec("session_outcome", ops.SessionOutcome, "sessions", "session_outcome_events"),
     OpSpec("self_heal", ops.SelfHeal, "sessions", "self_heal_events"),
     OpSpec("recovery", ops.Recovery, "sessions", "recovery_events"),
+    # streams that reached only JSONL before (sessions migration 3)
+    OpSpec("command_event", ops.CommandEvent, "sessions", "command_events"),
+    OpSpec("routing_event", ops.RoutingEvent, "sessions", "routing_events"),
+    OpSpec("coordinator_event", ops.CoordinatorEvent, "sessions", "coordinator_events"),
+    OpSpec("expertise_routing_event", ops.ExpertiseRoutingEvent, "sessions", "expertise_routing_events"),
+    OpSpec("autonomy_event", ops.AutonomyEvent, "sessions", "autonomy_events"),
     OpSpec("message", ops.Message, "sessions", "messages"),
     OpSpec("tool_analytics", ops.ToolAnalytics, "sessions", "tool_analytics"),
     OpSpec("token_economics", ops.TokenEconomics, "sessions", "token_economics", key=("message_id", "request_id")),

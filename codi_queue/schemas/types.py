@@ -20,6 +20,8 @@ __all__ = [
     "Money",
     "JsonText",
     "Timestamp",
+    "vocabulary",
+    "scale",
     "OpBase",
     "normalize_timestamp",
     "TEXT_MAX",
@@ -37,6 +39,21 @@ Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 Real = Annotated[float, msgspec.Meta(ge=-1e15, le=1e15)]
 Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Money = Annotated[float, msgspec.Meta(ge=0.0, le=1e9)]
+
+
+def vocabulary(*values: str) -> msgspec.Meta:
+    """``Annotated[str, vocabulary(...)]``: text whose known values are ``values``. Refused
+    otherwise at the API and CLI (the generated schema's ``enum``), but stored as given from
+    the platform's own files, whose writers use words of their own (``completed``, ``warning``…)."""
+    return msgspec.Meta(min_length=1, max_length=200, extra_json_schema={"enum": list(values), "x-vocabulary": True})
+
+
+def scale(low: float, high: float) -> msgspec.Meta:
+    """``Annotated[float, scale(...)]``: a number our producers send in ``[low, high]`` (checked at
+    the API and CLI), stored as given from the platform's files, which use other scales."""
+    return msgspec.Meta(ge=-1e15, le=1e15, extra_json_schema={"x-scale": [low, high]})
+
+
 # Free-form JSON stored as TEXT: producers may pass a string or a structure.
 JsonText = Union[Text, dict[str, Any], list[Any], None]
 Timestamp = Union[int, float, str, None]
