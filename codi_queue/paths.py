@@ -85,17 +85,21 @@ class Paths:
     def consumer_pid_file(self) -> str:
         return os.path.join(self.state, "consumer.pid")
 
-    def private_dirs(self) -> list[tuple[str, bool]]:
-        """Every directory we keep state in, and whether it may be a symbolic link (only the home)."""
+    def private_dirs(self, databases: bool = True) -> list[tuple[str, bool]]:
+        """Every directory we keep state in, and whether it may be a symbolic link (only the home).
+
+        ``databases``: also the folders of databases configured elsewhere
+        (``~/.claude/data``; followed, a user's own link to it is fine). Hooks,
+        which never open a database, skip them and the config file they need.
+        """
         dirs = [(self.home, True), (self.spool, False), (self.archive, False), (self.db_dir, False),
                 (self.state, False), (self.logs, False)]
-        # An adopted database elsewhere (~/.claude/data/claude.db): its folder too,
-        # followed (a user's own link to it is fine), must be ours alone.
-        dirs += [(os.path.dirname(p), True) for t, (p, src) in self.databases().items()
-                 if src != "default" and t in TIER_NAMES]
+        if databases:
+            dirs += [(os.path.dirname(p), True) for t, (p, src) in self.databases().items()
+                     if src != "default" and t in TIER_NAMES]
         return dirs
 
-    def check_safe(self) -> None:
+    def check_safe(self, databases: bool = True) -> None:
         """Refuse a home (or state, logs, spool, db directory) another user could write to.
 
         Another user able to write there could plant a config file, swap the
@@ -103,7 +107,7 @@ class Paths:
         """
         from .fsutil import check_private
 
-        for path, follow in self.private_dirs():
+        for path, follow in self.private_dirs(databases):
             why = check_private(path, follow=follow)
             if why:
                 from .errors import UnsafePath

@@ -23,6 +23,7 @@ from ..schemas.registry import OPS, REJECTED_OP, Binding, OpSpec
 from ..schemas.vocab import outside
 from ..values import clean_text, loads
 from .db import immediate
+from .summaries import Touched, refresh
 
 __all__ = ["Item", "DeadLetter", "TierResult", "apply_items", "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
 
@@ -127,13 +128,15 @@ def binding(conn: apsw.Connection, spec: OpSpec) -> Binding:
 
 def prepare(
     conn: apsw.Connection, items: Sequence[Item]
-) -> tuple[list[tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item]]], list[DeadLetter], dict[str, int]]:
+) -> tuple[list[tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item]]], list[DeadLetter], dict[str, int], Touched]:
     """Decode bodies into rows grouped by table (order kept within a table); failures become dead letters.
 
-    Also counts, per ``op.field``, the values stored outside our vocabularies and scales.
+    Also counts, per ``op.field``, the values stored outside our vocabularies and scales,
+    and notes the sessions, tools and days whose summaries the batch changes.
     """
     groups: dict[str, tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item]]] = {}
     unknown: dict[str, int] = {}
+    touched = Touched()
     dead: list[DeadLetter] = []
     for item in items:
         if item.env.op == REJECTED_OP:
@@ -153,6 +156,7 @@ def prepare(
         except Exception as exc:  # noqa: BLE001 - whatever one body provokes, it is that op's dead letter
             dead.append(dead_letter(item, f"invalid body: {type(exc).__name__}: {exc}"))
             continue
+        touched.add(body)
         for name, _why in outside(spec.name, body):
             key = f"{spec.name}.{name}"
             unknown[key] = unknown.get(key, 0) + 1
@@ -161,7 +165,7 @@ def prepare(
             group = groups[spec.name] = (bound, spec, [], [])
         group[2].append(row)
         group[3].append(item)
-    return list(groups.values()), dead, unknown
+    return list(groups.values()), dead, unknown, touched
 
 
 def apply_items(
@@ -169,13 +173,15 @@ def apply_items(
 ) -> TierResult:
     """Apply ``items`` and advance this tier's cursor for ``segment`` to ``end_pos``, atomically."""
     with immediate(conn):
-        groups, dead, unknown = prepare(conn, items)
+        groups, dead, unknown, touched = prepare(conn, items)
         dead.extend(extra_dead)
         result = TierResult(dead=dead, outside=unknown)
         for bound, spec, rows, group_items in groups:
             n = _apply_group(conn, bound, spec, rows, group_items, dead)
             if n:
                 result.applied[spec.table] = result.applied.get(spec.table, 0) + n
+        if result.applied:
+            refresh(conn, touched)  # the dashboards' summaries, in this same transaction
         _bump_applied(conn, result.applied)
         failed = {d.op_id for d in dead}
         result.retried = [i.env.retry_of for i in items if i.env.retry_of and i.env.retry_of not in failed]

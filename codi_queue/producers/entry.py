@@ -30,7 +30,7 @@ def _hook_paths(home: str | None, what: str) -> Any:
 
     try:
         paths = resolve(home)
-        paths.check_safe()  # hooks write in-flight markers under state/ too
+        paths.check_safe(databases=False)  # hooks write in-flight markers under state/ too
     except CodiQueueError as exc:
         sys.stderr.write(f"codi-queue {what}: {exc}\n")
         return None

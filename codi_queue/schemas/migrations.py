@@ -439,6 +439,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     scanned_at DATETIME
 );
 CREATE INDEX IF NOT EXISTS idx_sessions_started ON sessions(started_at);
+CREATE TABLE IF NOT EXISTS cq_owned_sessions (
+    id TEXT PRIMARY KEY
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_tool_events_tool_name ON tool_events(tool_name);
+CREATE INDEX IF NOT EXISTS idx_tool_events_session ON tool_events(session_id);
+CREATE INDEX IF NOT EXISTS idx_activity_session ON activity_events(session_id);
+CREATE INDEX IF NOT EXISTS token_economics_timestamp ON token_economics(timestamp);
 CREATE TABLE IF NOT EXISTS daily_stats (
     date DATE PRIMARY KEY,
     opus_messages INTEGER DEFAULT 0,

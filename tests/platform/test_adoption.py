@@ -73,10 +73,11 @@ def test_an_existing_claude_db_is_adopted_on_first_run(tmp_path: Path, schema: l
     # The dashboards' names for the outcome columns hold the new row's values.
     assert query(paths, "sessions", "SELECT quality_score, model_used, message_count, cost FROM session_outcome_events "
                                     "WHERE session_id = 's-new'") == [(4.0, "opus", 10, 0.5)]
-    # The platform's sessions and our registry live side by side, each with its own rows.
-    assert query(paths, "sessions", "SELECT id FROM sessions") == [("sess-old",)]
+    # The platform's sessions (its own row, and one kept for the session we saw) and our registry
+    # live side by side, each with its own shape.
+    assert query(paths, "sessions", "SELECT id FROM sessions ORDER BY id") == [("s-new",), ("sess-old",)]
     assert query(paths, "sessions", "SELECT session_id, host FROM session_registry") == [("s-new", "box")]
-    assert query(paths, "sessions", "SELECT count(*) FROM v_recent_sessions") == [(1,)]
+    assert query(paths, "sessions", "SELECT count(*) FROM v_recent_sessions") == [(2,)]
     status = json.loads(run_cli(home, "status", "--json").stdout)
     assert status["dead_letters"] == 0 and status["tiers_unavailable"] == {} and status["pending"] == 0
     assert run_cli(home, "db", "migrate").returncode == 0  # migrating again meets what is there: nothing to do
@@ -146,3 +147,49 @@ def test_a_tier_that_cannot_be_adopted_waits_while_the_others_apply(tmp_path: Pa
     assert run_cli(home, "run", "--once").returncode == 0
     assert query(paths, "project", "SELECT task_id FROM tasks ORDER BY id") == [("dup",), ("t1",)]
     assert os.path.exists(bad)
+
+
+def test_the_dashboards_summaries_follow_each_batch(tmp_path: Path) -> None:
+    db = _claude_db(tmp_path, CCC)
+    home = _home_pointing_at(tmp_path, "sessions", db)
+    paths = resolve(str(home))
+    t0 = 1768903200  # 2026-01-20T10:00:00Z
+    ops = [
+        ("activity_event", {"event_type": "session_start", "session_id": "s-new", "timestamp": t0,
+                            "data": {"cwd": "/work/q", "model": "claude-sonnet-4", "transcript_path": "/t.jsonl"}}),
+        ("token_economics", {"message_id": "m1", "request_id": "r1", "session_id": "s-new", "timestamp": t0 + 60,
+                             "model": "claude-sonnet-4", "input_tokens": 100, "output_tokens": 50,
+                             "cache_read_input_tokens": 1000, "cost_usd": 0.25}),
+        ("tool_event", {"tool_name": "Edit", "success": True, "duration_ms": 10, "session_id": "s-new",
+                        "timestamp": t0 + 61}),
+        ("tool_event", {"tool_name": "Edit", "success": False, "duration_ms": 30, "session_id": "s-new",
+                        "timestamp": t0 + 62}),
+        ("tool_event", {"tool_name": "Read", "success": True, "session_id": "sess-old", "timestamp": t0 + 63}),
+        ("session_outcome", {"session_id": "s-new", "outcome": "success", "quality": 4, "timestamp": t0 + 90}),
+        ("activity_event", {"event_type": "session_end", "session_id": "s-new", "timestamp": t0 + 120}),
+    ]
+    for op, body in ops:
+        assert run_cli(home, "enqueue", op, json.dumps(body)).returncode == 0
+    assert run_cli(home, "run", "--once").returncode == 0
+    new = query(paths, "sessions", "SELECT project_path, started_at, ended_at, model, tool_count, input_tokens, "
+                                   "output_tokens, cache_read_tokens, outcome, quality_score, cost_estimate, "
+                                   "transcript_path FROM sessions WHERE id = 's-new'")
+    assert new == [("/work/q", "2026-01-20T10:00:00", "2026-01-20T10:02:00", "claude-sonnet-4", 2, 100, 50, 1000,
+                    "success", 4.0, 0.25, "/t.jsonl")]
+    # The platform's own row: empty values filled, counts only grow, nothing it had rewritten.
+    old = query(paths, "sessions", "SELECT started_at, model, message_count, tool_count FROM sessions "
+                                   "WHERE id = 'sess-old'")
+    assert old == [("2026-01-20T10:00:00", "claude-opus-4", 12, 1)]
+    usage = query(paths, "sessions", "SELECT tool_name, total_calls, success_count, failure_count, avg_duration_ms "
+                                     "FROM tool_usage ORDER BY tool_name")
+    assert ("Edit", 2, 1, 1, 20.0) in usage
+    day = query(paths, "sessions", "SELECT sonnet_messages, sonnet_tokens_in, sonnet_tokens_out, sonnet_cache_read, "
+                                   "tool_calls FROM daily_stats WHERE date = '2026-01-20'")
+    assert day == [(1, 100, 50, 1000, 2 + 3)]  # tool calls that day: the platform's two and our three
+    assert query(paths, "sessions", "SELECT session_count, message_count FROM hourly_activity "
+                                    "WHERE date = '2026-01-20' AND hour = 10") == [(1, 1)]
+    # Re-applying the journal changes nothing: summaries are recomputed, not incremented.
+    assert run_cli(home, "replay", "--from-archive").returncode == 0
+    assert run_cli(home, "run", "--once").returncode == 0
+    assert query(paths, "sessions", "SELECT tool_count, input_tokens FROM sessions WHERE id = 's-new'") == [(2, 100)]
+    assert query(paths, "sessions", "SELECT total_calls FROM tool_usage WHERE tool_name = 'Edit'") == [(2,)]
