@@ -528,6 +528,17 @@ CREATE TABLE IF NOT EXISTS expertise_routing_events (
     context TEXT,
     op_id TEXT UNIQUE
 );
+CREATE TABLE IF NOT EXISTS autonomy_streaks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    start_ts INTEGER NOT NULL,
+    end_ts INTEGER NOT NULL,
+    duration_seconds INTEGER NOT NULL,
+    tool_count INTEGER NOT NULL,
+    avg_gap_seconds REAL,
+    projects TEXT,
+    top_tools TEXT,
+    session_ids TEXT
+);
 CREATE TABLE IF NOT EXISTS autonomy_events (
     id INTEGER PRIMARY KEY,
     timestamp INTEGER NOT NULL,
