@@ -20,10 +20,10 @@ import msgspec
 
 from ..schemas.envelope import Envelope, Rejected
 from ..schemas.registry import OPS, REJECTED_OP, Binding, OpSpec
-from ..schemas.vocab import outside
+from ..schemas.vocab import has_rules, outside
 from ..values import clean_text, loads
 from .db import immediate
-from .summaries import Touched, refresh
+from .summaries import Summaries
 
 __all__ = ["Item", "DeadLetter", "TierResult", "apply_items", "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
 
@@ -128,15 +128,13 @@ def binding(conn: apsw.Connection, spec: OpSpec) -> Binding:
 
 def prepare(
     conn: apsw.Connection, items: Sequence[Item]
-) -> tuple[list[tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item]]], list[DeadLetter], dict[str, int], Touched]:
+) -> tuple[list[tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item], list[Any]]], list[DeadLetter], dict[str, int]]:
     """Decode bodies into rows grouped by table (order kept within a table); failures become dead letters.
 
-    Also counts, per ``op.field``, the values stored outside our vocabularies and scales,
-    and notes the sessions, tools and days whose summaries the batch changes.
+    Also counts, per ``op.field``, the values stored outside our vocabularies and scales.
     """
-    groups: dict[str, tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item]]] = {}
+    groups: dict[str, tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item], list[Any]]] = {}
     unknown: dict[str, int] = {}
-    touched = Touched()
     dead: list[DeadLetter] = []
     for item in items:
         if item.env.op == REJECTED_OP:
@@ -146,8 +144,9 @@ def prepare(
         if spec is None:
             dead.append(dead_letter(item, f"unknown operation {item.env.op!r}"))
             continue
+        group = groups.get(spec.name)
         try:
-            bound = binding(conn, spec)
+            bound = group[0] if group is not None else binding(conn, spec)
             body = _decode_body(spec, item)
             row = (*bound.row(body), item.env.id)
         except (msgspec.DecodeError, RecursionError) as exc:  # nesting too deep is bad input too
@@ -156,16 +155,16 @@ def prepare(
         except Exception as exc:  # noqa: BLE001 - whatever one body provokes, it is that op's dead letter
             dead.append(dead_letter(item, f"invalid body: {type(exc).__name__}: {exc}"))
             continue
-        touched.add(body)
-        for name, _why in outside(spec.name, body):
-            key = f"{spec.name}.{name}"
-            unknown[key] = unknown.get(key, 0) + 1
-        group = groups.get(spec.name)
+        if has_rules(spec.name):
+            for name, _why in outside(spec.name, body):
+                key = f"{spec.name}.{name}"
+                unknown[key] = unknown.get(key, 0) + 1
         if group is None:
-            group = groups[spec.name] = (bound, spec, [], [])
+            group = groups[spec.name] = (bound, spec, [], [], [])
         group[2].append(row)
         group[3].append(item)
-    return list(groups.values()), dead, unknown, touched
+        group[4].append(body)
+    return list(groups.values()), dead, unknown
 
 
 def apply_items(
@@ -173,15 +172,18 @@ def apply_items(
 ) -> TierResult:
     """Apply ``items`` and advance this tier's cursor for ``segment`` to ``end_pos``, atomically."""
     with immediate(conn):
-        groups, dead, unknown, touched = prepare(conn, items)
+        groups, dead, unknown = prepare(conn, items)
         dead.extend(extra_dead)
         result = TierResult(dead=dead, outside=unknown)
-        for bound, spec, rows, group_items in groups:
+        summaries = Summaries(conn)  # the dashboards' summary tables, kept in this same transaction
+        for bound, spec, rows, group_items, bodies in groups:
+            summaries.before(spec.table, bodies)
             n = _apply_group(conn, bound, spec, rows, group_items, dead)
+            summaries.after(spec.table, bodies, [i.env.id for i in group_items], n)
             if n:
                 result.applied[spec.table] = result.applied.get(spec.table, 0) + n
         if result.applied:
-            refresh(conn, touched)  # the dashboards' summaries, in this same transaction
+            summaries.flush()
         _bump_applied(conn, result.applied)
         failed = {d.op_id for d in dead}
         result.retried = [i.env.retry_of for i in items if i.env.retry_of and i.env.retry_of not in failed]

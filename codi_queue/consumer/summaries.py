@@ -23,7 +23,7 @@ from typing import Any
 
 import apsw
 
-__all__ = ["Touched", "refresh"]
+__all__ = ["Touched", "refresh", "Summaries"]
 
 _FAMILIES = ("opus", "sonnet", "haiku")
 
@@ -87,7 +87,9 @@ def _scalar(conn: apsw.Connection, sql: str, args: tuple[Any, ...]) -> Any:
     return None if row is None else row[0]
 
 
-def _session(conn: apsw.Connection, sid: str, tables: set[str]) -> None:
+def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int] | None = None) -> None:
+    """The platform's row for one session; ``counts`` (tools, messages added by this batch) spares the
+    count queries when the batch wrote every row it carried (None: count from the tables)."""
     starts = [_scalar(conn, f"SELECT MIN(timestamp) FROM {t} WHERE session_id = ?", (sid,))
               for t in ("activity_events", "tool_events", "messages", "token_economics") if t in tables]
     start = min((s for s in starts if s is not None), default=None)
@@ -110,8 +112,8 @@ def _session(conn: apsw.Connection, sid: str, tables: set[str]) -> None:
         "ended_at": _iso(_scalar(conn, "SELECT MAX(timestamp) FROM activity_events WHERE session_id = ? "
                                        "AND event_type = 'session_end'", (sid,))),
         "model": model,
-        "message_count": _scalar(conn, "SELECT COUNT(*) FROM messages WHERE session_id = ?", (sid,)) or 0,
-        "tool_count": _scalar(conn, "SELECT COUNT(*) FROM tool_events WHERE session_id = ?", (sid,)) or 0,
+        "message_count": None,
+        "tool_count": None,
         "input_tokens": tokens[0], "output_tokens": tokens[1],
         "cache_read_tokens": tokens[2], "cache_write_tokens": tokens[3],
         "outcome": outcome.get("outcome"),
@@ -121,9 +123,17 @@ def _session(conn: apsw.Connection, sid: str, tables: set[str]) -> None:
         "transcript_path": first[2],
     }
     have = {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
-    cols = [c for c in row if c in have]
     owned = conn.execute("SELECT 1 FROM cq_owned_sessions WHERE id = ?", (sid,)).fetchone() is not None
     exists = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone() is not None
+    current: Any = conn.execute("SELECT tool_count, message_count FROM sessions WHERE id = ?", (sid,)).fetchone() \
+        if owned and counts is not None else None
+    if current is not None and counts is not None:  # our row: add what this batch wrote
+        row["tool_count"] = (current[0] or 0) + counts[0]
+        row["message_count"] = (current[1] or 0) + counts[1]
+    else:
+        row["tool_count"] = _scalar(conn, "SELECT COUNT(*) FROM tool_events WHERE session_id = ?", (sid,)) or 0
+        row["message_count"] = _scalar(conn, "SELECT COUNT(*) FROM messages WHERE session_id = ?", (sid,)) or 0
+    cols = [c for c in row if c in have]
     values = [row[c] for c in cols]
     if not exists:
         names = ", ".join(["id", *cols])
@@ -185,3 +195,227 @@ def _hourly(conn: apsw.Connection, day: str) -> None:
             "message_count = MAX(COALESCE(message_count, 0), excluded.message_count)",
             (day, int(hour), sessions, messages),
         )
+
+
+# -- incremental upkeep: the batch's own rows, exact, O(batch) ---------------------------------
+
+
+def _day(ts: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def _family(model: Any) -> str | None:
+    text = str(model or "").lower()
+    return next((f for f in _FAMILIES if f in text), None)
+
+
+class Summaries:
+    """The summary changes one batch makes, computed from its own rows (O(batch), not O(table)).
+
+    Deltas are exact when every row of a group was written (the common case);
+    a group where some rows were not (a replay, a poison row) marks its keys
+    for a full recompute from the event tables instead (``refresh``).
+    """
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+        self.tables = _tables(conn)
+        self.active = {"sessions", "cq_owned_sessions"} <= self.tables or "tool_usage" in self.tables
+        self.recompute = Touched()
+        self.tools: dict[str, list[Any]] = {}  # tool → [calls, ok, failed, last ts, n durations, sum durations]
+        self.session_counts: dict[str, list[int]] = {}  # session → [tools, messages]
+        self.sessions: set[str] = set()
+        self.days: dict[tuple[str, str], int] = {}  # (day, column) → delta
+        self.hours: dict[tuple[str, int], int] = {}  # (day, hour) → responses
+        self.day_sessions: set[tuple[str, int, str]] = set()  # (day, hour, session)
+        self._te_before: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._owned: dict[str, bool] = {}
+
+    def before(self, table: str, bodies: list[Any]) -> None:
+        if self.active and table == "token_economics" and bodies:
+            self._te_before = {}
+            keys = list({(b.message_id, b.request_id) for b in bodies})
+            for i in range(0, len(keys), 400):
+                part = keys[i : i + 400]
+                where = " OR ".join("(message_id = ? AND request_id = ?)" for _ in part)
+                args = [v for k in part for v in k]
+                for row in self.conn.execute(
+                    "SELECT message_id, request_id, timestamp, model, input_tokens, output_tokens, "
+                    f"cache_read_input_tokens, op_id FROM token_economics WHERE {where}", args):
+                    self._te_before[(row[0], row[1])] = tuple(row[2:])
+
+    def after(self, table: str, bodies: list[Any], op_ids: list[str], written: int) -> None:
+        if not self.active:
+            return
+        for body in bodies:
+            if getattr(body, "session_id", None):
+                self.sessions.add(body.session_id)
+        if table == "token_economics":
+            self._token_economics(bodies, op_ids, written)
+            return
+        complete = written == len(bodies)
+        if not complete:
+            for body in bodies:
+                self.recompute.add(body)
+            return
+        if table == "tool_events":
+            per_day: dict[int, int] = {}
+            for b in bodies:
+                t = self.tools.get(b.tool_name)
+                if t is None:
+                    t = self.tools[b.tool_name] = [0, 0, 0, 0, 0, 0]
+                t[0] += 1
+                t[1 if b.success else 2] += 1
+                if b.timestamp > t[3]:
+                    t[3] = b.timestamp
+                if b.duration_ms is not None:
+                    t[4] += 1
+                    t[5] += b.duration_ms
+                n = b.timestamp // 86400
+                per_day[n] = per_day.get(n, 0) + 1
+                if b.session_id:
+                    self.session_counts.setdefault(b.session_id, [0, 0])[0] += 1
+            for n, calls in per_day.items():
+                key = (_day(n * 86400), "tool_calls")
+                self.days[key] = self.days.get(key, 0) + calls
+        elif table == "messages":
+            for b in bodies:
+                self.session_counts.setdefault(b.session_id, [0, 0])[1] += 1
+
+    def _token_economics(self, bodies: list[Any], op_ids: list[str], written: int) -> None:
+        state = dict(self._te_before)
+        changed = 0
+        for body, op_id in zip(bodies, op_ids):
+            key = (body.message_id, body.request_id)
+            old = state.get(key)
+            if old is not None and not op_id > old[-1]:
+                continue  # an older operation: the row keeps the newer one
+            changed += 1
+            new = (body.timestamp, body.model, body.input_tokens, body.output_tokens, body.cache_read_input_tokens,
+                   op_id)
+            if old is not None:
+                self._response(old, -1, body.session_id)
+            self._response(new, +1, body.session_id)
+            state[key] = new
+        if changed != written:  # not what the table did: recompute what these rows touch
+            for body in bodies:
+                self.recompute.add(body)
+
+    def _response(self, row: tuple[Any, ...], sign: int, session: str | None) -> None:
+        ts, model, tokens_in, tokens_out, cache_read = row[0], row[1], row[2], row[3], row[4]
+        day = _day(ts)
+        family = _family(model)
+        if family is not None:
+            for column, value in (("messages", 1), ("tokens_in", tokens_in), ("tokens_out", tokens_out),
+                                  ("cache_read", cache_read)):
+                key = (day, f"{family}_{column}")
+                self.days[key] = self.days.get(key, 0) + sign * value
+        hour = (ts % 86400) // 3600
+        self.hours[(day, hour)] = self.hours.get((day, hour), 0) + sign
+        if session and sign > 0:
+            self.day_sessions.add((day, hour, session))
+
+    def flush(self) -> None:
+        """Apply the batch's summary changes (inside the batch transaction)."""
+        if not self.active:
+            return
+        conn, tables = self.conn, self.tables
+        if "tool_usage" in tables:
+            for tool, (calls, ok, failed, last, n_dur, sum_dur) in self.tools.items():
+                if tool in self.recompute.tools:
+                    continue
+                self._tool_delta(tool, calls, ok, failed, last, n_dur, sum_dur)
+            for tool in self.recompute.tools:
+                _tool_usage(conn, tool)
+                self._tool_state(tool)
+        if {"sessions", "cq_owned_sessions"} <= tables:
+            for sid in self.sessions:
+                _session(conn, sid, tables, self.session_counts.get(sid) if sid not in self.recompute.sessions else None)
+        if {"daily_stats", "hourly_activity", "cq_owned_days", "cq_day_sessions"} <= tables:
+            self._days()
+            self._hours()
+        if "token_economics" in tables:
+            for day in self.recompute.days:
+                if "daily_stats" in tables:
+                    _daily(conn, day)
+                if "hourly_activity" in tables:
+                    _hourly(conn, day)
+
+    def _tool_delta(self, tool: str, calls: int, ok: int, failed: int, last: int, n_dur: int, sum_dur: int) -> None:
+        conn = self.conn
+        st = conn.execute("SELECT n_duration, sum_duration FROM cq_tool_usage WHERE tool_name = ?", (tool,)).fetchone() \
+            if "cq_tool_usage" in self.tables else None
+        if st is None:  # first time we keep this tool: one full computation (this batch included)
+            _tool_usage(conn, tool)
+            self._tool_state(tool)
+            return
+        n, total = int(st[0]) + n_dur, int(st[1]) + sum_dur
+        conn.execute("UPDATE cq_tool_usage SET n_duration = ?, sum_duration = ? WHERE tool_name = ?", (n, total, tool))
+        conn.execute(
+            "INSERT INTO tool_usage (tool_name, total_calls, success_count, failure_count, last_used, avg_duration_ms) "
+            "VALUES (?, ?, ?, ?, datetime(?, 'unixepoch'), ?) ON CONFLICT(tool_name) DO UPDATE SET "
+            "total_calls = COALESCE(total_calls, 0) + excluded.total_calls, "
+            "success_count = COALESCE(success_count, 0) + excluded.success_count, "
+            "failure_count = COALESCE(failure_count, 0) + excluded.failure_count, "
+            "last_used = MAX(COALESCE(last_used, ''), excluded.last_used), avg_duration_ms = excluded.avg_duration_ms",
+            (tool, calls, ok, failed, last, total / n if n else None),
+        )
+
+    def _tool_state(self, tool: str) -> None:
+        if "cq_tool_usage" not in self.tables:
+            return
+        row: Any = self.conn.execute("SELECT COUNT(duration_ms), COALESCE(SUM(duration_ms), 0) FROM tool_events "
+                                     "WHERE tool_name = ?", (tool,)).fetchone()
+        self.conn.execute("INSERT OR REPLACE INTO cq_tool_usage (tool_name, n_duration, sum_duration) VALUES (?, ?, ?)",
+                          (tool, row[0], row[1]))
+
+    def _owned_day(self, day: str) -> bool:
+        """Whether the day's summary rows are ours to add to: rows the platform's own tools wrote are
+        recomputed and only grow (``_daily``/``_hourly``), so nothing they counted is counted twice."""
+        if day in self._owned:
+            return self._owned[day]
+        conn = self.conn
+        mine = conn.execute("SELECT 1 FROM cq_owned_days WHERE date = ?", (day,)).fetchone() is not None
+        if not mine and conn.execute("SELECT 1 FROM daily_stats WHERE date = ?", (day,)).fetchone() is None \
+                and conn.execute("SELECT 1 FROM hourly_activity WHERE date = ?", (day,)).fetchone() is None:
+            conn.execute("INSERT INTO cq_owned_days (date) VALUES (?)", (day,))
+            mine = True
+        self._owned[day] = mine
+        return mine
+
+    def _days(self) -> None:
+        per_day: dict[str, dict[str, int]] = {}
+        for (day, column), delta in self.days.items():
+            per_day.setdefault(day, {})[column] = delta
+        for day, hour, session in self.day_sessions:
+            self.conn.execute("INSERT OR IGNORE INTO cq_day_sessions (date, hour, session_id) VALUES (?, ?, ?)",
+                              (day, hour, session))
+            per_day.setdefault(day, {})
+        for day, deltas in per_day.items():
+            if day in self.recompute.days:
+                continue
+            if not self._owned_day(day):
+                self.recompute.days.add(day)  # the platform's row: recomputed, only grows
+                continue
+            sessions = _scalar(self.conn, "SELECT COUNT(DISTINCT session_id) FROM cq_day_sessions WHERE date = ?",
+                               (day,)) or 0
+            cols = list(deltas)
+            sets = [f"{c} = COALESCE({c}, 0) + ?" for c in cols] + ["session_count = ?",
+                                                                   "updated_at = CURRENT_TIMESTAMP"]
+            self.conn.execute("INSERT OR IGNORE INTO daily_stats (date) VALUES (?)", (day,))
+            self.conn.execute(f"UPDATE daily_stats SET {', '.join(sets)} WHERE date = ?",
+                              (*deltas.values(), sessions, day))
+
+    def _hours(self) -> None:
+        for (day, hour), delta in self.hours.items():
+            if day in self.recompute.days or not self._owned_day(day):
+                self.recompute.days.add(day)
+                continue
+            sessions = _scalar(self.conn, "SELECT COUNT(*) FROM cq_day_sessions WHERE date = ? AND hour = ?",
+                               (day, hour)) or 0
+            self.conn.execute(
+                "INSERT INTO hourly_activity (date, hour, session_count, message_count) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(date, hour) DO UPDATE SET session_count = MAX(COALESCE(session_count, 0), excluded.session_count), "
+                "message_count = COALESCE(message_count, 0) + ?",
+                (day, int(hour), sessions, max(0, delta), delta),
+            )

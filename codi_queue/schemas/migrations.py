@@ -442,6 +442,24 @@ CREATE INDEX IF NOT EXISTS idx_sessions_started ON sessions(started_at);
 CREATE TABLE IF NOT EXISTS cq_owned_sessions (
     id TEXT PRIMARY KEY
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cq_tool_usage (
+    tool_name TEXT PRIMARY KEY,
+    n_duration INTEGER NOT NULL,
+    sum_duration INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cq_owned_days (
+    date TEXT PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cq_day_sessions (
+    date TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    session_id TEXT NOT NULL,
+    PRIMARY KEY (date, hour, session_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tool_events_session_ts ON tool_events(session_id, timestamp);
+CREATE INDEX IF NOT EXISTS activity_session_ts ON activity_events(session_id, timestamp);
+CREATE INDEX IF NOT EXISTS token_economics_session_ts ON token_economics(session_id, timestamp);
+CREATE INDEX IF NOT EXISTS idx_outcome_session ON session_outcome_events(session_id);
 CREATE INDEX IF NOT EXISTS idx_tool_events_tool_name ON tool_events(tool_name);
 CREATE INDEX IF NOT EXISTS idx_tool_events_session ON tool_events(session_id);
 CREATE INDEX IF NOT EXISTS idx_activity_session ON activity_events(session_id);

@@ -17,7 +17,7 @@ import msgspec
 
 from .registry import OPS
 
-__all__ = ["outside"]
+__all__ = ["outside", "has_rules"]
 
 _rules: dict[str, dict[str, tuple[list[Any] | None, float | None, float | None]]] = {}
 
@@ -36,6 +36,11 @@ def _rules_for(op: str) -> dict[str, tuple[list[Any] | None, float | None, float
                     found[field] = (None, *alt["x-scale"])
         _rules[op] = found
     return found
+
+
+def has_rules(op: str) -> bool:
+    """Whether ``op`` has fields held to a vocabulary or scale at all (most events have none)."""
+    return bool(_rules_for(op))
 
 
 def outside(op: str, item: Any) -> list[tuple[str, str]]:

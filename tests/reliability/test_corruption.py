@@ -160,3 +160,29 @@ def test_a_frame_smuggled_in_a_field_is_not_applied_after_its_carrier_is_damaged
     Consumer(paths).run(once=True)
     names = [r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events ORDER BY id")]
     assert names == ["first", "last"]
+
+
+def test_a_damaged_span_larger_than_the_inline_copy_is_kept_whole(home: Path) -> None:
+    from codi_queue.queue.segment import QUARANTINE_INLINE
+
+    paths = resolve(str(home))
+    enqueue("tool_event", {"tool_name": "before", "success": True}, home=str(home))
+    big = [{"tool_name": "big", "success": True, "error_message": "x" * 60000} for _ in range(40)]  # ~2.4 MiB record
+    from codi_queue.producers.api import enqueue_many
+
+    assert enqueue_many("tool_event", big, home=str(home))
+    enqueue("tool_event", {"tool_name": "after", "success": True}, home=str(home))
+    chunk = Path(paths.spool, "inbox", "q00000")
+    data = bytearray(chunk.read_bytes())
+    starts = _frame_starts(bytes(data))
+    span = starts[2] - starts[1]
+    assert span > QUARANTINE_INLINE
+    data[starts[1] + 30] ^= 0x01  # inside the big record's payload: its checksum fails
+    chunk.write_bytes(bytes(data))
+    stats = Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT tool_name FROM tool_events ORDER BY id") == [("before",), ("after",)]
+    assert stats.lost_operations == 40
+    (reason, raw) = query(paths, "state", "SELECT reason, envelope FROM cq_dead_letters")[0]
+    assert "40 operations lost" in reason and "kept in" in reason and len(raw) == QUARANTINE_INLINE
+    (kept,) = list(Path(paths.spool, "quarantine").iterdir())
+    assert kept.read_bytes() == bytes(data[starts[1] : starts[2]])  # every byte of the span, as it was on disk
