@@ -1,12 +1,13 @@
-"""The SELECTs the platform's dashboards run on claude.db, collected from their sources.
+"""The SELECTs the platform's dashboards run, collected from their sources.
 
 From ``Dicoangelo/claude-command-center`` and ``Dicoangelo/meta-vengine`` (MIT):
 ``scripts/ccc-sql-data.py``, ``scripts/dashboard-sql-loader.py``,
-``config/datastore.py`` and ``scripts/ccc-api-server.py`` (every static
-query; the ones built with string formatting are left out). Whitespace is
-folded; each is (repository, file, query). Queries on tables of other
-databases (the API server's CRM tables) are listed too and skipped by the
-test, which says so.
+``config/datastore.py``, ``scripts/ccc-api-server.py`` and
+``scripts/ccc-generator.sh`` (every static query; the ones built with string
+formatting are left out). Whitespace is folded; each is (repository, file,
+query). Queries on tables of the platform's other databases (the API
+server's CRM tables, the generator's supermemory tables) are listed too;
+the test sets them apart and says so.
 """
 
 QUERIES: list[tuple[str, str, str]] = [
@@ -188,4 +189,76 @@ QUERIES: list[tuple[str, str, str]] = [
      "SELECT c.name, c.company, i.follow_up, i.follow_up_date, i.type FROM crm_interactions i JOIN crm_contacts c ON i.contact_id = c.id WHERE i.follow_up IS NOT NULL AND i.follow_up_date <= date('now', '+7 days') ORDER BY i.follow_up_date"),
     ('claude-command-center', 'ccc-api-server.py',
      'SELECT category, count(*) as count FROM crm_contacts GROUP BY category ORDER BY count DESC'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT COUNT(*) FROM memory_items'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT COUNT(*) FROM learnings'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT COUNT(*) FROM error_patterns'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT COUNT(*) FROM reviews'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT project, COUNT(*) as cnt FROM memory_items WHERE project IS NOT NULL GROUP BY project'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT source, COUNT(*) as cnt FROM memory_items GROUP BY source ORDER BY cnt DESC'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT category, COUNT(*) as cnt FROM learnings GROUP BY category ORDER BY cnt DESC'),
+    ('claude-command-center', 'ccc-generator.sh',
+     "SELECT date(created_at) as day, COUNT(*) as cnt FROM memory_items WHERE created_at >= date('now', '-30 days') GROUP BY day ORDER BY day"),
+    ('claude-command-center', 'ccc-generator.sh',
+     "SELECT date(date) as day, COUNT(*) as cnt FROM learnings WHERE date >= date('now', '-30 days') GROUP BY day ORDER BY day"),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT content, category, project, date FROM learnings ORDER BY date DESC LIMIT 10'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT category, pattern, count, solution FROM error_patterns ORDER BY count DESC LIMIT 8'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT COUNT(*) FROM reviews WHERE next_review <= ?'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT COUNT(*) FROM reviews WHERE next_review > ?'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT id, content, category, next_review FROM reviews WHERE next_review <= ? ORDER BY next_review LIMIT 10'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT category, COUNT(*) as total, SUM(CASE WHEN next_review <= ? THEN 1 ELSE 0 END) as due FROM reviews GROUP BY category ORDER BY total DESC'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT selected_model, COUNT(*) as cnt FROM routing_decisions WHERE selected_model IS NOT NULL GROUP BY selected_model ORDER BY cnt DESC'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT substr(timestamp,1,10) as day, COUNT(*) as cnt, ROUND(AVG(dq_score),3) as avg_dq, ROUND(AVG(complexity),3) as avg_cx FROM routing_decisions GROUP BY day ORDER BY day DESC LIMIT 30'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT * FROM git_events ORDER BY timestamp DESC LIMIT 100'),
+    ('claude-command-center', 'ccc-generator.sh',
+     "SELECT date(timestamp, 'unixepoch') as day, COUNT(*) as count FROM git_events WHERE timestamp > ? GROUP BY day ORDER BY day DESC LIMIT 30"),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT author, COUNT(*) as count FROM git_events WHERE author IS NOT NULL GROUP BY author ORDER BY count DESC LIMIT 5'),
+    ('claude-command-center', 'ccc-generator.sh',
+     "SELECT COUNT(*) as total, SUM(CASE WHEN tool_name = 'Write' THEN 1 ELSE 0 END) as writes, SUM(CASE WHEN tool_name = 'Edit' THEN 1 ELSE 0 END) as edits, SUM(CASE WHEN tool_name = 'Bash' THEN 1 ELSE 0 END) as bash, SUM(CASE WHEN tool_name = 'Read' THEN 1 ELSE 0 END) as reads FROM tool_events"),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT tool_name, COUNT(*) as count FROM tool_events GROUP BY tool_name ORDER BY count DESC'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT MIN(timestamp) as earliest FROM tool_events WHERE timestamp > ?'),
+    ('claude-command-center', 'ccc-generator.sh',
+     "SELECT date(timestamp, 'unixepoch') as day, COUNT(*) as total, SUM(CASE WHEN tool_name = 'Write' THEN 1 ELSE 0 END) as writes, SUM(CASE WHEN tool_name = 'Edit' THEN 1 ELSE 0 END) as edits, SUM(CASE WHEN tool_name = 'Bash' THEN 1 ELSE 0 END) as bash, SUM(CASE WHEN tool_name = 'Read' THEN 1 ELSE 0 END) as reads FROM tool_events WHERE timestamp > ? GROUP BY day ORDER BY day"),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT COUNT(*) as count FROM tool_events'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT tool_name, COUNT(*) as count FROM tool_events GROUP BY tool_name ORDER BY count DESC LIMIT 20'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT tool_name, COUNT(*) as count FROM tool_events GROUP BY tool_name ORDER BY count DESC LIMIT 10'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT tool_name, COUNT(*) as total, SUM(CASE WHEN success = 1 THEN 1 ELSE 0 END) as success_count, SUM(CASE WHEN success = 0 THEN 1 ELSE 0 END) as failure_count FROM tool_events GROUP BY tool_name'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT COUNT(*) as count FROM tool_events WHERE success = 0'),
+    ('claude-command-center', 'ccc-generator.sh',
+     "SELECT tool_name, date(timestamp, 'unixepoch') as date, COUNT(*) as failures, error_message FROM tool_events WHERE success = 0 AND timestamp > ? GROUP BY tool_name, date ORDER BY failures DESC, date DESC LIMIT 20"),
+    ('claude-command-center', 'ccc-generator.sh',
+     "SELECT date(timestamp, 'unixepoch') as day, COUNT(*) as count FROM tool_events WHERE timestamp > ? GROUP BY day ORDER BY day"),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT COUNT(*), SUM(success) FROM recovery_events'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT error_type, COUNT(*) FROM recovery_events GROUP BY error_type ORDER BY COUNT(*) DESC'),
+    ('claude-command-center', 'ccc-generator.sh',
+     'SELECT recovery_method, COUNT(*) FROM recovery_events GROUP BY recovery_method ORDER BY COUNT(*) DESC'),
+    ('meta-vengine', 'ccc-generator.sh',
+     'SELECT category, pattern, count, solution FROM error_patterns ORDER BY count DESC LIMIT 5'),
+    ('meta-vengine', 'ccc-generator.sh',
+     'SELECT id, content, category, next_review FROM reviews WHERE next_review <= ? ORDER BY next_review LIMIT 5'),
 ]
