@@ -125,3 +125,48 @@ def test_an_unreadable_inbox_id_hides_nothing(tmp_path: Path) -> None:
     Path(paths.spool, "inbox", "id").write_bytes(b"\xff garbage")
     Consumer(paths).run(once=True)
     assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(3,)]
+
+
+def test_records_whose_acknowledgement_was_never_published_are_read_after_a_grace(tmp_path: Path) -> None:
+    """A producer that died between its fsync and publishing ``acked`` (or a power cut that lost the
+    unsynced hint): the running consumer syncs the head itself after a grace and reads them."""
+    from codi_queue import enqueue
+
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    for i in range(3):
+        assert enqueue("tool_event", {"tool_name": "t", "success": True, "tool_use_id": f"g{i}"}, home=str(home))
+    os.remove(os.path.join(paths.spool, "inbox", "acked"))
+    consumer = _consumer(home)
+    try:
+        wait_until(lambda: _applied(paths) == 3, 30, "the unpublished records")
+    finally:
+        _stop(consumer)
+
+
+def test_the_acknowledged_position_only_moves_forward(tmp_path: Path) -> None:
+    from codi_queue.fsutil import DIR_FLAGS
+    from codi_queue.queue.spool import publish_acked, read_acked
+
+    fd = os.open(tmp_path, DIR_FLAGS)
+    try:
+        assert read_acked(fd) is None
+        publish_acked(fd, 500)
+        publish_acked(fd, 300)  # a producer that finished its fsyncs later, for earlier bytes
+        assert read_acked(fd) == 500
+        publish_acked(fd, (1 << 40) | 7)
+        assert read_acked(fd) == (1 << 40) | 7
+    finally:
+        os.close(fd)
+
+
+def test_an_unreadable_inbox_info_hides_nothing(tmp_path: Path) -> None:
+    from codi_queue import enqueue
+    from codi_queue.consumer.loop import Consumer
+
+    paths = resolve(str(tmp_path / "home"))
+    for i in range(4):
+        assert enqueue("tool_event", {"tool_name": "t", "success": True, "tool_use_id": str(i)}, home=paths.home)
+    Path(paths.spool, "inbox", "info").write_bytes(b"\x00" * 40)
+    Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(4,)]

@@ -50,6 +50,9 @@ ALL_TIERS: tuple[str, ...] = (*TIERS, STATE_TIER)
 # consumer checkpoints with TRUNCATE, which waits out the current readers.
 WAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
 TIER_RETRY_S = 60.0  # how often a tier that could not be opened or adopted is tried again
+# How long the consumer waits for producers to publish an acknowledged position
+# that lags info (normally a millisecond: the fsyncs) before syncing the head itself.
+HINT_GRACE_S = 1.0
 # Faults that pass by themselves (a lock, a full disk): retried with backoff like any
 # pass. Anything else while opening or adopting a tier sets that tier aside.
 _PASSING = (apsw.BusyError, apsw.LockedError, apsw.IOError, apsw.FullError, apsw.NoMemError, OSError)
@@ -119,6 +122,8 @@ class Consumer:
         # others go on applying; their operations wait in the spool.
         self.unavailable: dict[str, str] = {}
         self._retry_tiers_at = 0.0
+        self._hint_lag: dict[str, float] = {}  # inbox id → when its acknowledged position first lagged info
+        self._once = False
         self._cursors: dict[str, dict[str, int]] = {}
         self.tailers = Tailers(paths, config, self._report) if config is not None else None
         self.metrics = Metrics(paths.metrics)
@@ -136,6 +141,7 @@ class Consumer:
             self._check_dirs()
             if on_start is not None:
                 on_start()
+            self._once = once
             try:
                 if once:
                     # Pass 1 applies everything acknowledged before it began;
@@ -375,7 +381,7 @@ class Consumer:
             return 0, False
         start = min(cursors[t] for t in available)
         try:
-            reader = SegmentReader(qd.path, live=qd.live)
+            reader = SegmentReader(qd.path, live=qd.live, trust_info=qd.live and self._hint_overdue(qd.id))
         except OSError as exc:
             if qd.live or isinstance(exc, FileNotFoundError):
                 raise
@@ -387,10 +393,12 @@ class Consumer:
         with reader:
             for warning in reader.warnings:
                 self._report(warning)
+            if qd.live:
+                self._note_hint(qd.id, reader)
             if start >= reader.end:
                 return 0, True
-            if qd.live:
-                reader.make_durable()
+            if reader.trusted:
+                reader.make_durable()  # no producer vouched for these bytes: sync them before reading
             routed: dict[str, list[Item]] = {t: [] for t in ALL_TIERS}
             damaged: list[DeadLetter] = []
             handled = pending = 0
@@ -454,6 +462,21 @@ class Consumer:
                 routed[tier].append(Item(env, entry.end, is_json))
                 routed_here += 1
         return max(1, routed_here)
+
+    def _hint_overdue(self, seg: str) -> bool:
+        """Producers' acknowledged position has lagged ``info`` for long: read (and sync) up to ``info``."""
+        if self._once:
+            return True  # draining what is there and exiting: nothing to wait for
+        since = self._hint_lag.get(seg)
+        return since is not None and time.monotonic() - since >= HINT_GRACE_S
+
+    def _note_hint(self, seg: str, reader: SegmentReader) -> None:
+        if reader.end < reader.info_end:
+            self._hint_lag.setdefault(seg, time.monotonic())
+            if self._waker is not None:
+                self._waker.wake_after(HINT_GRACE_S)  # come back then, even if nothing else happens
+        else:
+            self._hint_lag.pop(seg, None)
 
     def _damage_letter(self, seg: str, entry: Entry, reader: SegmentReader) -> DeadLetter:
         """A dead letter for a damaged span, its whole bytes copied aside when they exceed what it holds inline."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 __all__ = ["Waker"]
@@ -21,6 +22,7 @@ class Waker:
         self.extra = extra or []  # (directory, recursive): watched sources besides the spool
         self.event = threading.Event()
         self._observer: Any = None
+        self._deadline: float | None = None  # an earlier wake-up someone asked for (wake_after)
 
     def __enter__(self) -> Waker:
         from watchdog.events import FileSystemEventHandler
@@ -51,8 +53,18 @@ class Waker:
     def wake(self) -> None:
         self.event.set()
 
+    def wake_after(self, seconds: float) -> None:
+        """Return from the next ``wait`` within ``seconds`` even if nothing changes."""
+        at = time.monotonic() + seconds
+        self._deadline = at if self._deadline is None else min(self._deadline, at)
+
     def wait(self) -> bool:
-        """Block until woken or the poll interval passes; True if woken."""
-        woken = self.event.wait(self.poll_interval)
+        """Block until woken, the poll interval or an asked-for wake-up passes; True if woken."""
+        timeout = self.poll_interval
+        if self._deadline is not None:
+            timeout = max(0.0, min(timeout, self._deadline - time.monotonic()))
+        woken = self.event.wait(timeout)
         self.event.clear()
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self._deadline = None
         return woken

@@ -7,11 +7,14 @@ reports damaged spans instead of decoding them.
 
 How far it reads depends on who may still write the directory:
 
-* **live** (the inbox): only up to the head in ``info``, which a producer
-  renames into place after writing the bytes it names, and only once the
-  consumer has made that head durable itself (``make_durable``). An inbox
-  with no readable ``info`` has nothing to read: a producer may be writing
-  its first record. (The consumer rescues a broken inbox under the spool lock.)
+* **live** (the inbox): only up to the position producers have acknowledged
+  (``acked``, published after their fsyncs), and never past the head in
+  ``info``. An inbox with no readable ``info`` has nothing to read: a
+  producer may be writing its first record. When the acknowledged position
+  lags ``info`` for long (a producer died between its fsync and publishing,
+  or a power cut lost the unsynced hint), the consumer reads up to ``info``
+  with ``trust_info`` after making that head durable itself
+  (``make_durable``). (The consumer rescues a broken inbox under the lock.)
 * **claimed** (segments, archive): no producer can write it any more, so
   when ``info`` is missing or unreadable every chunk is scanned to its end.
 
@@ -37,6 +40,7 @@ from ..errors import CorruptRecord
 from ..fsutil import DIR_FLAGS, NOFOLLOW
 from . import frame
 from .pq import read_info
+from .spool import read_acked
 
 __all__ = ["Entry", "SegmentReader", "POS_SHIFT", "describe_pos", "QUARANTINE_INLINE"]
 
@@ -91,15 +95,19 @@ class SegmentReader:
     being claimed (renamed) mid-read changes nothing for the reader.
     """
 
-    def __init__(self, path: str, live: bool = False) -> None:
+    def __init__(self, path: str, live: bool = False, trust_info: bool = False) -> None:
         self.path = path
         self.live = live
         self.warnings: list[str] = []
         self.total_ops: int | None = None  # the directory's operation count per info
+        self.trusted = live and trust_info  # reading a live inbox up to info, not to what was acknowledged
         self._info_fd = -1
         self._dfd = os.open(path, DIR_FLAGS)
         try:
             self._bounds = self._read_bounds()
+            self.info_end = self.end  # how far info says; ``end`` may stop short of it (live)
+            if live and not trust_info:
+                self._bounds = _clip(self._bounds, read_acked(self._dfd))
         except BaseException:
             self.close()
             raise
@@ -319,6 +327,20 @@ class SegmentReader:
                     return
                 left -= len(data)
                 yield data
+
+
+def _clip(bounds: list[tuple[int, int | None]], acked: int | None) -> list[tuple[int, int | None]]:
+    """``bounds`` cut at the acknowledged position (nothing when none was published yet)."""
+    if acked is None:
+        return []
+    chunk, off = acked >> POS_SHIFT, acked & _OFFSET_MASK
+    out: list[tuple[int, int | None]] = []
+    for n, limit in bounds:
+        if n < chunk:
+            out.append((n, limit))
+        elif n == chunk:
+            out.append((n, off if limit is None else min(off, limit)))
+    return out
 
 
 def _is_legacy(buf: mmap.mmap) -> bool:

@@ -39,7 +39,7 @@ def records(qd: QueueDir, damage: list[str] | None = None) -> Iterator[tuple[boo
     in ``damage`` (when given) and reading goes on after it.
     """
     try:
-        reader = SegmentReader(qd.path)
+        reader = SegmentReader(qd.path, live=qd.live, trust_info=True)  # the inbox: up to its info, never past
     except FileNotFoundError:
         return  # archived or claimed while we looked; the caller lists again
     with reader:
