@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -182,10 +181,7 @@ def test_of_three_consumers_started_at_once_one_runs_and_the_others_name_it(tmp_
     home.mkdir(mode=0o700)
     procs = [_consumer(home) for _ in range(3)]
     try:
-        deadline = time.monotonic() + 60
-        while sum(p.poll() is None for p in procs) > 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: sum(p.poll() is None for p in procs) == 1, 60, "two of the three to give up")
         (winner,) = [p for p in procs if p.poll() is None]
         for loser in procs:
             if loser is not winner:
