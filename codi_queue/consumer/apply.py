@@ -67,6 +67,7 @@ class TierResult:
     retried: list[str] = field(default_factory=list)  # dead letters whose retry succeeded here
     # "op.field" → values stored that are outside our vocabularies and scales (the platform's words)
     outside: dict[str, int] = field(default_factory=dict)
+    summary_error: str | None = None  # why the platform's summary tables were left as they were
 
 
 def _decoder(spec: OpSpec, json: bool) -> Any:
@@ -177,13 +178,13 @@ def apply_items(
         result = TierResult(dead=dead, outside=unknown)
         summaries = Summaries(conn)  # the dashboards' summary tables, kept in this same transaction
         for bound, spec, rows, group_items, bodies in groups:
-            summaries.before(spec.table, bodies)
+            result.summary_error = result.summary_error or _guarded(conn, summaries.before, spec.table, bodies)
             n = _apply_group(conn, bound, spec, rows, group_items, dead)
             summaries.after(spec.table, bodies, [i.env.id for i in group_items], n)
             if n:
                 result.applied[spec.table] = result.applied.get(spec.table, 0) + n
-        if result.applied:
-            summaries.flush()
+        if result.applied and not result.summary_error:
+            result.summary_error = _guarded(conn, summaries.flush)
         _bump_applied(conn, result.applied)
         failed = {d.op_id for d in dead}
         result.retried = [i.env.retry_of for i in items if i.env.retry_of and i.env.retry_of not in failed]
@@ -199,6 +200,19 @@ def apply_items(
         # its cursor has done its job.
         conn.execute("DELETE FROM cq_cursor WHERE segment < ?", (segment,))
     return result
+
+
+def _guarded(conn: apsw.Connection, step: Any, *args: Any) -> str | None:
+    """Run one summary step in a savepoint: a summary table shaped unlike the platform's must
+    never hold back the events themselves (the reason is reported; the events commit)."""
+    try:
+        with conn:
+            step(*args)
+    except INFRASTRUCTURE:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported by the caller; the batch's rows still commit
+        return f"summary tables not updated: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _apply_group(

@@ -193,3 +193,23 @@ def test_the_dashboards_summaries_follow_each_batch(tmp_path: Path) -> None:
     assert run_cli(home, "run", "--once").returncode == 0
     assert query(paths, "sessions", "SELECT tool_count, input_tokens FROM sessions WHERE id = 's-new'") == [(2, 100)]
     assert query(paths, "sessions", "SELECT total_calls FROM tool_usage WHERE tool_name = 'Edit'") == [(2,)]
+
+
+def test_a_summary_table_shaped_otherwise_never_holds_back_the_events(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "claude.db"
+    db.parent.mkdir(mode=0o700)
+    conn = sqlite3.connect(db)
+    # Someone's own "sessions" and "tool_usage", nothing like the platform's.
+    conn.execute("CREATE TABLE sessions (id TEXT PRIMARY KEY, note TEXT NOT NULL)")
+    conn.execute("CREATE TABLE tool_usage (tool_name TEXT PRIMARY KEY, weird INTEGER NOT NULL)")
+    conn.commit()
+    conn.close()
+    home = _home_pointing_at(tmp_path, "sessions", db)
+    paths = resolve(str(home))
+    for i in range(3):
+        body = {"tool_name": "Edit", "success": True, "session_id": "s1", "timestamp": 1768903200 + i}
+        assert run_cli(home, "enqueue", "tool_event", json.dumps(body)).returncode == 0
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 0, res.stderr
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(3,)]
+    assert "summary tables not updated" in Path(paths.error_log).read_text()
