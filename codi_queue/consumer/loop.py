@@ -122,7 +122,8 @@ class Consumer:
         # others go on applying; their operations wait in the spool.
         self.unavailable: dict[str, str] = {}
         self._retry_tiers_at = 0.0
-        self._hint_lag: dict[str, float] = {}  # inbox id → when its acknowledged position first lagged info
+        # inbox id → (the info position the acknowledged one must reach, since when)
+        self._hint_lag: dict[str, tuple[int, float]] = {}
         self._once = False
         self._cursors: dict[str, dict[str, int]] = {}
         self.tailers = Tailers(paths, config, self._report) if config is not None else None
@@ -353,6 +354,7 @@ class Consumer:
 
     def apply_journal(self, dirs: list[QueueDir], progress: Callable[[int], None] | None = None) -> ConsumerStats:
         """Apply queue directories in order without claiming or archiving anything (a rebuild)."""
+        self._once = True  # the inbox too, up to its info: no producer's acknowledgement to wait for
         self._open_databases()
         try:
             for n, qd in enumerate(dirs, 1):
@@ -464,19 +466,23 @@ class Consumer:
         return max(1, routed_here)
 
     def _hint_overdue(self, seg: str) -> bool:
-        """Producers' acknowledged position has lagged ``info`` for long: read (and sync) up to ``info``."""
+        """The acknowledged position has not reached what ``info`` named a grace ago: read (and sync) to ``info``."""
         if self._once:
             return True  # draining what is there and exiting: nothing to wait for
-        since = self._hint_lag.get(seg)
-        return since is not None and time.monotonic() - since >= HINT_GRACE_S
+        lag = self._hint_lag.get(seg)
+        return lag is not None and time.monotonic() - lag[1] >= HINT_GRACE_S
 
     def _note_hint(self, seg: str, reader: SegmentReader) -> None:
-        if reader.end < reader.info_end:
-            self._hint_lag.setdefault(seg, time.monotonic())
+        # Under steady load the acknowledged position always trails info by the
+        # fsyncs in flight; only a position that is not reached within the grace
+        # (a producer that died before publishing, a lost hint) is overdue.
+        lag = self._hint_lag.get(seg)
+        if reader.trusted or reader.end >= reader.info_end:
+            self._hint_lag.pop(seg, None)
+        elif lag is None or reader.end >= lag[0]:
+            self._hint_lag[seg] = (reader.info_end, time.monotonic())
             if self._waker is not None:
                 self._waker.wake_after(HINT_GRACE_S)  # come back then, even if nothing else happens
-        else:
-            self._hint_lag.pop(seg, None)
 
     def _damage_letter(self, seg: str, entry: Entry, reader: SegmentReader) -> DeadLetter:
         """A dead letter for a damaged span, its whole bytes copied aside when they exceed what it holds inline."""
