@@ -180,7 +180,7 @@ def _fail(exc: BaseException, argv: list[str]) -> int:
         from .errorlog import record_error
         from .paths import resolve
 
-        logged = record_error(resolve(_home_arg(argv)).error_log, "cli", f"{type(exc).__name__}: {exc}",
+        logged = record_error(resolve(_split_home(argv)[0]).error_log, "cli", f"{type(exc).__name__}: {exc}",
                               argv=argv, traceback=detail)
     except Exception:  # noqa: BLE001 - the home itself may be what failed; the line below still goes out
         logged = False
@@ -188,17 +188,8 @@ def _fail(exc: BaseException, argv: list[str]) -> int:
     return EXIT_FAILURE
 
 
-def _home_arg(argv: list[str]) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == "--home" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--home="):
-            return arg[7:]
-    return None
-
-
-def _fast_path(argv: list[str]) -> int | None:
-    """``hook`` runs on every tool call: skip argparse (and msgspec) entirely."""
+def _split_home(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``--home DIR`` (or ``--home=DIR``) and every other argument, in order."""
     home: str | None = None
     rest: list[str] = []
     it = iter(argv)
@@ -209,6 +200,12 @@ def _fast_path(argv: list[str]) -> int | None:
             home = arg[7:]
         else:
             rest.append(arg)
+    return home, rest
+
+
+def _fast_path(argv: list[str]) -> int | None:
+    """``hook`` runs on every tool call: skip argparse (and msgspec) entirely."""
+    home, rest = _split_home(argv)
     if rest == ["hook"]:
         from .producers.entry import run_hook
 

@@ -121,7 +121,7 @@ def load_config(paths: Paths) -> Config:
     for tier, value in databases.items():
         if tier not in TIER_NAMES:
             raise ConfigError(path, f"databases.{tier}", f"unknown tier (known: {', '.join(TIER_NAMES)})")
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or "\x00" in value:
             raise ConfigError(path, f"databases.{tier}", "expected a path")
     archive = data.get("archive", {})
     if not isinstance(archive, dict) or set(archive) - {"max_age_days", "max_bytes"}:

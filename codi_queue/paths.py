@@ -166,7 +166,7 @@ def _configured_databases(config: str, home: str) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     for tier, value in table.items():
-        if tier in TIER_NAMES and isinstance(value, str) and value:
+        if tier in TIER_NAMES and isinstance(value, str) and value and "\x00" not in value:
             path = os.path.expanduser(os.path.expandvars(value))
             out[tier] = os.path.abspath(path if os.path.isabs(path) else os.path.join(home, path))
     return out

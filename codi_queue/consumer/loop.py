@@ -9,6 +9,7 @@ signal lets the batch in flight commit (or roll back) and the process exit 0.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -55,7 +56,8 @@ TIER_RETRY_S = 60.0  # how often a tier that could not be opened or adopted is t
 HINT_GRACE_S = 1.0
 # Faults that pass by themselves (a lock, a full disk): retried with backoff like any
 # pass. Anything else while opening or adopting a tier sets that tier aside.
-_PASSING = (apsw.BusyError, apsw.LockedError, apsw.IOError, apsw.FullError, apsw.NoMemError, OSError)
+_PASSING = (apsw.BusyError, apsw.LockedError, apsw.IOError, apsw.FullError, apsw.NoMemError)
+_PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR})
 _decode_record = msgspec.msgpack.Decoder(Record).decode
 _decode_json_record = msgspec.json.Decoder(Record).decode
 
@@ -240,7 +242,7 @@ class Consumer:
                 conn = self._conns.pop(tier, None)
                 if conn is not None:
                     conn.close()
-                if isinstance(exc, _PASSING):
+                if isinstance(exc, _PASSING) or isinstance(exc, OSError) and exc.errno in _PASSING_ERRNOS:
                     raise  # a lock or a full disk: the whole pass backs off and retries soon
                 why = f"{type(exc).__name__}: {exc}"
                 if self.unavailable.get(tier) != why:
