@@ -124,6 +124,10 @@ def _parser() -> Any:
 
     p = sub.add_parser("paths", parents=[common], help="where everything lives")
     p.add_argument("--json", action="store_true")
+
+    from .sync.command import add_parser as add_sync
+
+    add_sync(sub, common)
     return parser
 
 
@@ -270,13 +274,27 @@ def _cmd_run(args: Any, paths: Any) -> int:
         rotate_bytes=max(1, args.rotate_bytes),
         config=load_config(paths),
     )
+    sync = consumer.config.sync if consumer.config else None
+    pushing = sync is not None and bool(sync.push) and not args.once
+
     def started() -> None:
         dbs = ", ".join(f"{t} {paths.database(t)}" for t in ("platform", "org", "sessions", "project"))
         what = "draining what is queued" if args.once else "waiting for operations (Ctrl-C stops it)"
+        if pushing and sync is not None:
+            from .config import redact_url
+
+            what += f"; pushing {', '.join(sync.push)} to {redact_url(sync.url)} as {sync.machine}"
         sys.stderr.write(f"codi-queue: consumer for home {paths.home} ({paths.source}); databases: {dbs}; {what}\n")
         sys.stderr.flush()
 
-    stats = consumer.run(once=args.once, on_start=started)
+    if pushing and sync is not None:
+        from .sync.background import PushThread
+
+        with PushThread(paths, sync) as pusher:
+            consumer.on_commit = pusher.wake
+            stats = consumer.run(once=False, on_start=started)
+    else:
+        stats = consumer.run(once=args.once, on_start=started)
     if args.once or args.verbose:
         sys.stderr.write(
             f"codi-queue: {stats.operations} operations in {stats.batches} batches, "
@@ -650,10 +668,22 @@ def _cmd_config(args: Any, paths: Any) -> int:
     print("\n[watch.jsonl]")
     for file, op in watch["jsonl"].items():
         print(f"{json.dumps(file)} = {json.dumps(op)}")
+    sync = data["sync"]
+    if sync:  # the URL is already redacted: a password is never printed
+        print("\n[sync]")
+        for key in ("url", "machine", "push", "pull", "share_private"):
+            print(f"{key} = {json.dumps(sync[key])}")
     return EXIT_OK
 
 
+def _cmd_sync(args: Any, paths: Any) -> int:
+    from .sync.command import run
+
+    return run(args, paths)
+
+
 _COMMANDS = {
+    "sync": _cmd_sync,
     "import": _cmd_import,
     "import-transcripts": _cmd_import_transcripts,
     "mirror-state": _cmd_mirror_state,

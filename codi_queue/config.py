@@ -20,6 +20,13 @@
     [databases]                              # where each tier's database lives (default HOME/db/<tier>.db)
     sessions = "~/.claude/data/claude.db"    # adopt the platform's own database; relative = under the home
 
+    [sync]                                   # the team's PostgreSQL (docs/team.md)
+    url = "postgresql://alice@db.team.example/codi"   # password: PGPASSWORD or ~/.pgpass
+    machine = "alice-laptop"                 # default: the host name
+    push = ["platform", "org", "sessions", "project"]   # default: every tier
+    pull = ["org"]                           # default: the org tier (shared knowledge)
+    share_private = false                    # message text and prompts stay here (default)
+
 ``home = "..."`` at the top level is read by path resolution (``paths.py``)
 from the file in the platform's config directory.
 
@@ -37,7 +44,7 @@ from .errors import CodiQueueError, UnsafePath
 from .fsutil import read_private_file
 from .paths import TIER_NAMES, Paths
 
-__all__ = ["Config", "ConfigError", "load_config"]
+__all__ = ["Config", "ConfigError", "SyncConfig", "load_config", "redact_url"]
 
 
 class ConfigError(CodiQueueError):
@@ -52,9 +59,45 @@ ARCHIVE_MAX_AGE_DAYS = 30
 ARCHIVE_MAX_BYTES = 2 * 1024**3
 
 
+class SyncConfig:
+    """``[sync]``: where this machine's journal goes and what comes back."""
+
+    __slots__ = ("url", "machine", "push", "pull", "share_private")
+
+    def __init__(self, url: str, machine: str, push: tuple[str, ...], pull: tuple[str, ...],
+                 share_private: bool = False) -> None:
+        self.url = url  # may hold a password: shown and logged only through redact_url
+        self.machine = machine
+        self.push = push
+        self.pull = pull
+        self.share_private = share_private
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"url": redact_url(self.url), "machine": self.machine, "push": list(self.push),
+                "pull": list(self.pull), "share_private": self.share_private}
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit to print: any password replaced by ``***``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, _, host = netloc.rpartition("@")
+            if ":" in user:
+                user = user.split(":", 1)[0] + ":***"
+            netloc = f"{user}@{host}"
+        query = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query, True)]
+        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+
+
 class Config:
     __slots__ = ("path", "exists", "jsonl", "transcripts", "state_dirs", "archive_max_age_days",
-                 "archive_max_bytes", "prometheus_textfile", "databases")
+                 "archive_max_bytes", "prometheus_textfile", "databases", "sync")
 
     def __init__(self, path: str, exists: bool) -> None:
         self.path = path
@@ -66,6 +109,7 @@ class Config:
         self.archive_max_bytes: int = ARCHIVE_MAX_BYTES
         self.prometheus_textfile: str | None = None
         self.databases: dict[str, tuple[str, str]] = {}  # tier → (file, where it came from)
+        self.sync: SyncConfig | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +119,7 @@ class Config:
             "watch": {"jsonl": dict(self.jsonl), "transcripts": list(self.transcripts), "state_dirs": list(self.state_dirs)},
             "archive": {"max_age_days": self.archive_max_age_days, "max_bytes": self.archive_max_bytes},
             "observability": {"prometheus_textfile": self.prometheus_textfile},
+            "sync": self.sync.as_dict() if self.sync else None,
         }
 
 
@@ -111,10 +156,12 @@ def load_config(paths: Paths) -> Config:
         raise ConfigError(path, None, f"not valid TOML: {exc}") from None
     config = Config(path, exists=True)
     config.databases = {t: paths.databases()[t] for t in TIER_NAMES}
-    unknown_top = set(data) - {"home", "watch", "archive", "observability", "databases"}
+    unknown_top = set(data) - {"home", "watch", "archive", "observability", "databases", "sync"}
     if unknown_top:
         raise ConfigError(path, None, f"unknown keys {sorted(unknown_top)} "
-                                      "(known: home, databases, watch, archive, observability)")
+                                      "(known: home, databases, watch, archive, observability, sync)")
+    if "sync" in data:
+        config.sync = _sync(path, data["sync"])
     databases = data.get("databases", {})
     if not isinstance(databases, dict):
         raise ConfigError(path, "databases", "expected a table of tier = path")
@@ -162,3 +209,33 @@ def load_config(paths: Paths) -> Config:
             raise ConfigError(path, key, f"unknown operation {op!r}")
         config.jsonl[_expand(file)] = op
     return config
+
+
+def _sync(path: str, table: Any) -> SyncConfig:
+    from .schemas.registry import TIERS
+
+    if not isinstance(table, dict):
+        raise ConfigError(path, "sync", "expected a table with url (and machine, push, pull, share_private)")
+    unknown = set(table) - {"url", "machine", "push", "pull", "share_private"}
+    if unknown:
+        raise ConfigError(path, "sync", f"unknown keys {sorted(unknown)} (known: url, machine, push, pull, "
+                                        "share_private)")
+    url = table.get("url")
+    if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")) or "\x00" in url:
+        raise ConfigError(path, "sync.url", "expected a PostgreSQL URL, postgresql://user@host/database")
+    machine = table.get("machine", os.uname().nodename)
+    if not isinstance(machine, str) or not machine.strip() or len(machine) > 200 or "\x00" in machine:
+        raise ConfigError(path, "sync.machine", "expected a name of 1 to 200 characters")
+    lists: dict[str, tuple[str, ...]] = {}
+    for key, default in (("push", TIERS), ("pull", ("org",))):
+        value = table.get(key, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(path, f"sync.{key}", f"expected a list of tiers ({', '.join(TIERS)})")
+        bad = [v for v in value if v not in TIERS]
+        if bad:
+            raise ConfigError(path, f"sync.{key}", f"unknown tiers {bad} (known: {', '.join(TIERS)})")
+        lists[key] = tuple(dict.fromkeys(value))
+    share = table.get("share_private", False)
+    if not isinstance(share, bool):
+        raise ConfigError(path, "sync.share_private", "expected true or false")
+    return SyncConfig(url, machine.strip(), lists["push"], lists["pull"], share)

@@ -112,3 +112,10 @@ class TierUnavailable(CodiQueueError):
         self.reasons = dict(reasons)
         detail = "; ".join(f"{tier}: {why}" for tier, why in reasons.items())
         super().__init__(f"these tiers were not written, their operations wait in the spool: {detail}")
+
+
+class SyncError(CodiQueueError):
+    """The team database could not be reached or refused us; the message never holds a password."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)

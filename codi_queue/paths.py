@@ -85,6 +85,14 @@ class Paths:
     def consumer_pid_file(self) -> str:
         return os.path.join(self.state, "consumer.pid")
 
+    @property
+    def sync_push_file(self) -> str:
+        return os.path.join(self.state, "sync-push.json")
+
+    @property
+    def sync_pull_file(self) -> str:
+        return os.path.join(self.state, "sync-pull.json")
+
     def private_dirs(self, databases: bool = True) -> list[tuple[str, bool]]:
         """Every directory we keep state in, and whether it may be a symbolic link (only the home).
 

@@ -25,7 +25,7 @@ from ..values import clean_text, loads
 from .db import immediate
 from .summaries import Summaries
 
-__all__ = ["Item", "DeadLetter", "TierResult", "apply_items", "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
+__all__ = ["Item", "DeadLetter", "decode_body", "TierResult", "apply_items", "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
 
 # Errors of the database or the disk, not of one operation: the batch rolls
 # back and is retried with backoff, never dead-lettered. Anything else raised
@@ -77,7 +77,8 @@ def _decoder(spec: OpSpec, json: bool) -> Any:
     return dec
 
 
-def _decode_body(spec: OpSpec, item: Item) -> Any:
+def decode_body(spec: OpSpec, item: Item) -> Any:
+    """The operation's Struct from its encoded body (raises whatever a hostile body provokes)."""
     try:
         return _decoder(spec, item.json).decode(item.env.body)
     except (msgspec.DecodeError, UnicodeDecodeError):
@@ -148,7 +149,7 @@ def prepare(
         group = groups.get(spec.name)
         try:
             bound = group[0] if group is not None else binding(conn, spec)
-            body = _decode_body(spec, item)
+            body = decode_body(spec, item)
             row = (*bound.row(body), item.env.id)
         except (msgspec.DecodeError, RecursionError) as exc:  # nesting too deep is bad input too
             dead.append(dead_letter(item, f"invalid body: {exc}"))

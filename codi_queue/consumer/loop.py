@@ -38,6 +38,7 @@ from .apply import DeadLetter, Item, apply_items, get_cursor
 from .db import BUSY_TIMEOUT_MS, open_tier
 from .lock import ConsumerLock
 from .metrics import Metrics
+from .pushed import retention_hold
 from .tail import Tailers
 from .wake import Waker
 
@@ -132,6 +133,8 @@ class Consumer:
         self.metrics = Metrics(paths.metrics)
         self._housekeeping_at = 0.0
         self._metrics_error: str | None = None
+        # Called after each batch commits (the team push thread wakes on it); must not block.
+        self.on_commit: Callable[[], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -285,11 +288,9 @@ class Consumer:
             self._open_databases()
             st = os.stat(path)
             self._identity[tier] = (st.st_dev, st.st_ino)
-            from ..recovery.journal import journal_dirs
-
             refill = Consumer(self.paths, batch_ops=self.batch_ops, tiers=(tier,), busy_timeout_ms=self.busy_timeout_ms)
             refill._conns = {tier: self._conns[tier]}
-            for qd in journal_dirs(self.paths, archived=True, pending=False):
+            for qd in self.spool.archived_dirs():
                 try:
                     refill._drain_dir(qd)
                 except FileNotFoundError:
@@ -558,6 +559,8 @@ class Consumer:
             cursors[tier] = max(cursors[tier], end)
         self.stats.batches += 1
         self._flush_metrics()
+        if self.on_commit is not None:
+            self.on_commit()
 
     def _housekeeping(self, force: bool = False) -> None:
         """Archive retention and the Prometheus textfile, at most once a minute."""
@@ -569,7 +572,11 @@ class Consumer:
         ensure_reserve(self.paths.logs)
         if self.config is None:
             return
-        removed = self.spool.prune_archive(self.config.archive_max_age_days * 86400, self.config.archive_max_bytes)
+        sync = self.config.sync
+        removed = self.spool.prune_archive(
+            self.config.archive_max_age_days * 86400, self.config.archive_max_bytes,
+            keep_from=retention_hold(self.paths, sync.push) if sync else None,
+        )
         if removed:
             log.info("archive retention removed %d segments", len(removed))
         if self.config.prometheus_textfile:

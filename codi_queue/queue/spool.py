@@ -185,6 +185,16 @@ class Spool:
         if inbox_id is not None:
             yield QueueDir(inbox_id, self.inbox, True)
 
+    def archived_dirs(self) -> list[QueueDir]:
+        """Applied segments kept for replay and sync, oldest first."""
+        if self.archive is None:
+            return []
+        return [QueueDir(name, os.path.join(self.archive, name), False) for name in list_ids(self.archive)]
+
+    def journal(self, archived: bool = True, pending: bool = True) -> list[QueueDir]:
+        """Every record still on disk, in the order it was written: archived, claimed, then the inbox."""
+        return (self.archived_dirs() if archived else []) + (list(self.queue_dirs()) if pending else [])
+
     def rescue_inbox(self) -> str | None:
         """Move an inbox no producer could have left as it is to ``segments/``; what was wrong, or None.
 
@@ -244,9 +254,15 @@ class Spool:
         fsync_dir(self.segments)
         return dest
 
-    def prune_archive(self, max_age_s: float, max_bytes: int, now: float | None = None) -> list[str]:
-        """Delete the oldest archived segments beyond the age or total-size limit (0 = none)."""
-        names = list_ids(self.archive)
+    def prune_archive(
+        self, max_age_s: float, max_bytes: int, now: float | None = None, keep_from: str | None = None
+    ) -> list[str]:
+        """Delete the oldest archived segments beyond the age or total-size limit (0 = none).
+
+        Segments from ``keep_from`` on are never deleted: someone (a push to the
+        team database) has not read them yet.
+        """
+        names = [n for n in list_ids(self.archive) if keep_from is None or n < keep_from]
         if not names:
             return []
         now = time.time() if now is None else now

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import msgspec
@@ -10,7 +9,7 @@ import msgspec
 from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import SegmentReader, describe_pos
-from ..queue.spool import ID_DIGITS, QueueDir, Spool
+from ..queue.spool import QueueDir, Spool
 from ..schemas.envelope import Record
 
 __all__ = ["journal_dirs", "records", "encode_record"]
@@ -22,14 +21,7 @@ _decoders = {
 
 
 def journal_dirs(paths: Paths, archived: bool = True, pending: bool = True) -> list[QueueDir]:
-    dirs: list[QueueDir] = []
-    if archived and os.path.isdir(paths.archive):
-        for name in sorted(os.listdir(paths.archive)):
-            if name.isdigit() and len(name) == ID_DIGITS:
-                dirs.append(QueueDir(name, os.path.join(paths.archive, name), False))
-    if pending:
-        dirs += list(Spool(paths.spool, paths.archive).queue_dirs())
-    return dirs
+    return Spool(paths.spool, paths.archive).journal(archived, pending)
 
 
 def records(qd: QueueDir, damage: list[str] | None = None) -> Iterator[tuple[bool, Record]]:

@@ -102,6 +102,7 @@ class RoutingMetric(OpBase, tag="routing_metric"):
     context: JsonText = None
 
     __json_fields__: ClassVar[tuple[str, ...]] = ("context",)
+    __private_fields__: ClassVar[tuple[str, ...]] = ("query_text",)  # the user's prompt
 
 
 class SessionOutcome(OpBase, tag="session_outcome"):
@@ -209,6 +210,8 @@ class Message(OpBase, tag="message"):
     uuid: Name | None = None
     model: Name | None = None
     request_id: Name | None = None
+
+    __private_fields__: ClassVar[tuple[str, ...]] = ("content",)  # what was said
 
 
 class ToolAnalytics(OpBase, tag="tool_analytics"):

@@ -82,6 +82,8 @@ class OpBase(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field
 
     # Names of JsonText fields, serialised to JSON text once, at enqueue.
     __json_fields__: ClassVar[tuple[str, ...]] = ()
+    # Text that stays on the developer's machine unless ``[sync] share_private`` (docs/team.md).
+    __private_fields__: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         # Errors are phrased like msgspec's own ("... - at `$.field`") so one

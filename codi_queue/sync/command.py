@@ -1,0 +1,151 @@
+"""``codi-queue sync push|pull|status|migrate``: options, help and handler together."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from ..config import SyncConfig, load_config
+from ..errors import CodiQueueError
+from ..paths import Paths
+
+__all__ = ["add_parser", "run", "require_sync"]
+
+HELP = "the team's PostgreSQL: push this machine's journal, pull shared tiers (docs/team.md)"
+EPILOG = """\
+examples:
+  codi-queue sync migrate          create or update the team tables
+  codi-queue sync push             send what was applied here and not yet sent
+  codi-queue sync pull             bring other machines' org knowledge here
+  codi-queue sync status --json    per tier: pushed up to where, backlog, last error
+
+The [sync] table of the config file says where (url), as whom (machine) and
+which tiers go out (push) and come in (pull); the password comes from
+PGPASSWORD or ~/.pgpass and is never printed. Exit 0 when done, 1 when the team
+database cannot be reached or refuses (one line says why), 2 on usage errors."""
+
+
+def add_parser(sub: Any, common: Any) -> None:
+    import argparse
+
+    p = sub.add_parser("sync", parents=[common], help=HELP, description=HELP, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=["push", "pull", "status", "migrate"])
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def require_sync(paths: Paths) -> SyncConfig:
+    config = load_config(paths)
+    if config.sync is None:
+        raise CodiQueueError(f"no [sync] table in {config.path}: see docs/team.md for url, machine, push, pull")
+    return config.sync
+
+
+def run(args: Any, paths: Paths) -> int:
+    sync = require_sync(paths)
+    report = _ACTIONS[args.action](paths, sync)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(report.pop("summary"))
+    return 0
+
+
+def _push(paths: Paths, sync: SyncConfig) -> dict[str, Any]:
+    from .push import Pusher
+
+    started = time.monotonic()
+    with Pusher(paths, sync) as pusher:
+        results = pusher.push()
+    took = time.monotonic() - started
+    total = sum(r.operations for r in results.values())
+    parts = ", ".join(f"{t} {r.operations}" for t, r in results.items()) or "no tiers configured"
+    return {
+        "summary": f"pushed {total} operations as {sync.machine} in {took:.1f}s ({parts})",
+        "machine": sync.machine,
+        "seconds": round(took, 3),
+        "tiers": {t: {"operations": r.operations, "batches": r.batches, "left_out": r.skipped,
+                      "segment": r.segment, "pos": r.pos} for t, r in results.items()},
+    }
+
+
+def _pull(paths: Paths, sync: SyncConfig) -> dict[str, Any]:
+    from .pull import pull
+
+    result = pull(paths, sync)
+    summary = f"pulled {result.operations} operations into the spool (the consumer applies them)"
+    if result.unusable:
+        summary += f"; {result.unusable} rows could not be operations, e.g. {result.first_problem}"
+    return {"summary": summary, "operations": result.operations, "unusable": result.unusable,
+            "first_problem": result.first_problem, "from": result.machines}
+
+
+def _migrate(paths: Paths, sync: SyncConfig) -> dict[str, Any]:
+    from ..schemas.postgres import fingerprint
+    from .teamdb import connect, ensure_schema
+
+    conn = connect(sync)
+    try:
+        changed = ensure_schema(conn)
+    finally:
+        conn.close()
+    what = "migrated" if changed else "already up to date"
+    return {"summary": f"team database {what} (schema {fingerprint()})", "changed": changed,
+            "fingerprint": fingerprint()}
+
+
+def _status(paths: Paths, sync: SyncConfig) -> dict[str, Any]:
+    """What PostgreSQL says (when reachable) beside what this machine counts."""
+    from ..consumer.pushed import read_progress
+    from .push import backlog
+
+    local = read_progress(paths)
+    remote: dict[str, Any] = {}
+    error = None
+    try:
+        remote = _remote_cursors(sync)
+    except CodiQueueError as exc:
+        error = str(exc)
+    tiers: dict[str, Any] = {}
+    for tier in sync.push:
+        mark = remote.get(tier) or (local.get("tiers") or {}).get(tier) or {}
+        start = (str(mark.get("segment", "")), int(mark.get("pos", 0)))
+        tiers[tier] = {"segment": start[0], "pos": start[1], "backlog": backlog(paths, tier, start),
+                       "operations": mark.get("operations"), "pushed_at": mark.get("pushed_at")}
+    lines = [f"machine {sync.machine}, team database "
+             + ("reachable" if error is None else f"not reachable: {error}")]
+    for tier, t in tiers.items():
+        lines.append(f"  {tier:<9} backlog {t['backlog']:>8}  pushed {t['operations'] or 0} operations"
+                     + (f", up to segment {t['segment']} @ {t['pos']}" if t["segment"] else ", nothing yet"))
+    if local.get("last_error"):
+        lines.append(f"  last error: {local['last_error']}")
+    return {"summary": "\n".join(lines), "machine": sync.machine, "reachable": error is None, "error": error,
+            "tiers": tiers, "last_push": local.get("last_push"), "last_error": local.get("last_error")}
+
+
+def _remote_cursors(sync: SyncConfig) -> dict[str, dict[str, Any]]:
+    from ..schemas.postgres import SYNC_SCHEMA
+    from .teamdb import connect, describe
+
+    import psycopg
+
+    conn = connect(sync)
+    try:
+        rows = conn.execute(
+            f'SELECT tier, segment, pos, operations, extract(epoch FROM pushed_at)::float8 FROM "{SYNC_SCHEMA}".push_cursors '
+            "WHERE machine = %s", (sync.machine,),
+        ).fetchall()
+    except psycopg.errors.UndefinedTable:
+        return {}  # never pushed to: nothing there yet
+    except psycopg.Error as exc:
+        from ..errors import SyncError
+
+        raise SyncError(describe(exc, sync)) from None
+    finally:
+        conn.close()
+    return {r[0]: {"segment": r[1], "pos": r[2], "operations": r[3], "pushed_at": r[4]} for r in rows}
+
+
+_ACTIONS = {"push": _push, "pull": _pull, "status": _status, "migrate": _migrate}
