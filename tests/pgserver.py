@@ -79,6 +79,14 @@ class PgServer:
     def start(self) -> None:
         self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.root, "log"), "-w", "-t", "60", "start")
 
+    def running(self) -> bool:
+        return os.path.exists(os.path.join(self.data, "postmaster.pid"))
+
+    def start_if_stopped(self) -> None:
+        """A test that stopped the server and failed before starting it again must not take the rest down."""
+        if not self.running():
+            self.start()
+
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
 

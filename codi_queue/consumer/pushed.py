@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from ..fsutil import read_file, write_atomic
+from ..fsutil import ensure_private_dir, read_file, write_atomic
 from ..paths import Paths
 
 __all__ = ["read_progress", "save_progress", "save_backlog", "retention_hold", "note_error"]
@@ -41,7 +41,7 @@ def save_progress(paths: Paths, tier: str, segment: str, pos: int, operations: i
                    "operations": int(previous.get("operations", 0)) + operations, "backlog": backlog}
     data["last_push"] = now
     data["last_error"] = None
-    write_atomic(paths.sync_push_file, json.dumps(data, sort_keys=True).encode())
+    _write(paths, data)
 
 
 def save_backlog(paths: Paths, tier: str, backlog: int) -> None:
@@ -54,7 +54,7 @@ def save_backlog(paths: Paths, tier: str, backlog: int) -> None:
     if isinstance(entry, dict):
         entry["backlog"] = backlog
         entry["counted_at"] = time.time()
-    write_atomic(paths.sync_push_file, json.dumps(data, sort_keys=True).encode())
+    _write(paths, data)
 
 
 def note_error(paths: Paths, reason: str) -> None:
@@ -62,7 +62,7 @@ def note_error(paths: Paths, reason: str) -> None:
     data = read_progress(paths)
     data["last_error"] = reason
     data["last_error_at"] = time.time()
-    write_atomic(paths.sync_push_file, json.dumps(data, sort_keys=True).encode())
+    _write(paths, data)
 
 
 def retention_hold(paths: Paths, tiers: tuple[str, ...]) -> str | None:
@@ -79,3 +79,8 @@ def retention_hold(paths: Paths, tiers: tuple[str, ...]) -> str | None:
         segment = entry.get("segment") if isinstance(entry, dict) else None
         held.append(segment if isinstance(segment, str) else "")
     return min(held)
+
+
+def _write(paths: Paths, data: dict[str, Any]) -> None:
+    ensure_private_dir(paths.state)  # a push from a home whose consumer never ran
+    write_atomic(paths.sync_push_file, json.dumps(data, sort_keys=True).encode())

@@ -84,6 +84,23 @@ def collect(paths: Paths) -> dict[str, Any]:
         "outside_vocabulary": metrics.get("outside_vocabulary") or {},  # since the last consumer start
         "tiers_unavailable": {**((metrics.get("unavailable_tiers") or {}) if live else {}), **unreadable},
         "producer_errors": error_count(paths.error_log, "producer"),
+        "sync": _sync(paths),
+    }
+
+
+def _sync(paths: Paths) -> dict[str, Any] | None:
+    """The team push as the pushers last recorded it (None: never pushed from this home)."""
+    from .pushed import read_progress
+
+    progress = read_progress(paths)
+    if not progress:
+        return None
+    tiers = progress.get("tiers") if isinstance(progress.get("tiers"), dict) else {}
+    return {
+        "last_push": progress.get("last_push"),
+        "last_error": progress.get("last_error"),
+        "backlog": {t: v.get("backlog") for t, v in sorted(tiers.items()) if isinstance(v, dict)},
+        "pushed": {t: v.get("operations") for t, v in sorted(tiers.items()) if isinstance(v, dict)},
     }
 
 
@@ -105,6 +122,12 @@ def render_human(report: dict[str, Any], home: str) -> str:
     lines += [f"tier unavailable {t}: {why}" for t, why in sorted(report["tiers_unavailable"].items())]
     lines += [f"kept as given    {k}: {n} values outside our vocabulary or scale"
               for k, n in sorted(report["outside_vocabulary"].items())]
+    sync = report.get("sync")
+    if sync:
+        ago = f"{max(0.0, time.time() - sync['last_push']):.0f}s ago" if sync["last_push"] else "never"
+        backlog = ", ".join(f"{t} {n}" for t, n in sync["backlog"].items() if n is not None) or "not counted"
+        lines.append(f"team sync        last push {ago}; backlog {backlog}"
+                     + (f"; last error: {sync['last_error']}" if sync["last_error"] else ""))
     err = report["last_error"]
     lines.append("last error       " + (f"{err['message']}" if err else "none"))
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 A stoppable thread in the watchdog manner: ``wake()`` after each local commit,
 ``stop()`` and ``join()`` to end it. A PostgreSQL that is down, slow or
-refusing only delays pushes (backoff up to a minute); the local consumer
+refusing only delays pushes (backoff up to 15 s); the local consumer
 never waits for it and the backlog stays in the journal, held back from
 archive retention until it is pushed.
 """
@@ -24,7 +24,7 @@ __all__ = ["PushThread"]
 log = logging.getLogger("codi_queue.sync")
 
 IDLE_S = 5.0  # pushes at least this often even if no commit woke us (another pusher, a restarted server)
-MAX_BACKOFF_S = 60.0
+MAX_BACKOFF_S = 15.0  # a restarted server is caught up within this
 
 
 class PushThread(threading.Thread):

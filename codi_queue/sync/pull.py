@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from ..config import SyncConfig
-from ..fsutil import read_file, write_atomic
+from ..fsutil import ensure_private_dir, read_file, write_atomic
 from ..paths import Paths
 from ..producers.lite import append_records
 from ..producers.validate import encode_body, pack_records
@@ -76,6 +76,7 @@ def pull(paths: Paths, sync: SyncConfig) -> PullResult:
                     n += _pull_table(paths, conn, table, machine, since, head, result)
                 result.machines.setdefault(tier, {})[machine] = n
                 done[machine] = head
+                ensure_private_dir(paths.state)
                 write_atomic(paths.sync_pull_file, json.dumps(pulled, sort_keys=True).encode())
     except psycopg.Error as exc:
         from ..errors import SyncError
