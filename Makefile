@@ -27,8 +27,9 @@ test: $(STAMP)
 # fuzz cases, a multi-minute soak. CI runs them after `make test`.
 reliability: $(STAMP)
 	CODI_CRASH_ROUNDS=$${CODI_CRASH_ROUNDS:-25} CODI_FUZZ_EXAMPLES=$${CODI_FUZZ_EXAMPLES:-3000} \
-	CODI_SOAK_SECONDS=$${CODI_SOAK_SECONDS:-120} \
-	$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_crash.py tests/reliability tests/test_multiprocess.py
+	CODI_SOAK_SECONDS=$${CODI_SOAK_SECONDS:-120} CODI_SYNC_KILLS=$${CODI_SYNC_KILLS:-200} \
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_crash.py tests/reliability tests/test_multiprocess.py \
+		tests/sync/test_kills.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -114,6 +114,8 @@ def _parser() -> Any:
         default=16 * 1024 * 1024,
         help="claim and archive the inbox once it holds this many bytes (default 16 MiB)",
     )
+    p.add_argument("--no-push", action="store_true",
+                   help="do not push to the team database even if [sync] is set (push with `sync push` instead)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every batch")
 
     p = sub.add_parser("status", parents=[common], help="queue depth, lag, dead letters, consumer liveness")
@@ -275,7 +277,7 @@ def _cmd_run(args: Any, paths: Any) -> int:
         config=load_config(paths),
     )
     sync = consumer.config.sync if consumer.config else None
-    pushing = sync is not None and bool(sync.push) and not args.once
+    pushing = sync is not None and bool(sync.push) and not args.once and not args.no_push
 
     def started() -> None:
         dbs = ", ".join(f"{t} {paths.database(t)}" for t in ("platform", "org", "sessions", "project"))

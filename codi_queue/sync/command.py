@@ -34,6 +34,8 @@ def add_parser(sub: Any, common: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["push", "pull", "status", "migrate"])
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--batch", type=int, default=20_000, metavar="N",
+                   help="push: operations per PostgreSQL transaction (default 20000)")
 
 
 def require_sync(paths: Paths) -> SyncConfig:
@@ -45,7 +47,7 @@ def require_sync(paths: Paths) -> SyncConfig:
 
 def run(args: Any, paths: Paths) -> int:
     sync = require_sync(paths)
-    report = _ACTIONS[args.action](paths, sync)
+    report = _ACTIONS[args.action](paths, sync, max(1, args.batch))
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -53,11 +55,11 @@ def run(args: Any, paths: Paths) -> int:
     return 0
 
 
-def _push(paths: Paths, sync: SyncConfig) -> dict[str, Any]:
+def _push(paths: Paths, sync: SyncConfig, batch: int) -> dict[str, Any]:
     from .push import Pusher
 
     started = time.monotonic()
-    with Pusher(paths, sync) as pusher:
+    with Pusher(paths, sync, batch) as pusher:
         results = pusher.push()
     took = time.monotonic() - started
     total = sum(r.operations for r in results.values())
@@ -71,7 +73,7 @@ def _push(paths: Paths, sync: SyncConfig) -> dict[str, Any]:
     }
 
 
-def _pull(paths: Paths, sync: SyncConfig) -> dict[str, Any]:
+def _pull(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
     from .pull import pull
 
     result = pull(paths, sync)
@@ -82,7 +84,7 @@ def _pull(paths: Paths, sync: SyncConfig) -> dict[str, Any]:
             "first_problem": result.first_problem, "from": result.machines}
 
 
-def _migrate(paths: Paths, sync: SyncConfig) -> dict[str, Any]:
+def _migrate(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
     from ..schemas.postgres import fingerprint
     from .teamdb import connect, ensure_schema
 
@@ -96,7 +98,7 @@ def _migrate(paths: Paths, sync: SyncConfig) -> dict[str, Any]:
             "fingerprint": fingerprint()}
 
 
-def _status(paths: Paths, sync: SyncConfig) -> dict[str, Any]:
+def _status(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
     """What PostgreSQL says (when reachable) beside what this machine counts."""
     from ..consumer.pushed import read_progress
     from .push import backlog
