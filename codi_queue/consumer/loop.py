@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apsw
-import msgspec
 
 from ..config import Config
 from ..errors import CodiQueueError, TierUnavailable
@@ -31,14 +30,13 @@ from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, describe_lost, describe_pos
 from ..queue.spool import QueueDir, Spool, dir_bytes
-from ..schemas.envelope import Record
-from ..values import loads
 from ..schemas.registry import OPS, STATE_TIER, TIERS
 from .apply import DeadLetter, Item, apply_items, get_cursor
 from .db import BUSY_TIMEOUT_MS, open_tier
 from .lock import ConsumerLock
 from .metrics import Metrics
 from .pushed import retention_hold
+from .records import decode_record
 from .tail import Tailers
 from .wake import Waker
 
@@ -59,28 +57,6 @@ HINT_GRACE_S = 1.0
 # pass. Anything else while opening or adopting a tier sets that tier aside.
 _PASSING = (apsw.BusyError, apsw.LockedError, apsw.IOError, apsw.FullError, apsw.NoMemError)
 _PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR})
-_decode_record = msgspec.msgpack.Decoder(Record).decode
-_decode_json_record = msgspec.json.Decoder(Record).decode
-
-
-def decode_record(payload: bytes, is_json: bool) -> tuple[Record, bool]:
-    """The record, and whether invalid text in it had to be replaced (JSON records only).
-
-    Raises whatever a hostile payload provokes; callers turn that into a dead letter.
-    """
-    try:
-        return (_decode_json_record if is_json else _decode_record)(payload), False
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        if not is_json:
-            raise
-    # Invalid UTF-8, unpaired surrogates, numbers too large for a double: the
-    # rules every producer applies at enqueue (codi_queue.values).
-    import json
-
-    value = loads(payload)
-    return _decode_json_record(json.dumps(value, ensure_ascii=False).encode()), True
-
-
 @dataclass
 class ConsumerStats:
     operations: int = 0  # operations applied or dead-lettered

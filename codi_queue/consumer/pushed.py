@@ -11,16 +11,32 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import apsw
+
+from ..errors import SyncError
 from ..fsutil import ensure_private_dir, read_file, write_atomic
 from ..paths import Paths
+from ..queue.frame import KIND_JSON_RECORD
+from ..queue.segment import SegmentReader
+from ..queue.spool import QueueDir, Spool
+from ..schemas.registry import OPS, STATE_TIER, TIERS
+from .apply import Item
+from .db import open_readonly
+from .records import decode_record
 
-__all__ = ["read_progress", "save_progress", "save_backlog", "retention_hold", "note_error"]
+__all__ = ["read_progress", "save_progress", "retention_hold", "note_error", "PULLED_PREFIX",
+           "Applied", "Moved", "journal_ops", "left_out", "backlog"]
+
+# The producer name of operations ``sync pull`` enqueued: never pushed back.
+PULLED_PREFIX = "sync-pull:"
 
 
 def read_progress(paths: Paths) -> dict[str, Any]:
-    """``{"tiers": {tier: {"segment", "pos", "pushed_at", "operations"}}, "last_error", ...}`` ({} if none)."""
+    """``{"tiers": {tier: {"segment", "pos", "pushed_at", "operations"}}, "last_push", "last_error"}`` ({} if none)."""
     try:
         data = json.loads(read_file(paths.sync_push_file, 1024 * 1024))
     except (OSError, ValueError):
@@ -28,7 +44,7 @@ def read_progress(paths: Paths) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def save_progress(paths: Paths, tier: str, segment: str, pos: int, operations: int, backlog: int | None) -> None:
+def save_progress(paths: Paths, tier: str, segment: str, pos: int, operations: int) -> None:
     data = read_progress(paths)
     tiers = data.setdefault("tiers", {})
     if not isinstance(tiers, dict):
@@ -38,22 +54,9 @@ def save_progress(paths: Paths, tier: str, segment: str, pos: int, operations: i
         previous = {}
     now = time.time()
     tiers[tier] = {"segment": segment, "pos": pos, "pushed_at": now,
-                   "operations": int(previous.get("operations", 0)) + operations, "backlog": backlog}
+                   "operations": int(previous.get("operations", 0)) + operations}
     data["last_push"] = now
     data["last_error"] = None
-    _write(paths, data)
-
-
-def save_backlog(paths: Paths, tier: str, backlog: int) -> None:
-    """Operations applied here and not yet pushed, as last counted (0 right after catching up)."""
-    data = read_progress(paths)
-    tiers = data.setdefault("tiers", {})
-    if not isinstance(tiers, dict):
-        tiers = data["tiers"] = {}
-    entry = tiers.setdefault(tier, {})
-    if isinstance(entry, dict):
-        entry["backlog"] = backlog
-        entry["counted_at"] = time.time()
     _write(paths, data)
 
 
@@ -84,3 +87,110 @@ def retention_hold(paths: Paths, tiers: tuple[str, ...]) -> str | None:
 def _write(paths: Paths, data: dict[str, Any]) -> None:
     ensure_private_dir(paths.state)  # a push from a home whose consumer never ran
     write_atomic(paths.sync_push_file, json.dumps(data, sort_keys=True).encode())
+
+
+@dataclass
+class Applied:
+    """How far the consumer has applied one tier, and how far it has read the journal at all."""
+
+    own: tuple[str, int] = ("", 0)  # this tier's cursor: its operations up to here are applied
+    read: tuple[str, int] = ("", 0)  # the furthest cursor of any tier: records past it are unread
+    dead: set[str] = field(default_factory=set)  # operation ids that are dead letters in this tier
+
+    @classmethod
+    def read_all(cls, paths: Paths, tiers: tuple[str, ...]) -> dict[str, Applied]:
+        """Each tier's mark, reading every database once."""
+        marks: dict[str, tuple[str, int]] = {}
+        dead: dict[str, set[str]] = {}
+        for name in (*TIERS, STATE_TIER):
+            conn = open_readonly(paths.database(name))
+            if conn is None:
+                continue
+            try:
+                row = conn.execute("SELECT segment, pos FROM cq_cursor ORDER BY segment DESC LIMIT 1").fetchone()
+                if name in tiers:
+                    dead[name] = {r[0] for r in conn.execute("SELECT op_id FROM cq_dead_letters")}
+            except apsw.SQLError:
+                continue  # not migrated yet: nothing applied there
+            finally:
+                conn.close()
+            marks[name] = (str(row[0]), int(row[1])) if row else ("", 0)
+        furthest = max(marks.values(), default=("", 0))
+        return {t: cls(marks.get(t, ("", 0)), furthest, dead.get(t, set())) for t in tiers}
+
+    @classmethod
+    def read_from(cls, paths: Paths, tier: str) -> Applied:
+        return cls.read_all(paths, (tier,))[tier]
+
+
+class Moved(Exception):
+    """A directory was archived between listing and reading: list again."""
+
+
+def journal_ops(
+    paths: Paths, tier: str, start: tuple[str, int], applied: Applied
+) -> Iterator[tuple[str, int, list[tuple[Any, Item]]]]:
+    """(segment, record end, [(spec, item)] of ``tier``) for each applied record after ``start``.
+
+    An archived segment is applied whole. Past that, a record is applied for
+    this tier if it lies within the tier's own cursor, or holds nothing for the
+    tier and lies within what the consumer has read (another tier's cursor): a
+    tier that rarely gets operations still moves on, so retention can let old
+    segments go. A record with nothing for the tier is yielded too (its
+    position moves the push cursor).
+    """
+    spool = Spool(paths.spool, paths.archive)
+    archived = {qd.id for qd in spool.archived_dirs()}
+    for qd in spool.journal():
+        if qd.id < start[0]:
+            continue
+        pending = qd.id not in archived
+        if pending and qd.id > applied.read[0]:
+            return  # not read by the consumer yet
+        for seg, end, found in _dir_ops(qd, tier, start[1] if qd.id == start[0] else 0):
+            if pending and (seg, end) > applied.own and (found or (seg, end) > applied.read):
+                return  # this tier has not applied it yet
+            yield seg, end, found
+
+
+def _dir_ops(qd: QueueDir, tier: str, start: int) -> Iterator[tuple[str, int, list[tuple[Any, Item]]]]:
+    try:
+        reader = SegmentReader(qd.path, live=qd.live, trust_info=True)
+    except FileNotFoundError:
+        raise Moved(qd.id) from None
+    with reader:
+        for entry in reader.entries(start):
+            found: list[tuple[Any, Item]] = []
+            if entry.payload is not None:  # damage: the consumer reported it as a dead letter
+                is_json = entry.kind == KIND_JSON_RECORD
+                try:
+                    record, _ = decode_record(entry.payload, is_json)
+                except Exception:  # noqa: BLE001 - undecodable: a dead letter locally, nothing to push
+                    record = None
+                for env in record.ops if record is not None else ():
+                    spec = OPS.get(env.op)
+                    if spec is not None and spec.tier == tier:
+                        found.append((spec, Item(env, entry.end, is_json)))
+            yield qd.id, entry.end, found
+
+
+def backlog(paths: Paths, tier: str, start: tuple[str, int]) -> int:
+    """Operations of ``tier`` applied here and not yet pushed (counted, bodies not decoded)."""
+    for _attempt in range(10):
+        applied = Applied.read_from(paths, tier)
+        try:
+            return sum(
+                1
+                for _seg, _end, found in journal_ops(paths, tier, start, applied)
+                for _spec, item in found
+                if not left_out(item, applied)
+            )
+        except Moved:
+            continue
+    raise SyncError("the spool kept moving while the backlog was counted")
+
+
+def left_out(item: Item, applied: Applied) -> bool:
+    """Pulled from another machine, or a dead letter here: not pushed."""
+    env = item.env
+    return env.producer.startswith(PULLED_PREFIX) or env.id in applied.dead or (env.retry_of or "") in applied.dead

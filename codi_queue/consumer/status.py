@@ -89,18 +89,35 @@ def collect(paths: Paths) -> dict[str, Any]:
 
 
 def _sync(paths: Paths) -> dict[str, Any] | None:
-    """The team push as the pushers last recorded it (None: never pushed from this home)."""
-    from .pushed import read_progress
+    """The team push: when it last succeeded, why it last failed, and the backlog per pushed tier,
+    counted here from the journal (None: no [sync] and never pushed from this home)."""
+    from ..config import ConfigError, load_config
+    from ..errors import SyncError
+    from .pushed import backlog, read_progress
 
     progress = read_progress(paths)
-    if not progress:
+    try:
+        sync = load_config(paths).sync
+    except ConfigError:
+        sync = None  # reported by every command that needs it
+    marks = progress.get("tiers")
+    marks = marks if isinstance(marks, dict) else {}
+    tiers = sync.push if sync is not None else tuple(sorted(marks))
+    if not tiers and not progress:
         return None
-    tiers = progress.get("tiers") if isinstance(progress.get("tiers"), dict) else {}
+    counts: dict[str, int | None] = {}
+    for tier in tiers:
+        mark = marks.get(tier)
+        mark = mark if isinstance(mark, dict) else {}
+        try:
+            counts[tier] = backlog(paths, tier, (str(mark.get("segment", "")), int(mark.get("pos", 0))))
+        except (OSError, SyncError, apsw.Error, ValueError):
+            counts[tier] = None  # the journal moved under us or the mark is unreadable: not counted
     return {
         "last_push": progress.get("last_push"),
         "last_error": progress.get("last_error"),
-        "backlog": {t: v.get("backlog") for t, v in sorted(tiers.items()) if isinstance(v, dict)},
-        "pushed": {t: v.get("operations") for t, v in sorted(tiers.items()) if isinstance(v, dict)},
+        "backlog": counts,
+        "pushed": {t: (marks.get(t) or {}).get("operations", 0) for t in tiers if isinstance(marks.get(t, {}), dict)},
     }
 
 

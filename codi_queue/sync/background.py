@@ -2,7 +2,7 @@
 
 A stoppable thread in the watchdog manner: ``wake()`` after each local commit,
 ``stop()`` and ``join()`` to end it. A PostgreSQL that is down, slow or
-refusing only delays pushes (backoff up to 15 s); the local consumer
+refusing only delays pushes (retried every few seconds); the local consumer
 never waits for it and the backlog stays in the journal, held back from
 archive retention until it is pushed.
 """
@@ -13,18 +13,18 @@ import logging
 import threading
 
 from ..config import SyncConfig
-from ..consumer.pushed import note_error, read_progress, save_backlog
+from ..consumer.pushed import note_error
 from ..errorlog import record_error
 from ..errors import CodiQueueError
 from ..paths import Paths
-from .push import Pusher, backlog
+from .push import Pusher
 
 __all__ = ["PushThread"]
 
 log = logging.getLogger("codi_queue.sync")
 
 IDLE_S = 5.0  # pushes at least this often even if no commit woke us (another pusher, a restarted server)
-MAX_BACKOFF_S = 15.0  # a restarted server is caught up within this
+MAX_BACKOFF_S = 5.0  # a restarted server is caught up within about this (a refused connect costs ~nothing)
 
 
 class PushThread(threading.Thread):
@@ -78,10 +78,8 @@ class PushThread(threading.Thread):
             record_error(self.paths.error_log, "sync", why)
         self.last_error = why
         try:
+            # Only the reason: ``status`` counts the backlog itself, in its own process,
+            # so an outage costs this one (the consumer's) nothing but a retry now and then.
             note_error(self.paths, why)
-            progress = read_progress(self.paths).get("tiers") or {}
-            for tier in self.sync.push:
-                mark = progress.get(tier) or {}
-                save_backlog(self.paths, tier, backlog(self.paths, tier, (mark.get("segment", ""), mark.get("pos", 0))))
-        except (OSError, CodiQueueError) as exc:
-            log.warning("could not record the push backlog: %s", exc)
+        except OSError as exc:
+            log.warning("could not record the push error: %s", exc)

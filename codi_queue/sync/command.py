@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..config import SyncConfig, load_config
@@ -100,8 +100,7 @@ def _migrate(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
 
 def _status(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
     """What PostgreSQL says (when reachable) beside what this machine counts."""
-    from ..consumer.pushed import read_progress
-    from .push import backlog
+    from ..consumer.pushed import backlog, read_progress
 
     local = read_progress(paths)
     remote: dict[str, Any] = {}
@@ -150,4 +149,6 @@ def _remote_cursors(sync: SyncConfig) -> dict[str, dict[str, Any]]:
     return {r[0]: {"segment": r[1], "pos": r[2], "operations": r[3], "pushed_at": r[4]} for r in rows}
 
 
-_ACTIONS = {"push": _push, "pull": _pull, "status": _status, "migrate": _migrate}
+_ACTIONS: dict[str, Callable[[Paths, SyncConfig, int], dict[str, Any]]] = {
+    "push": _push, "pull": _pull, "status": _status, "migrate": _migrate,
+}
