@@ -106,4 +106,4 @@ def test_enqueue_command_never_imports_msgspec(home: Path) -> None:
         "assert main(['enqueue', 'tool_event', '{\"tool_name\": \"x\", \"success\": true}']) == 0\n"
         "assert main(['enqueue', 'tool_event', '{\"tool_name\": \"x\"}']) == 2\n"
     )
-    assert modules_loaded(home, code, ("msgspec", "argparse", "apsw")) == []
+    assert modules_loaded(home, code, ("msgspec", "argparse", "apsw", "psycopg")) == []

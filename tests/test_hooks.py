@@ -87,7 +87,7 @@ def test_hook_path_never_imports_msgspec_or_argparse(home: Path) -> None:
         "from codi_queue.cli import main\n"
         "assert main(['hook']) == 0\n"
     )
-    heavy = ("msgspec", "argparse", "apsw", "watchdog", "sqlite3", "asyncio")
+    heavy = ("msgspec", "argparse", "apsw", "watchdog", "sqlite3", "asyncio", "psycopg")
     assert modules_loaded(home, code, heavy) == []
 
 
