@@ -343,7 +343,14 @@ def _cmd_status(args: Any, paths: Any) -> int:
 def _cmd_paths(args: Any, paths: Any) -> int:
     import json
 
+    from .config import ConfigError, load_config
+
     data = paths.as_dict()
+    try:
+        sync = load_config(paths).sync
+        data["sync"] = f"{sync.as_dict()['url']} as {sync.machine}" if sync else "not configured"
+    except ConfigError as exc:
+        data["sync"] = f"unknown: {exc.reason}"  # `paths` answers even when the config file is broken
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK

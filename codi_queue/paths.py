@@ -90,6 +90,10 @@ class Paths:
         return os.path.join(self.state, "sync-push.json")
 
     @property
+    def sync_home_id_file(self) -> str:
+        return os.path.join(self.state, "sync-home-id")
+
+    @property
     def sync_pull_file(self) -> str:
         return os.path.join(self.state, "sync-pull.json")
 

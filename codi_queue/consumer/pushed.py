@@ -28,7 +28,7 @@ from .apply import Item
 from .db import open_readonly
 from .records import decode_record
 
-__all__ = ["read_progress", "save_progress", "retention_hold", "note_error", "PULLED_PREFIX",
+__all__ = ["read_progress", "save_progress", "home_id", "retention_hold", "note_error", "PULLED_PREFIX",
            "Applied", "Moved", "journal_ops", "left_out", "backlog"]
 
 # The producer name of operations ``sync pull`` enqueued: never pushed back.
@@ -82,6 +82,22 @@ def retention_hold(paths: Paths, tiers: tuple[str, ...]) -> str | None:
         segment = entry.get("segment") if isinstance(entry, dict) else None
         held.append(segment if isinstance(segment, str) else "")
     return min(held)
+
+
+def home_id(paths: Paths) -> str:
+    """This home's identity in the team database, made on first use."""
+    try:
+        found = read_file(paths.sync_home_id_file, 100).decode("ascii", "replace").strip()
+        if found:
+            return found
+    except FileNotFoundError:
+        pass
+    import uuid
+
+    made = uuid.uuid4().hex
+    ensure_private_dir(paths.state)
+    write_atomic(paths.sync_home_id_file, made.encode())
+    return made
 
 
 def _write(paths: Paths, data: dict[str, Any]) -> None:

@@ -171,6 +171,9 @@ def ddl() -> list[str]:
         "machine TEXT NOT NULL, tier TEXT NOT NULL, segment TEXT NOT NULL DEFAULT '', "
         "pos BIGINT NOT NULL DEFAULT 0, batch BIGINT NOT NULL DEFAULT 0, "
         "operations BIGINT NOT NULL DEFAULT 0, pushed_at TIMESTAMPTZ, PRIMARY KEY (machine, tier))",
+        # Which home pushes under this machine name: a second home under the same name
+        # would read its journal from the first one's position, so it is refused.
+        f'ALTER TABLE "{SYNC_SCHEMA}".push_cursors ADD COLUMN IF NOT EXISTS home_id TEXT',
         f'CREATE TABLE IF NOT EXISTS "{SYNC_SCHEMA}".schema_fingerprint ('
         "singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton), fingerprint TEXT NOT NULL, "
         "migrated_at TIMESTAMPTZ NOT NULL DEFAULT now())",

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..config import SyncConfig
 from ..consumer.apply import Item, decode_body
-from ..consumer.pushed import PULLED_PREFIX, Applied, Moved, journal_ops, left_out, save_progress
+from ..consumer.pushed import PULLED_PREFIX, Applied, Moved, home_id, journal_ops, left_out, save_progress
 from ..errors import SyncError
 from ..paths import Paths
 from ..schemas.postgres import SYNC_SCHEMA, PgTable, tables
@@ -53,6 +53,7 @@ class Pusher:
         self._conn: Any = None
         self._staged: set[str] = set()
         self._getters: dict[str, Callable[[Any], tuple[Any, ...]]] = {}
+        self._home = home_id(paths)
         # Per tier, the applied marks a push last caught up with: unchanged marks mean nothing new.
         self._caught_up: dict[str, Applied] = {}
 
@@ -131,14 +132,22 @@ class Pusher:
         conn = self._connection()
         with conn.transaction():
             conn.execute(
-                f'INSERT INTO "{SYNC_SCHEMA}".push_cursors (machine, tier) VALUES (%s, %s) ON CONFLICT DO NOTHING',
-                (self.sync.machine, tier),
+                f'INSERT INTO "{SYNC_SCHEMA}".push_cursors (machine, tier, home_id) VALUES (%s, %s, %s) '
+                "ON CONFLICT DO NOTHING",
+                (self.sync.machine, tier, self._home),
             )
-            segment, pos, batch = conn.execute(
-                f'SELECT segment, pos, batch FROM "{SYNC_SCHEMA}".push_cursors WHERE machine = %s AND tier = %s '
-                "FOR UPDATE",
+            segment, pos, batch, owner = conn.execute(
+                f'SELECT segment, pos, batch, home_id FROM "{SYNC_SCHEMA}".push_cursors '
+                "WHERE machine = %s AND tier = %s FOR UPDATE",
                 (self.sync.machine, tier),
             ).fetchone()
+            if owner is None:  # a cursor made before homes were recorded: this one takes it
+                conn.execute(f'UPDATE "{SYNC_SCHEMA}".push_cursors SET home_id = %s WHERE machine = %s AND tier = %s',
+                             (self._home, self.sync.machine, tier))
+            elif owner != self._home:
+                raise SyncError(
+                    f"machine name {self.sync.machine!r} is already pushed to by another codi-queue home; give this "
+                    "one its own name ([sync] machine in the config file): two journals cannot share one cursor")
             result.segment, result.pos = segment, pos
             rows: dict[str, list[tuple[Any, ...]]] = {}
             sent = skipped = 0

@@ -94,3 +94,23 @@ def test_the_password_is_never_shown(home: Path, pg: PgServer, team: str) -> Non
     shown = json.loads(run_cli(home, "config", "--json").stdout)["sync"]
     assert shown["url"] == team.replace(PASSWORD, "***") and shown["machine"] == "alice"
     assert shown["push"] == ["platform", "org", "sessions", "project"] and shown["pull"] == ["org"]
+
+
+def test_two_homes_under_one_machine_name_are_refused(tmp_path: Path, team: str) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for h in (first, second):
+        paths = configure(h, team, "same-name")
+        enqueue("decision", {"decision_id": str(h), "title": "t", "decision": "x"}, home=str(h))
+        Consumer(paths).run(once=True)
+    assert run_cli(first, "sync", "push").returncode == 0
+    err = _one_line_failure(second, "sync", "push")
+    assert "machine name 'same-name' is already pushed to by another codi-queue home" in err
+    configure(second, team, "second-name")
+    assert run_cli(second, "sync", "push").returncode == 0
+
+
+def test_paths_names_the_team_database_without_its_password(home: Path, team: str) -> None:
+    configure(home, team, "alice")
+    res = run_cli(home, "paths", "--json")
+    assert json.loads(res.stdout)["sync"] == team.replace(PASSWORD, "***") + " as alice"
+    assert PASSWORD not in res.stdout
