@@ -14,7 +14,7 @@ from codi_queue.consumer.loop import Consumer
 from codi_queue.consumer.status import collect
 from codi_queue.paths import Paths
 from codi_queue.producers.hooks import ORPHAN_REASON, operations_for
-from codi_queue.producers.install import HOOK_EVENTS, install_claude_hooks, merge_settings
+from codi_queue.producers.install import HOOK_EVENTS, SYNC_EVENTS, install_claude_hooks, merge_settings
 
 from .conftest import ROOT, cli_env, modules_loaded, query
 
@@ -99,9 +99,68 @@ def test_pre_and_post_pair_by_tool_use_id(tmp_path: Path) -> None:
     assert os.listdir(os.path.join(state, "inflight")) == []
 
 
-def test_post_without_pre_still_records_the_call(tmp_path: Path) -> None:
-    ((_, body, _),) = operations_for({**BASE, **PAYLOADS[1]}, str(tmp_path), now=5.0)
-    assert "duration_ms" not in body and body["tool_name"] == "Bash"
+def test_post_whose_pre_never_comes_is_still_recorded(tmp_path: Path) -> None:
+    state = str(tmp_path)
+    assert operations_for({**BASE, **PAYLOADS[1]}, state, now=5.0) == []  # its Pre may still come (async hooks)
+    stop = {"hook_event_name": "Stop", "stop_hook_active": False}
+    ops = operations_for({**BASE, **stop}, state, now=5.5)
+    assert [op for op, _, _ in ops] == ["activity_event"]  # within the grace: not yet
+    ops = operations_for({**BASE, **stop}, state, now=30.0)
+    ((_, body, _),) = [o for o in ops if o[0] == "tool_event"]
+    assert "duration_ms" not in body and body["tool_name"] == "Bash" and body["success"] is True
+    assert os.listdir(os.path.join(state, "inflight")) == []
+    assert [o for o in operations_for({**BASE, **stop}, state, now=90.0) if o[0] == "tool_event"] == []
+
+
+def test_a_post_handled_before_its_pre_makes_one_event(tmp_path: Path) -> None:
+    state = str(tmp_path)
+    assert operations_for({**BASE, **PAYLOADS[5]}, state, now=100.25) == []  # the interrupted call's Post
+    ((op, body, _),) = operations_for({**BASE, **PAYLOADS[4]}, state, now=100.30)
+    assert op == "tool_event" and body["tool_use_id"] == "toolu_C"
+    assert body["success"] is False and body["error_message"] == "interrupted"
+    assert "duration_ms" not in body  # the order the hooks ran in says nothing about how long the call took
+    assert os.listdir(os.path.join(state, "inflight")) == []
+    stop = {"hook_event_name": "Stop", "stop_hook_active": False}
+    assert [o for o in operations_for({**BASE, **stop}, state, now=1000.0) if o[0] == "tool_event"] == []
+
+
+def test_a_stop_handled_before_the_last_post_reports_no_orphan(tmp_path: Path) -> None:
+    state = str(tmp_path)
+    assert operations_for({**BASE, **PAYLOADS[0]}, state, now=100.0) == []
+    stop = {"hook_event_name": "Stop", "stop_hook_active": False}
+    assert [o[0] for o in operations_for({**BASE, **stop}, state, now=100.5)] == ["activity_event"]
+    ((_, body, _),) = operations_for({**BASE, **PAYLOADS[1]}, state, now=100.6)
+    assert body["success"] is True and body["duration_ms"] == 600
+
+
+def test_pre_and_post_hooks_racing_as_real_processes_pair_exactly_once(home: Path, tmp_path: Path) -> None:
+    """Claude Code runs async hooks in the background: a Pre and its Post may run at the same moment."""
+    import random
+
+    rng = random.Random(7)
+    calls = [f"toolu_race{i}" for i in range(30)]
+    payloads = []
+    for tid in calls:
+        pre = {**BASE, **PAYLOADS[0], "tool_use_id": tid}
+        post = {**BASE, **PAYLOADS[1], "tool_use_id": tid}
+        pair = [pre, post]
+        rng.shuffle(pair)
+        payloads += pair
+    procs = [subprocess.Popen([sys.executable, "-m", "codi_queue", "hook"], env=cli_env(home), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in payloads]
+    for proc, payload in zip(procs, payloads):  # all started first, then fed: they run together
+        proc.stdin.write(json.dumps(payload).encode())  # type: ignore[union-attr]
+        proc.stdin.close()  # type: ignore[union-attr]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    from codi_queue.paths import resolve
+
+    paths = resolve(str(home))
+    Consumer(paths).run(once=True)
+    rows = query(paths, "sessions", "SELECT tool_use_id, success FROM tool_events")
+    assert sorted(r[0] for r in rows) == sorted(calls)  # each call once: none lost, none twice
+    assert all(r[1] == 1 for r in rows)
+    assert [n for n in os.listdir(os.path.join(paths.state, "inflight"))] == []
 
 
 def test_huge_fields_are_cut_to_fit(tmp_path: Path) -> None:
@@ -146,3 +205,17 @@ def test_the_ops_snippet_lists_the_same_events() -> None:
     assert set(snippet["hooks"]) == set(HOOK_EVENTS)
     for event, entries in snippet["hooks"].items():
         assert ("matcher" in entries[0]) == HOOK_EVENTS[event]
+        assert entries[0]["hooks"][0].get("async", False) == (event not in SYNC_EVENTS)
+
+
+def test_our_hooks_run_in_the_background_and_others_stay_as_they_are() -> None:
+    guard = {"type": "command", "command": "my-guard.sh"}  # a blocking hook of another tool
+    old = {"type": "command", "command": "/old/codi-queue hook", "timeout": 10}  # an install from before async
+    settings = {"hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [guard]}, {"matcher": "*", "hooks": [old]}],
+                          "SessionEnd": [{"hooks": [{**old, "async": True}]}]}}
+    merged = merge_settings(settings, "/x/codi-queue hook")
+    assert merged["hooks"]["PreToolUse"][0]["hooks"] == [guard]
+    for event in HOOK_EVENTS:
+        ours = [h for e in merged["hooks"][event] for h in e["hooks"] if h["command"] == "/x/codi-queue hook"]
+        assert len(ours) == 1 and ours[0].get("async", False) == (event != "SessionEnd"), event
+    assert merge_settings(merged, "/x/codi-queue hook") == merged

@@ -1,11 +1,17 @@
 """Claude Code hook payloads → operations. Standard library only: this runs on every tool call.
 
-* ``PreToolUse`` writes an in-flight marker (``state/inflight/<tool_use_id>``)
-  and enqueues nothing.
-* ``PostToolUse`` / ``PostToolUseFailure`` take the marker and enqueue one
-  ``tool_event`` with duration and success.
+* ``PreToolUse`` and ``PostToolUse`` / ``PostToolUseFailure`` each leave a
+  marker in ``state/inflight/`` (``<tool_use_id>`` and ``<tool_use_id>+post``);
+  whichever of the two finds the other's marker enqueues the one
+  ``tool_event`` (duration from the pair, success from the Post). Hooks run
+  asynchronously (``"async": true``), so a Post may be handled before, or at
+  the same moment as, its Pre: each writes its marker before looking for the
+  other's, so at least one of them sees both, and removing the ``+post``
+  marker is the claim, so exactly one of them reports.
 * A PreToolUse whose PostToolUse never came (denied, interrupted, failed) is
   swept when the session stops or ends: a ``tool_event`` with success false.
+  A Post whose Pre never came is reported by the same sweeps, without a
+  duration, once it is older than the grace.
 * Every other event (prompts, stops, subagent stops, session start/end,
   compaction, notifications, and events this code does not know yet) becomes
   an ``activity_event`` with its ``session_id`` and its fields as ``data``.
@@ -42,7 +48,10 @@ _TEXT = 4000  # characters kept of any one string field
 _NESTED = 2000  # characters kept of any nested value, as JSON
 _DATA_MAX = 60_000  # activity_events.data stays under the 64 KiB text limit
 _STALE_S = 24 * 3600  # markers older than this are swept whatever their session
+_STOP_GRACE_S = 10.0  # a Pre younger than this at Stop may still get its Post
+_POST_STALE_S = 60.0  # a Post waiting this long for its Pre is reported by any session's sweep
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_POST = "+post"  # "+" never occurs in a sanitised tool_use_id, nor do temporary names' "+tmp."
 
 
 def operations_for(payload: Any, state_dir: str, now: float | None = None) -> list[Op]:
@@ -54,13 +63,14 @@ def operations_for(payload: Any, state_dir: str, now: float | None = None) -> li
     session = _str(payload.get("session_id"))
     inflight = os.path.join(state_dir, "inflight")
     if event == "PreToolUse":
-        _mark(inflight, payload, session, now)
-        return []
+        return _pre(inflight, payload, session, now)
     if event in ("PostToolUse", "PostToolUseFailure"):
-        return [("tool_event", _tool_event(inflight, payload, session, now), None)]
+        return _post(inflight, payload, session, now)
     ops: list[Op] = [("activity_event", _activity(event, payload, session, now), None)]
     if event in ("Stop", "SessionEnd"):
-        ops += _sweep(inflight, session, now, grace=1.0 if event == "Stop" else 0.0)
+        # Hooks run asynchronously: a Stop may be handled before the Post of the turn's
+        # last call, so a Pre is an orphan only once it is older than the grace.
+        ops += _sweep(inflight, session, now, grace=_STOP_GRACE_S if event == "Stop" else 0.0)
     return ops
 
 
@@ -72,49 +82,103 @@ def _marker_path(inflight: str, tool_use_id: str) -> str:
     return os.path.join(inflight, _SAFE.sub("_", tool_use_id)[:128])
 
 
-def _mark(inflight: str, payload: dict[str, Any], session: str | None, now: float) -> None:
-    tool_use_id = _str(payload.get("tool_use_id"))
-    if tool_use_id is None:
-        return
-    ensure_private_dir(inflight)
-    marker = {"t": now, "session_id": session, "tool_name": _str(payload.get("tool_name")), "context": _context(payload)}
-    fd = os.open(_marker_path(inflight, tool_use_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, 0o600)
+def _write_marker(path: str, data: dict[str, Any]) -> None:
+    """Whole or not at all (a reader never sees half a marker); not fsynced: a timing aid."""
+    tmp = os.path.join(os.path.dirname(path), f"+tmp.{os.getpid()}.{os.urandom(4).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
     try:
-        os.write(fd, json.dumps(marker).encode())
+        os.write(fd, json.dumps(data).encode())
     finally:
         os.close(fd)
+    os.replace(tmp, path)
 
 
-def _take_marker(inflight: str, tool_use_id: str | None) -> dict[str, Any] | None:
-    if tool_use_id is None:
-        return None
-    path = _marker_path(inflight, tool_use_id)
+def _read_marker(path: str) -> dict[str, Any] | None:
     try:
         data = json.loads(read_file(path))
-        os.unlink(path)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def _tool_event(inflight: str, payload: dict[str, Any], session: str | None, now: float) -> dict[str, Any]:
+def _claim(post_path: str) -> bool:
+    """Removing the Post marker is the claim: of a Pre and a Post that both saw the pair, one wins."""
+    try:
+        os.unlink(post_path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _pre(inflight: str, payload: dict[str, Any], session: str | None, now: float) -> list[Op]:
     tool_use_id = _str(payload.get("tool_use_id"))
-    marker = _take_marker(inflight, tool_use_id)
+    if tool_use_id is None:
+        return []
+    ensure_private_dir(inflight)
+    pre_path = _marker_path(inflight, tool_use_id)
+    pre = {"t": now, "session_id": session, "tool_name": _str(payload.get("tool_name")), "context": _context(payload)}
+    _write_marker(pre_path, pre)
+    post_path = pre_path + _POST
+    post = _read_marker(post_path)
+    if post is None or not _claim(post_path):
+        return []  # the Post has not come yet (it will find this marker), or it claimed the pair
+    _unlink(pre_path)
+    return [("tool_event", _paired(post, pre), None)]
+
+
+def _post(inflight: str, payload: dict[str, Any], session: str | None, now: float) -> list[Op]:
+    tool_use_id = _str(payload.get("tool_use_id"))
     success, error = _outcome(payload)
-    started = marker.get("t") if marker else None
-    duration = int(max(0.0, now - started) * 1000) if isinstance(started, (int, float)) else None
-    return _clean(
-        {
-            "timestamp": int(now),
-            "tool_name": _str(payload.get("tool_name")) or (marker or {}).get("tool_name") or "unknown",
-            "success": success,
-            "duration_ms": duration,
-            "error_message": error,
-            "context": _context(payload),
-            "session_id": session,
-            "tool_use_id": tool_use_id,
-        }
-    )
+    body = _clean({
+        "timestamp": int(now),
+        "tool_name": _str(payload.get("tool_name")),
+        "success": success,
+        "error_message": error,
+        "context": _context(payload),
+        "session_id": session,
+        "tool_use_id": tool_use_id,
+    })
+    if tool_use_id is None:
+        return [("tool_event", _paired({"t": now, "body": body}, None), None)]  # nothing to pair with
+    ensure_private_dir(inflight)
+    pre_path = _marker_path(inflight, tool_use_id)
+    post_path = pre_path + _POST
+    _write_marker(post_path, {"t": now, "body": body})
+    pre = _read_marker(pre_path)
+    if pre is None or not _claim(post_path):
+        return []  # the Pre has not come yet (it will report), or it claimed the pair
+    _unlink(pre_path)
+    return [("tool_event", _paired({"t": now, "body": body}, pre), None)]
+
+
+def _paired(post: dict[str, Any], pre: dict[str, Any] | None) -> dict[str, Any]:
+    """The tool_event of a Post marker, timed from its Pre when there was one.
+
+    A Pre handled after its Post (hooks run asynchronously) says nothing about
+    how long the call took: no duration rather than a wrong one.
+    """
+    body = post.get("body")
+    body = dict(body) if isinstance(body, dict) else {}
+    pre = pre or {}
+    started, ended = _time(pre), _time(post)
+    if started is not None and ended is not None and ended >= started:
+        body["duration_ms"] = int(round((ended - started) * 1000))
+    if not isinstance(body.get("tool_name"), str) or not body["tool_name"]:
+        body["tool_name"] = pre.get("tool_name") if isinstance(pre.get("tool_name"), str) else "unknown"
+    body["success"] = body.get("success") is not False
+    return _clean(body)
+
+
+def _time(marker: dict[str, Any]) -> float | None:
+    value = marker.get("t")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass  # a sweep took it: nothing left to do
 
 
 def _outcome(payload: dict[str, Any]) -> tuple[bool, str | None]:
@@ -146,45 +210,48 @@ def _context(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sweep(inflight: str, session: str | None, now: float, grace: float) -> list[Op]:
+    """Report this session's markers older than ``grace`` (and anyone's that waited too long)."""
     try:
         names = os.listdir(inflight)
     except FileNotFoundError:
         return []
     ops: list[Op] = []
-    for name in names:
+    # Posts first: a Post and a Pre both still here (their processes died between
+    # writing and looking) make one paired event, not an orphan and a stray.
+    for name in sorted(names, key=lambda n: not n.endswith(_POST)):
+        if name.startswith("+"):
+            continue  # a marker being written
         path = os.path.join(inflight, name)
-        try:
-            marker = json.loads(read_file(path))
-        except (OSError, ValueError):
+        marker = _read_marker(path) or {}
+        started = _time(marker)
+        if started is None:
+            _unlink(path)  # unreadable: nothing to report
             continue
-        started = marker.get("t") if isinstance(marker, dict) else None
-        if not isinstance(started, (int, float)):
-            os.unlink(path)
+        age = now - started
+        if name.endswith(_POST):
+            body = marker.get("body")
+            mine = isinstance(body, dict) and body.get("session_id") == session and age >= grace
+            if (mine or age > _POST_STALE_S) and _claim(path):
+                pre_path = path[: -len(_POST)]
+                ops.append(("tool_event", _paired(marker, _read_marker(pre_path)), None))
+                _unlink(pre_path)
             continue
-        mine = marker.get("session_id") == session and now - started >= grace
-        if not (mine or now - started > _STALE_S):
+        mine = marker.get("session_id") == session and age >= grace
+        if not (mine or age > _STALE_S) or os.path.exists(path + _POST):
             continue
         try:
             os.unlink(path)  # whoever unlinks first reports it
         except FileNotFoundError:
             continue
-        ops.append(
-            (
-                "tool_event",
-                _clean(
-                    {
-                        "timestamp": int(started),
-                        "tool_name": marker.get("tool_name") or "unknown",
-                        "success": False,
-                        "error_message": ORPHAN_REASON,
-                        "context": marker.get("context"),
-                        "session_id": marker.get("session_id"),
-                        "tool_use_id": name,
-                    }
-                ),
-                None,
-            )
-        )
+        ops.append(("tool_event", _clean({
+            "timestamp": int(started),
+            "tool_name": marker.get("tool_name") or "unknown",
+            "success": False,
+            "error_message": ORPHAN_REASON,
+            "context": marker.get("context"),
+            "session_id": marker.get("session_id"),
+            "tool_use_id": name,
+        }), None))
     return ops
 
 

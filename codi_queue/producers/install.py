@@ -20,7 +20,7 @@ from typing import Any
 
 from ..fsutil import write_atomic
 
-__all__ = ["HOOK_EVENTS", "command_line", "merge_settings", "install_claude_hooks", "install_git_hooks", "GIT_HOOKS"]
+__all__ = ["HOOK_EVENTS", "SYNC_EVENTS", "command_line", "merge_settings", "install_claude_hooks", "install_git_hooks", "GIT_HOOKS"]
 
 # The events ops/claude-hooks.json wires up, and whether they take a tool matcher.
 HOOK_EVENTS: dict[str, bool] = {
@@ -34,6 +34,10 @@ HOOK_EVENTS: dict[str, bool] = {
     "Notification": False,
     "PreCompact": False,
 }
+# Every event we only record runs in the background ("async": true): the agent
+# never waits for us. Not SessionEnd: Claude Code is exiting then, and a
+# background hook may be killed before it has enqueued the session's end.
+SYNC_EVENTS = frozenset({"SessionEnd"})
 GIT_HOOKS = ("post-commit", "post-merge", "pre-push")
 _MARK = "# codi-queue git hook"
 
@@ -56,6 +60,13 @@ def _is_ours(command: Any) -> bool:
     return isinstance(command, str) and ("codi-queue" in command or "codi_queue" in command) and command.endswith(" hook")
 
 
+def _set_async(hook: dict[str, Any], event: str) -> None:
+    if event in SYNC_EVENTS:
+        hook.pop("async", None)
+    else:
+        hook["async"] = True
+
+
 def merge_settings(settings: dict[str, Any], command: str) -> dict[str, Any]:
     """``settings`` with our hook on every event; other hooks and keys untouched."""
     merged = copy.deepcopy(settings)
@@ -71,9 +82,12 @@ def merge_settings(settings: dict[str, Any], command: str) -> dict[str, Any]:
             for hook in entry.get("hooks", []) if isinstance(entry, dict) else []:
                 if isinstance(hook, dict) and _is_ours(hook.get("command")):
                     hook["command"] = command  # an older install: point it at this one
+                    _set_async(hook, event)
                     found = True
         if not found:
-            entry = {"hooks": [{"type": "command", "command": command, "timeout": 10}]}
+            hook = {"type": "command", "command": command, "timeout": 10}
+            _set_async(hook, event)
+            entry = {"hooks": [hook]}
             if has_matcher:
                 entry = {"matcher": "*", **entry}
             entries.append(entry)
