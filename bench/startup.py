@@ -80,7 +80,51 @@ def run(quick: bool = False) -> list[Row]:
         if name in samples:
             m = median(samples[name])
             rows.append(Row(f"`codi-queue {name}` wall time, median", ms(m), f"bare {ms(bare)}", f"{m / bare:.2f}×", "≤ 4× (3× stretch)"))
+    if "hook" in cmds:
+        rows += _agent_wait(cmds["hook"][0], env, runs)
     return rows
+
+
+def _agent_wait(argv: list[str], env: dict[str, str], runs: int) -> list[Row]:
+    """What the agent waits for per tool call: a PreToolUse and a PostToolUse hook.
+
+    Before (a hook without ``"async"``) the agent waits for each hook process to
+    exit. Now (``"async": true``, what ``install-hooks`` writes) Claude Code
+    starts the process, hands it the payload and goes on; emulated here by
+    timing exactly that: spawn, write stdin, close (the processes are reaped
+    outside the timing). Claude Code itself does not run on this machine.
+    """
+    import time
+
+    pre = {**HOOK_PAYLOAD, "hook_event_name": "PreToolUse", "tool_response": None}
+    payloads = [json.dumps(pre).encode(), json.dumps(HOOK_PAYLOAD).encode()]
+    waited_sync: list[float] = []
+    waited_async: list[float] = []
+    for n in range(runs):
+        t_sync = 0.0
+        for data in payloads:  # each call its own tool_use_id, so pairs stay pairs
+            data = data.replace(b"toolu_bench", f"toolu_bench_{n}".encode())
+            t0 = time.perf_counter()
+            subprocess.run(argv, input=data, capture_output=True, env=env, timeout=60, check=True)
+            t_sync += time.perf_counter() - t0
+        waited_sync.append(t_sync)
+        procs = []
+        t_total = 0.0
+        for data in payloads:
+            data = data.replace(b"toolu_bench", f"toolu_async_{n}".encode())
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    env=env)
+            proc.stdin.write(data)  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
+            t_total += time.perf_counter() - t0
+            procs.append(proc)
+        waited_async.append(t_total)
+        for proc in procs:
+            proc.wait(timeout=60)
+    before, after = median(waited_sync), median(waited_async)
+    return [Row("agent wait per hooked tool call (Pre + Post), median", f"{ms(after)} (async: spawn and go on)",
+                f"{ms(before)} (waiting for both hooks)", f"{after / before:.3f}×", "≈ 0 (async), measured")]
 
 
 if __name__ == "__main__":
