@@ -77,6 +77,7 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
     work = tmpdir(f"storm-{method}")
     go = os.path.join(work, "go")
     home = os.path.join(work, "home")
+    default_sync = 2  # codi-queue acknowledges after its fsyncs
     if method == "codi-queue":
         from codi_queue.paths import resolve
 
@@ -91,12 +92,14 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
         db = os.path.join(work, "sessions.db")
         conn = sqlite3.connect(db)
         conn.execute("PRAGMA journal_mode=" + ("DELETE" if method == "direct-rollback" else "WAL"))
+        default_sync = int(conn.execute("PRAGMA synchronous").fetchone()[0])
         conn.execute(SCHEMA)
         conn.commit()
         conn.close()
         target = os.path.join(work, "ackqueue") if method == "sqliteackqueue" else db
         consumer = None
         column = "context"
+    sync_level = {"direct-wal-full": 2, "direct-wal-normal": 1}.get(method, default_sync)
     stop_reader = threading.Event()
     reader = threading.Thread(target=_reader, args=(db, stop_reader))
     reader.start()
@@ -133,20 +136,25 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
     stored = _count(db, column)
     return {"method": method, "p50": median(lat), "p99": pct(lat, 99), "max": max(lat), "errors": errors,
             "lost": attempted - stored, "attempted": attempted, "queryable_s": queryable,
-            "sample_error": next((e for r in results for e in r["errors"]), "")}
+            "sample_error": next((e for r in results for e in r["errors"]), ""),
+            # synchronous=FULL (2) commits fsync the WAL (or journal) before returning; NORMAL (1) in WAL
+            # mode does not. codi-queue acknowledges after its fsyncs; SQLiteAckQueue commits with FULL.
+            "durable": sync_level >= 2, "synchronous": sync_level}
 
 
 def run(quick: bool = False) -> list[Row]:
     per = 40 if quick else 150
-    methods = ["codi-queue", "direct-wal", "direct-rollback", "retry-immediate", "sqliteackqueue"]
+    methods = ["codi-queue", "direct-wal", "direct-wal-full", "direct-wal-normal", "direct-rollback",
+               "retry-immediate", "sqliteackqueue"]
     res = {m: run_method(m, per) for m in methods}
     ours = res["codi-queue"]
     rows = []
     for m in methods:
         r = res[m]
         ratio = "" if m == "codi-queue" else f"{float(r['p99']) / float(ours['p99']):.1f}× ours"  # type: ignore[arg-type]
+        durable = "durable on return" if r["durable"] else "NOT durable on return"
         rows.append(Row(
-            f"storm {PRODUCERS}×{per}: {m}",
+            f"storm {PRODUCERS}×{per}: {m} (synchronous={r['synchronous']}, {durable})",
             f"p50 {ms(r['p50'])}, p99 {ms(r['p99'])}, max {ms(r['max'])}",  # type: ignore[arg-type]
             f"errors {r['errors']}, lost {r['lost']}/{r['attempted']}, queryable {r['queryable_s']:.1f} s",
             ratio,

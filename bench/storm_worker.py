@@ -47,10 +47,16 @@ def _writer(method: str, target: str):  # type: ignore[no-untyped-def]
             if not enqueue("tool_event", {"tool_name": "storm", "success": True, "tool_use_id": key}, home=target):
                 raise OSError("enqueue returned False")
         return w
-    if method in ("direct-wal", "direct-rollback"):
+    if method in ("direct-wal", "direct-rollback", "direct-wal-full", "direct-wal-normal"):
+        # direct-wal and direct-rollback: what the platform's scripts do today (the
+        # connection's default synchronous); the other two set it explicitly.
+        sync = {"direct-wal-full": "FULL", "direct-wal-normal": "NORMAL"}.get(method)
+
         def w(key: str) -> None:
-            conn = sqlite3.connect(target, timeout=5)  # what the platform's scripts do today
+            conn = sqlite3.connect(target, timeout=5)
             try:
+                if sync:
+                    conn.execute(f"PRAGMA synchronous={sync}")
                 conn.execute(INSERT, (int(time.time()), "storm", 1, 0, key))
                 conn.commit()
             finally:
