@@ -173,3 +173,56 @@ def test_scanning_a_huge_chunk_keeps_memory_bounded(tmp_path: Path) -> None:
     assert count == 100
     # Pages already scanned are released as the reader moves on (every 32 MiB).
     assert peak - before < 60 * 1024, f"resident memory grew by {(peak - before) // 1024} MiB"
+
+
+def _stale_info_after(paths: Paths, before: int, after: int) -> tuple[bytes, str]:
+    """An inbox whose info was saved after ``before`` records, then ``after`` more were appended:
+    what a power loss leaves when producers sync only their data."""
+    for i in range(before):
+        enqueue("tool_event", {"tool_name": f"b{i}", "success": True}, home=paths.home)
+    info_path = os.path.join(paths.spool, "inbox", "info")
+    with open(info_path, "rb") as fp:
+        old = fp.read()
+    for i in range(after):
+        enqueue("tool_event", {"tool_name": f"a{i}", "success": True}, home=paths.home)
+    return old, info_path
+
+
+def test_records_past_a_stale_info_are_found_and_kept(paths: Paths) -> None:
+    old, info_path = _stale_info_after(paths, 3, 4)
+    with open(info_path, "wb") as fp:
+        fp.write(old)  # the rename of the newer info never reached the disk
+    with SegmentReader(os.path.join(paths.spool, "inbox"), live=True, trust_info=True) as reader:
+        assert sum(1 for e in reader.entries() if e.payload is not None) == 7
+    enqueue("tool_event", {"tool_name": "next", "success": True}, home=paths.home)  # a producer recovers first
+    Consumer(paths).run(once=True)
+    names = sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events"))
+    assert names == sorted([*(f"b{i}" for i in range(3)), *(f"a{i}" for i in range(4)), "next"])
+
+
+def test_recovery_stops_at_a_frame_that_does_not_continue_the_sequence(paths: Paths) -> None:
+    old, info_path = _stale_info_after(paths, 2, 0)
+    chunk = os.path.join(paths.spool, "inbox", "q00000")
+    with open(chunk, "ab") as fp:  # intact, but numbered as if operations were missing before it
+        fp.write(frame.encode_frame(msgspec.msgpack.encode(Record(1, 0.0, [])), frame.KIND_RECORD, seq=99, nops=1))
+    enqueue("tool_event", {"tool_name": "next", "success": True}, home=paths.home)
+    Consumer(paths).run(once=True)
+    names = sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events"))
+    assert names == ["b0", "b1", "next"]  # the stray frame was an unacknowledged tail, cut off
+
+
+def test_recovery_follows_records_into_the_next_chunk(paths: Paths) -> None:
+    from codi_queue.queue.pq import CHUNK_RECORDS
+
+    enqueue_many("tool_event", [{"tool_name": "x", "success": True}] * 2, home=paths.home)
+    info_path = os.path.join(paths.spool, "inbox", "info")
+    with open(info_path, "rb") as fp:
+        old = fp.read()
+    for start in range(0, CHUNK_RECORDS + 10, 250):  # one record per call: past the chunk's end
+        for i in range(start, min(start + 250, CHUNK_RECORDS + 10)):
+            enqueue("tool_event", {"tool_name": f"r{i}", "success": True}, home=paths.home)
+    assert os.path.exists(os.path.join(paths.spool, "inbox", "q00001"))
+    with open(info_path, "wb") as fp:
+        fp.write(old)
+    Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(CHUNK_RECORDS + 12,)]

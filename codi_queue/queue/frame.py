@@ -54,6 +54,7 @@ __all__ = [
     "Frame",
     "Damage",
     "scan",
+    "continuing",
     "JsonRecord",
 ]
 
@@ -278,6 +279,23 @@ def scan(buf: Buffer, start: int = 0, limit: int | None = None, legacy: bool = F
         nxt = _resync(buf, pos + 1, end, legacy)
         yield Damage(pos, nxt, reason)
         pos = nxt
+
+
+def continuing(buf: Buffer, start: int, seq: int) -> Iterator[tuple[int, int]]:
+    """(end, nops) of each intact record frame from ``start`` that continues the sequence ``seq``.
+
+    What recovery trusts past a head pointer that may be stale: a run of
+    checksummed frames, each numbered exactly where the previous one left
+    off, with nothing in between. It stops at the first byte that is not.
+    """
+    pos, end = start, len(buf)
+    while pos < end:
+        got = _check_header(buf, pos, end)
+        if isinstance(got, str) or got.seq != seq or got.kind == KIND_META or not _crc_ok(buf, pos, got):
+            return
+        pos += got.size + got.length
+        seq += got.nops
+        yield pos, got.nops
 
 
 def _resync(buf: Buffer, pos: int, end: int, legacy: bool) -> int:

@@ -32,7 +32,7 @@ from ..errors import CorruptRecord
 from ..fsutil import FILE_MODE, write_all
 from . import frame
 
-__all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "NOFOLLOW"]
+__all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "recover_head", "NOFOLLOW"]
 
 # Records per chunk file. The inbox is usually claimed long before a chunk
 # fills; when the consumer is down for days this keeps the file count sane.
@@ -91,14 +91,23 @@ def durable_queue_class() -> type:
             path = self._qfile(number)
             if mode == "rb":
                 return os.fdopen(os.open(path, os.O_RDONLY | NOFOLLOW), "rb")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | NOFOLLOW, FILE_MODE)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | NOFOLLOW)
+            except FileNotFoundError:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | NOFOLLOW, FILE_MODE)
+                self._dir_dirty = True  # a new name in the directory: synced before the acknowledgement
             return os.fdopen(fd, mode)
 
         def _loadinfo(self) -> dict[str, Any]:
             try:
-                info = read_info(self.path)
+                dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+                try:
+                    info = recover_head(read_info(self.path, dfd), dfd)  # info is a hint: see recover_head
+                finally:
+                    os.close(dfd)
             except FileNotFoundError:
                 info = {"chunksize": self.chunksize, "size": 0, "tail": [0, 0, 0], "head": [0, 0, 0], "ops": 0}
+                self._dir_dirty = True  # info and the first chunk are new names
             self.serializer.info = info  # frames record the running operation count kept here
             return info
 
@@ -115,39 +124,31 @@ def durable_queue_class() -> type:
             try:
                 write_all(fd, data)
                 os.replace(tmp, info)
-            except BaseException:
-                os.close(fd)
-                raise
-            old = getattr(self, "_info_fd", -1)
-            if old >= 0:
-                os.close(old)  # superseded within this append: the newest info is the one to sync
-            self._info_fd = fd
+            finally:
+                os.close(fd)  # never synced: a hint that recovery checks (recover_head)
             self.saved_info = data  # what info holds now, for the producer's reuse check
             if getattr(self, "_dir_fd", -1) < 0:
                 self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
             self._clear_tail_file()
 
-        def pending_syncs(self) -> list[int]:
-            """Descriptors the caller must fsync (then close) before acknowledging: data, info, directory.
+        def pending_syncs(self) -> tuple[int, int, bool]:
+            """(data, directory, whether the directory needs a sync): the caller fdatasyncs the
+            data (and the directory when a file was created), closes both, and acknowledges.
 
-            The data fsync makes this append's records durable; the info and
-            directory fsyncs make the pointer to them durable. Should a power
-            loss leave a newer producer's info naming bytes it had not synced
-            yet, those belong to a record nobody acknowledged: the reader finds
-            them by checksum, and a short chunk or unreadable info sends the
-            inbox to the consumer's full scan.
+            One sync per acknowledgement: the data. ``info`` is only a hint of
+            where the data ends (recover_head scans past it to the last record
+            that continues the sequence), and the directory changes only when
+            a chunk file (or the inbox's first info) is created. persist-queue
+            fsyncs a full chunk itself before it starts the next one.
             """
-            fds = [os.dup(self.headf.fileno())]
-            info_fd = getattr(self, "_info_fd", -1)
-            if info_fd >= 0:
-                fds.append(info_fd)
-                self._info_fd = -1
-            if getattr(self, "_dir_fd", -1) >= 0:
-                fds.append(os.dup(self._dir_fd))
-            return fds
+            dirty = bool(getattr(self, "_dir_dirty", False))
+            self._dir_dirty = False
+            if getattr(self, "_dir_fd", -1) < 0:
+                self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+            return os.dup(self.headf.fileno()), os.dup(self._dir_fd), dirty
 
         def close(self) -> None:
-            for name in ("_dir_fd", "_info_fd"):
+            for name in ("_dir_fd",):
                 fd = getattr(self, name, -1)
                 if fd >= 0:
                     os.close(fd)
@@ -184,3 +185,43 @@ def read_info(path: str, dir_fd: int | None = None) -> dict[str, Any]:
     if not isinstance(info, dict) or not {"head", "tail", "size", "chunksize"} <= info.keys():
         raise CorruptRecord("queue info lacks head/tail/size/chunksize")
     return info
+
+
+def recover_head(info: dict[str, Any], dir_fd: int) -> dict[str, Any]:
+    """``info`` moved forward over every acknowledged record it may not name yet.
+
+    Producers fsync only their data (one sync per acknowledgement); ``info``
+    is renamed into place but not synced, so after a power loss it may name
+    an older head. The records past it are still on disk and checksummed,
+    and each frame carries the directory's operation count before it: the
+    run of intact frames continuing ``info["ops"]`` is what was written after
+    that head (as a WAL recovers to its last valid record). What follows the
+    run is an append nobody acknowledged, and the next opener cuts it off.
+    """
+    ops = info.get("ops")
+    chunksize = info.get("chunksize")
+    if not isinstance(ops, int) or isinstance(ops, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        return info  # version-1 directories carry no sequence: their info is synced as before
+    hnum, hcnt, hoff = (int(x) for x in info["head"])
+    size = int(info["size"])
+    moved = False
+    while True:
+        try:
+            fd = os.open(f"q{hnum:05d}", os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
+        except FileNotFoundError:
+            break
+        with os.fdopen(fd, "rb") as fp:
+            fp.seek(hoff)
+            tail = fp.read()
+        base = hoff
+        rolled = False
+        for end, nops in frame.continuing(tail, 0, ops):
+            hoff, ops, hcnt, size, moved = base + end, ops + nops, hcnt + 1, size + 1, True
+            if hcnt == chunksize:  # persist-queue starts the next chunk file here
+                hnum, hcnt, hoff, rolled = hnum + 1, 0, 0, True
+                break
+        if not rolled:
+            break
+    if not moved:
+        return info
+    return {**info, "head": [hnum, hcnt, hoff], "size": size, "ops": ops}

@@ -39,7 +39,7 @@ from typing import NamedTuple
 from ..errors import CorruptRecord
 from ..fsutil import DIR_FLAGS, NOFOLLOW
 from . import frame
-from .pq import read_info
+from .pq import read_info, recover_head
 from .spool import read_acked
 
 __all__ = ["Entry", "SegmentReader", "POS_SHIFT", "describe_pos", "QUARANTINE_INLINE"]
@@ -168,6 +168,7 @@ class SegmentReader:
                 info = frame.load(fp)
             if not isinstance(info, dict):
                 raise CorruptRecord("info is not an object")
+            info = recover_head(info, self._dfd)  # info may trail what is on disk: see recover_head
             hnum, _, hoff = (int(x) for x in info["head"])
             if hnum < 0 or not 0 <= hoff <= _OFFSET_MASK:
                 raise CorruptRecord(f"head {info['head']} is out of range")

@@ -81,15 +81,19 @@ class Spool:
     def append(self, records: Sequence[bytes]) -> None:
         """Durably append records (each one operation or one batch) to the inbox.
 
-        Returns only when the records, persist-queue's ``info`` and every
-        directory entry involved are on disk. Raises ``SpoolError``.
+        Returns only when the records, and every directory entry they need,
+        are on disk: one ``fdatasync`` of the data (plus the directory when a
+        chunk file was created). ``info`` is renamed into place but not synced:
+        it is a hint that readers verify past (``pq.recover_head``). Raises
+        ``SpoolError``.
 
         Group commit: the lock covers only the writes and the rename (tens of
-        microseconds); the fsyncs run after it is released, so producers
+        microseconds); the sync runs after it is released, so producers
         that arrive together overlap them instead of queueing behind them.
         """
         syncs: list[int] = []
         head: Any = None
+        sync_dir = False
         try:
             self._prepare()
             with self._locked():
@@ -98,7 +102,8 @@ class Spool:
                 try:
                     for record in records:
                         queue.put(record)
-                    syncs = queue.pending_syncs()
+                    data_fd, dir_fd, sync_dir = queue.pending_syncs()
+                    syncs = [data_fd, dir_fd]
                     head = list(queue.info["head"])
                 except BaseException:
                     queue.close()  # the next opener truncates whatever this left unacknowledged
@@ -108,12 +113,14 @@ class Spool:
                     self._queue, self._left = queue, (inbox_id.encode(), queue.saved_info)
                 else:
                     queue.close()
-            for fd in syncs:
-                os.fsync(fd)
-            if head is not None and len(syncs) == 3:
-                # Acknowledged: tell the consumer it may read this far (syncs[-1] is
+            if syncs:
+                os.fdatasync(syncs[0])  # the one sync an acknowledgement needs (pq.recover_head)
+                if sync_dir:
+                    os.fsync(syncs[1])  # a chunk file was created: its name must survive too
+            if head is not None and syncs:
+                # Acknowledged: tell the consumer it may read this far (syncs[1] is
                 # the directory we appended to, even if the inbox was claimed since).
-                publish_acked(syncs[-1], (int(head[0]) << POS_SHIFT) | int(head[2]))
+                publish_acked(syncs[1], (int(head[0]) << POS_SHIFT) | int(head[2]))
         except OSError as exc:
             raise SpoolError(
                 f"cannot append to spool {self.root}: {exc.strerror or exc}",
