@@ -99,6 +99,7 @@ class Spool:
             with self._locked():
                 queue = self._cached_inbox() or self._open_inbox()
                 self._queue, self._left = None, None  # detached while in use
+                start = list(queue.info["head"])
                 try:
                     for record in records:
                         queue.put(record)
@@ -106,7 +107,10 @@ class Spool:
                     syncs = [data_fd, dir_fd]
                     head = list(queue.info["head"])
                 except BaseException:
-                    queue.close()  # the next opener truncates whatever this left unacknowledged
+                    # Not acknowledged, so not kept: whatever this append wrote is cut off
+                    # here, or a later opener's recovery would adopt intact frames of it.
+                    _cut_back(self.inbox, start, queue)
+                    queue.close()
                     raise
                 inbox_id = read_dir_id(self.inbox)
                 if inbox_id is not None and getattr(queue, "saved_info", None):
@@ -446,6 +450,35 @@ def inbox_problem(path: str) -> str | None:
     except (OSError, CorruptRecord, ValueError) as exc:
         return f"has an unreadable info ({exc})"
     return None
+
+
+def _cut_back(path: str, start: list[int], queue: Any) -> None:
+    """Truncate a queue directory's chunks back to ``start`` ([chunk, count, offset]) after a
+    failed append. Through the queue's own descriptor where it can (the one the bytes went
+    through); best effort: if even this fails, the next producer's recovery decides."""
+    head = int(queue.info["head"][0])
+    first = int(start[0])
+    try:
+        if head == first:
+            os.ftruncate(queue.headf.fileno(), int(start[2]))
+            return
+        dfd = os.open(path, DIR_FLAGS)
+    except (OSError, AttributeError, ValueError):
+        return
+    try:
+        for chunk in range(first, head + 1):
+            try:
+                fd = os.open(f"q{chunk:05d}", os.O_WRONLY | NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+            except OSError:
+                continue
+            try:
+                os.ftruncate(fd, int(start[2]) if chunk == first else 0)
+            except OSError:
+                pass  # a read-only or failing disk: recovery at the next open decides
+            finally:
+                os.close(fd)
+    finally:
+        os.close(dfd)
 
 
 def _consistent(queue: Any) -> bool:
