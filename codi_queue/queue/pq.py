@@ -34,6 +34,8 @@ from . import frame
 
 __all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "recover_head", "NOFOLLOW"]
 
+# Records between rewrites of ``info`` (a hint readers scan past; see _saveinfo).
+INFO_EVERY = 64
 # Records per chunk file. The inbox is usually claimed long before a chunk
 # fills; when the consumer is down for days this keeps the file count sane.
 CHUNK_RECORDS = 1000
@@ -102,9 +104,11 @@ def durable_queue_class() -> type:
             try:
                 dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
                 try:
-                    info = recover_head(read_info(self.path, dfd), dfd)  # info is a hint: see recover_head
+                    saved = read_info(self.path, dfd)
+                    info = recover_head(saved, dfd)  # info is a hint: see recover_head
                 finally:
                     os.close(dfd)
+                self._saved_chunk = int(saved["head"][0])
             except FileNotFoundError:
                 info = {"chunksize": self.chunksize, "size": 0, "tail": [0, 0, 0], "head": [0, 0, 0], "ops": 0}
                 self._dir_dirty = True  # info and the first chunk are new names
@@ -112,11 +116,16 @@ def durable_queue_class() -> type:
             return info
 
         def _saveinfo(self) -> None:
-            # Data, then the new info, are written and info renamed into place
-            # under the spool lock; the fsyncs come after the lock is released
-            # (pending_syncs), so concurrent producers' fsyncs overlap and share
-            # journal commits. The caller acknowledges only after them.
+            # Data is written under the spool lock and synced after it is released
+            # (pending_syncs). ``info`` is a hint (recover_head scans past it), so it
+            # is rewritten only when it must name a new chunk, and every INFO_EVERY
+            # records to keep readers' scans short: a rename over it costs as much
+            # as the data sync on ext4 here.
             self.headf.flush()
+            self._unsaved = getattr(self, "_unsaved", 0) + 1
+            chunk = int(self.info["head"][0])
+            if getattr(self, "_saved_chunk", None) == chunk and self._unsaved < INFO_EVERY:
+                return
             info = os.path.join(self.path, "info")
             tmp = info + ".tmp"  # fixed name: only the holder of the spool lock writes here
             data = frame.encode_frame(frame.encode_meta(self.info), frame.KIND_META)
@@ -126,7 +135,7 @@ def durable_queue_class() -> type:
                 os.replace(tmp, info)
             finally:
                 os.close(fd)  # never synced: a hint that recovery checks (recover_head)
-            self.saved_info = data  # what info holds now, for the producer's reuse check
+            self._saved_chunk, self._unsaved = chunk, 0
             if getattr(self, "_dir_fd", -1) < 0:
                 self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
             self._clear_tail_file()

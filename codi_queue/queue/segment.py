@@ -40,7 +40,7 @@ from ..errors import CorruptRecord
 from ..fsutil import DIR_FLAGS, NOFOLLOW
 from . import frame
 from .pq import read_info, recover_head
-from .spool import read_acked
+from .spool import read_acked, read_acked_ops
 
 __all__ = ["Entry", "SegmentReader", "POS_SHIFT", "describe_pos", "QUARANTINE_INLINE"]
 
@@ -105,9 +105,17 @@ class SegmentReader:
         self._dfd = os.open(path, DIR_FLAGS)
         try:
             self._bounds = self._read_bounds()
-            self.info_end = self.end  # how far info says; ``end`` may stop short of it (live)
+            acked = read_acked(self._dfd)
+            # Producers publish the acknowledged position only after their data sync:
+            # bytes short of it are acknowledged records that damage took (reported),
+            # never an unacknowledged tail for recovery to drop silently.
+            self._bounds = _reach(self._bounds, acked)
+            acked_ops = read_acked_ops(self._dfd)
+            if acked_ops is not None and (self.total_ops is None or acked_ops > self.total_ops):
+                self.total_ops = acked_ops  # acknowledged operations the data no longer reaches
+            self.info_end = self.end  # how far info (recovered) says; ``end`` may stop short of it (live)
             if live and not trust_info:
-                self._bounds = _clip(self._bounds, read_acked(self._dfd))
+                self._bounds = _clip(self._bounds, acked)
         except BaseException:
             self.close()
             raise
@@ -303,7 +311,7 @@ class SegmentReader:
                             raw = bytes(buf[item.start : min(item.end, item.start + QUARANTINE_INLINE)])
                             held = Entry(base + item.start, base + item.end, None, item.reason, raw)
             if size < end and offset < end:
-                short = f"chunk {name} is {end - size} bytes shorter than info says"
+                short = f"chunk {name} is {end - size} bytes shorter than info says or was acknowledged"
                 if held is not None:  # one torn record, one report
                     yield held._replace(end=base + end, damage=f"{short} ({held.damage})")
                     return
@@ -328,6 +336,19 @@ class SegmentReader:
                     return
                 left -= len(data)
                 yield data
+
+
+def _reach(bounds: list[tuple[int, int | None]], acked: int | None) -> list[tuple[int, int | None]]:
+    """``bounds`` extended to the acknowledged position when that lies past them."""
+    if acked is None or not bounds:
+        return bounds
+    chunk, off = acked >> POS_SHIFT, acked & _OFFSET_MASK
+    last, limit = bounds[-1]
+    if chunk < last or chunk == last and (limit is None or off <= limit):
+        return bounds
+    if chunk == last:
+        return [*bounds[:-1], (last, off)]
+    return [*bounds[:-1], (last, None), *((n, None) for n in range(last + 1, chunk)), (chunk, off)]
 
 
 def _clip(bounds: list[tuple[int, int | None]], acked: int | None) -> list[tuple[int, int | None]]:

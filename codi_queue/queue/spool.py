@@ -40,13 +40,13 @@ from typing import Any, NamedTuple
 
 from ..errors import CorruptRecord, SpoolError, UnsafePath
 from ..fsutil import DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, write_atomic
-from .pq import open_queue, read_info
+from .pq import open_queue, read_info, recover_head
 
 POS_SHIFT = 40  # a position is chunk << 40 | byte offset (as in segment.py)
 ACKED_FILE = "acked"
 
 __all__ = ["Spool", "QueueDir", "ID_DIGITS", "read_dir_id", "dir_bytes", "list_ids", "inbox_problem",
-           "publish_acked", "read_acked"]
+           "publish_acked", "read_acked", "read_acked_ops"]
 
 ID_DIGITS = 20
 ID_FILE = "id"
@@ -71,7 +71,7 @@ class Spool:
         # (its id and info files): any other writer, a claim or a rescue in
         # between means a fresh Queue. Checked under the lock.
         self._queue: Any = None
-        self._left: tuple[bytes, bytes] | None = None
+        self._left: str | None = None  # the inbox id the cached Queue appends to
         self._owner_pid = 0
         self._lock_fd = -1
         self.home = os.path.dirname(os.path.abspath(root))
@@ -93,6 +93,7 @@ class Spool:
         """
         syncs: list[int] = []
         head: Any = None
+        ops: int | None = None
         sync_dir = False
         try:
             self._prepare()
@@ -106,6 +107,7 @@ class Spool:
                     data_fd, dir_fd, sync_dir = queue.pending_syncs()
                     syncs = [data_fd, dir_fd]
                     head = list(queue.info["head"])
+                    ops = int(queue.info.get("ops", 0))
                 except BaseException:
                     # Not acknowledged, so not kept: whatever this append wrote is cut off
                     # here, or a later opener's recovery would adopt intact frames of it.
@@ -113,8 +115,8 @@ class Spool:
                     queue.close()
                     raise
                 inbox_id = read_dir_id(self.inbox)
-                if inbox_id is not None and getattr(queue, "saved_info", None):
-                    self._queue, self._left = queue, (inbox_id.encode(), queue.saved_info)
+                if inbox_id is not None:
+                    self._queue, self._left = queue, inbox_id
                 else:
                     queue.close()
             if syncs:
@@ -124,7 +126,7 @@ class Spool:
             if head is not None and syncs:
                 # Acknowledged: tell the consumer it may read this far (syncs[1] is
                 # the directory we appended to, even if the inbox was claimed since).
-                publish_acked(syncs[1], (int(head[0]) << POS_SHIFT) | int(head[2]))
+                publish_acked(syncs[1], (int(head[0]) << POS_SHIFT) | int(head[2]), ops)
         except OSError as exc:
             raise SpoolError(
                 f"cannot append to spool {self.root}: {exc.strerror or exc}",
@@ -157,20 +159,11 @@ class Spool:
             queue = open_queue(self.inbox)
         return queue
 
-    def _inbox_state(self) -> tuple[bytes, bytes] | None:
-        inbox_id = read_dir_id(self.inbox)
-        try:
-            fd = os.open(os.path.join(self.inbox, "info"), os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
-        except OSError:
-            return None
-        with os.fdopen(fd, "rb") as fp:
-            return (inbox_id.encode(), fp.read()) if inbox_id else None
-
     def _cached_inbox(self) -> Any:
         if self._queue is None or self._owner_pid != os.getpid():
             self._forget_queue()
             return None
-        if self._left is None or self._inbox_state() != self._left or not _consistent(self._queue):
+        if self._left is None or read_dir_id(self.inbox) != self._left or not _untouched(self._queue, self.inbox):
             self._forget_queue()
             return None
         return self._queue
@@ -366,23 +359,38 @@ def read_dir_id(path: str) -> str | None:
     return text if _ID.fullmatch(text) else None
 
 
-def publish_acked(dir_fd: int, pos: int) -> None:
-    """Raise the directory's acknowledged position to ``pos``: the bytes up to it are durable.
+def publish_acked(dir_fd: int, pos: int, ops: int | None = None) -> None:
+    """Raise the directory's acknowledged position to ``pos`` (and its operation count to ``ops``).
 
-    A hint, written after the fsyncs that made those bytes durable and never
+    A hint, written after the sync that made those bytes durable and never
     synced itself: the consumer reads the live inbox only up to it, so
     "acknowledged" and "readable" are the same line, and it never has to sync
     what a producer already synced. Lost in a power cut, it only makes the
-    consumer wait and then sync the head itself.
+    consumer wait and then sync the head itself. The operation count lets a
+    reader say how many acknowledged operations damage took from the tail.
     """
     fd = os.open(ACKED_FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE, dir_fd=dir_fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # concurrent producers: the hint only moves forward
         current = os.pread(fd, 8, 0)
         if len(current) < 8 or int.from_bytes(current, "little") < pos:
-            os.pwrite(fd, pos.to_bytes(8, "little"), 0)
+            data = pos.to_bytes(8, "little") + (ops.to_bytes(8, "little") if ops is not None else b"")
+            os.pwrite(fd, data, 0)
     finally:
         os.close(fd)
+
+
+def read_acked_ops(dir_fd: int) -> int | None:
+    """The operation count published with the acknowledged position, or None."""
+    try:
+        fd = os.open(ACKED_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, 16, 0)
+    finally:
+        os.close(fd)
+    return int.from_bytes(data[8:], "little") if len(data) == 16 else None
 
 
 def read_acked(dir_fd: int) -> int | None:
@@ -444,11 +452,23 @@ def inbox_problem(path: str) -> str | None:
     if read_dir_id(path) is None:
         return "has queued bytes but no readable id"
     try:
-        read_info(path)
+        dfd = os.open(path, DIR_FLAGS)
+    except OSError as exc:
+        return f"cannot be opened ({exc.strerror or exc})"
+    try:
+        info = recover_head(read_info(path, dfd), dfd)
+        acked = read_acked(dfd)
     except FileNotFoundError:
         return "has queued bytes but no info"
-    except (OSError, CorruptRecord, ValueError) as exc:
+    except (OSError, CorruptRecord, ValueError, TypeError, KeyError) as exc:
         return f"has an unreadable info ({exc})"
+    finally:
+        os.close(dfd)
+    hnum, _, hoff = (int(x) for x in info["head"])
+    if acked is not None and acked > (hnum << POS_SHIFT) | hoff:
+        # Acknowledged records are gone (damage): appending would reuse positions
+        # the consumer may have read past. The consumer reads and reports it aside.
+        return "holds less than its producers acknowledged"
     return None
 
 
@@ -479,6 +499,20 @@ def _cut_back(path: str, start: list[int], queue: Any) -> None:
                 os.close(fd)
     finally:
         os.close(dfd)
+
+
+def _untouched(queue: Any, path: str) -> bool:
+    """Nobody appended since this Queue did: its head chunk ends where it left it, and
+    no next chunk exists (another producer would have started one at the rollover)."""
+    if not _consistent(queue):
+        return False
+    try:
+        os.stat(os.path.join(path, f"q{int(queue.info['head'][0]) + 1:05d}"), follow_symlinks=False)
+    except FileNotFoundError:
+        return True
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+    return False
 
 
 def _consistent(queue: Any) -> bool:
