@@ -144,7 +144,14 @@ def test_read_only_spool_fails_loudly_and_keeps_the_queue(home: Path, paths: Pat
     try:
         res = run_cli(home, "enqueue", "tool_event", '{"tool_name":"during","success":true}')
         assert res.returncode == 1 and "Read-only file system" in res.stderr
-        assert enqueue("tool_event", {"tool_name": "api", "success": True}, home=str(home)) is False
+        # The API in a process that meets the spool read-only. (This test process still holds
+        # descriptors opened through the writable mount before the remount; appends through
+        # them are durable, so they are rightly acknowledged: a read-only bind mount only
+        # refuses new opens.)
+        api = subprocess.run([sys.executable, "-c", "import sys; from codi_queue import enqueue; sys.exit(0 if enqueue("
+                              "'tool_event', {'tool_name': 'api', 'success': True}, home=sys.argv[1]) is False else 3)",
+                              str(home)], capture_output=True, text=True, env=cli_env(home), timeout=60)
+        assert api.returncode == 0 and api.stdout == api.stderr == "", api
         assert run_cli(home, "run", "--once").returncode == 0  # what is queued still applies
     finally:
         subprocess.run(["umount", paths.spool], check=True)
