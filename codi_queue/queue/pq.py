@@ -22,6 +22,7 @@ version and ``tests/test_pq_format.py`` guards the layout.
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import importlib.util
 import os
@@ -32,10 +33,13 @@ from ..errors import CorruptRecord
 from ..fsutil import FILE_MODE, write_all
 from . import frame
 
-__all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "recover_head", "NOFOLLOW"]
+__all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "recover_head", "NOFOLLOW",
+           "POS_SHIFT", "ACKED_FILE", "publish_acked", "read_acked", "read_acked_ops"]
 
+POS_SHIFT = 40  # a position is chunk << 40 | byte offset (as in segment.py)
+ACKED_FILE = "acked"  # the acknowledged position producers publish after their sync
 # Records between rewrites of ``info`` (a hint readers scan past; see _saveinfo).
-INFO_EVERY = 64
+INFO_EVERY = 16
 # Records per chunk file. The inbox is usually claimed long before a chunk
 # fills; when the consumer is down for days this keeps the file count sane.
 CHUNK_RECORDS = 1000
@@ -106,9 +110,13 @@ def durable_queue_class() -> type:
                 try:
                     saved = read_info(self.path, dfd)
                     info = recover_head(saved, dfd)  # info is a hint: see recover_head
+                    _check_acknowledged(info, dfd)
                 finally:
                     os.close(dfd)
                 self._saved_chunk = int(saved["head"][0])
+                # Records info already trails by: counted, so that info is rewritten once it
+                # trails by INFO_EVERY however many processes took turns appending.
+                self._unsaved = int(info["size"]) - int(saved["size"])
             except FileNotFoundError:
                 info = {"chunksize": self.chunksize, "size": 0, "tail": [0, 0, 0], "head": [0, 0, 0], "ops": 0}
                 self._dir_dirty = True  # info and the first chunk are new names
@@ -196,6 +204,15 @@ def read_info(path: str, dir_fd: int | None = None) -> dict[str, Any]:
     return info
 
 
+def _check_acknowledged(info: dict[str, Any], dir_fd: int) -> None:
+    """CorruptRecord if producers acknowledged more than the data holds (damage took records):
+    raised before persist-queue would cut the directory back to the recovered head."""
+    acked = read_acked(dir_fd)
+    hnum, _, hoff = (int(x) for x in info["head"])
+    if acked is not None and acked > (hnum << POS_SHIFT) | hoff:
+        raise CorruptRecord("the data ends before what its producers acknowledged")
+
+
 def recover_head(info: dict[str, Any], dir_fd: int) -> dict[str, Any]:
     """``info`` moved forward over every acknowledged record it may not name yet.
 
@@ -234,3 +251,50 @@ def recover_head(info: dict[str, Any], dir_fd: int) -> dict[str, Any]:
     if not moved:
         return info
     return {**info, "head": [hnum, hcnt, hoff], "size": size, "ops": ops}
+
+
+def publish_acked(dir_fd: int, pos: int, ops: int | None = None) -> None:
+    """Raise the directory's acknowledged position to ``pos`` (and its operation count to ``ops``).
+
+    A hint, written after the sync that made those bytes durable and never
+    synced itself: the consumer reads the live inbox only up to it, so
+    "acknowledged" and "readable" are the same line, and it never has to sync
+    what a producer already synced. Lost in a power cut, it only makes the
+    consumer wait and then sync the head itself. The operation count lets a
+    reader say how many acknowledged operations damage took from the tail.
+    """
+    fd = os.open(ACKED_FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE, dir_fd=dir_fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # concurrent producers: the hint only moves forward
+        current = os.pread(fd, 8, 0)
+        if len(current) < 8 or int.from_bytes(current, "little") < pos:
+            data = pos.to_bytes(8, "little") + (ops.to_bytes(8, "little") if ops is not None else b"")
+            os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
+
+
+def read_acked_ops(dir_fd: int) -> int | None:
+    """The operation count published with the acknowledged position, or None."""
+    try:
+        fd = os.open(ACKED_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, 16, 0)
+    finally:
+        os.close(fd)
+    return int.from_bytes(data[8:], "little") if len(data) == 16 else None
+
+
+def read_acked(dir_fd: int) -> int | None:
+    """The acknowledged position a producer published in this directory, or None."""
+    try:
+        fd = os.open(ACKED_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, 8, 0)
+    finally:
+        os.close(fd)
+    return int.from_bytes(data, "little") if len(data) == 8 else None

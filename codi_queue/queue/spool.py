@@ -40,10 +40,8 @@ from typing import Any, NamedTuple
 
 from ..errors import CorruptRecord, SpoolError, UnsafePath
 from ..fsutil import DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, write_atomic
-from .pq import open_queue, read_info, recover_head
+from .pq import ACKED_FILE, POS_SHIFT, open_queue, publish_acked, read_acked, read_acked_ops, read_info
 
-POS_SHIFT = 40  # a position is chunk << 40 | byte offset (as in segment.py)
-ACKED_FILE = "acked"
 
 __all__ = ["Spool", "QueueDir", "ID_DIGITS", "read_dir_id", "dir_bytes", "list_ids", "inbox_problem",
            "publish_acked", "read_acked", "read_acked_ops"]
@@ -148,7 +146,10 @@ class Spool:
         try:
             queue = open_queue(self.inbox)
         except CorruptRecord:
-            queue = None  # info became unreadable after the check
+            # info became unreadable after the check, or the data ends short of what
+            # was acknowledged (damage): appending would reuse positions the consumer
+            # may have read past. Moved aside below; the consumer reads and reports it.
+            queue = None
         if queue is None or not _consistent(queue):
             # Also when the head chunk is shorter than info says. We hold the
             # lock: no other producer is inside the directory.
@@ -359,53 +360,6 @@ def read_dir_id(path: str) -> str | None:
     return text if _ID.fullmatch(text) else None
 
 
-def publish_acked(dir_fd: int, pos: int, ops: int | None = None) -> None:
-    """Raise the directory's acknowledged position to ``pos`` (and its operation count to ``ops``).
-
-    A hint, written after the sync that made those bytes durable and never
-    synced itself: the consumer reads the live inbox only up to it, so
-    "acknowledged" and "readable" are the same line, and it never has to sync
-    what a producer already synced. Lost in a power cut, it only makes the
-    consumer wait and then sync the head itself. The operation count lets a
-    reader say how many acknowledged operations damage took from the tail.
-    """
-    fd = os.open(ACKED_FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE, dir_fd=dir_fd)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # concurrent producers: the hint only moves forward
-        current = os.pread(fd, 8, 0)
-        if len(current) < 8 or int.from_bytes(current, "little") < pos:
-            data = pos.to_bytes(8, "little") + (ops.to_bytes(8, "little") if ops is not None else b"")
-            os.pwrite(fd, data, 0)
-    finally:
-        os.close(fd)
-
-
-def read_acked_ops(dir_fd: int) -> int | None:
-    """The operation count published with the acknowledged position, or None."""
-    try:
-        fd = os.open(ACKED_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        data = os.pread(fd, 16, 0)
-    finally:
-        os.close(fd)
-    return int.from_bytes(data[8:], "little") if len(data) == 16 else None
-
-
-def read_acked(dir_fd: int) -> int | None:
-    """The acknowledged position a producer published in this directory, or None."""
-    try:
-        fd = os.open(ACKED_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        data = os.pread(fd, 8, 0)
-    finally:
-        os.close(fd)
-    return int.from_bytes(data, "little") if len(data) == 8 else None
-
-
 def _inbox_looks_sound(path: str) -> bool:
     """The cheap check the consumer makes every pass: a private directory with a readable id and
     a readable info (or no inbox at all). Anything else gets ``inbox_problem``'s full look."""
@@ -452,23 +406,11 @@ def inbox_problem(path: str) -> str | None:
     if read_dir_id(path) is None:
         return "has queued bytes but no readable id"
     try:
-        dfd = os.open(path, DIR_FLAGS)
-    except OSError as exc:
-        return f"cannot be opened ({exc.strerror or exc})"
-    try:
-        info = recover_head(read_info(path, dfd), dfd)
-        acked = read_acked(dfd)
+        read_info(path)
     except FileNotFoundError:
         return "has queued bytes but no info"
-    except (OSError, CorruptRecord, ValueError, TypeError, KeyError) as exc:
+    except (OSError, CorruptRecord, ValueError) as exc:
         return f"has an unreadable info ({exc})"
-    finally:
-        os.close(dfd)
-    hnum, _, hoff = (int(x) for x in info["head"])
-    if acked is not None and acked > (hnum << POS_SHIFT) | hoff:
-        # Acknowledged records are gone (damage): appending would reuse positions
-        # the consumer may have read past. The consumer reads and reports it aside.
-        return "holds less than its producers acknowledged"
     return None
 
 
