@@ -54,7 +54,13 @@ def measure(rate: int, batch: int, procs: int, seconds: float) -> tuple[list[flo
         time.sleep(0.002)
     conn.close()
     consumer.send_signal(signal.SIGTERM)
-    consumer.wait(timeout=60)
+    try:
+        consumer.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        consumer.kill()
+        log = os.path.join(home, "logs", "consumer.log")
+        tail = open(log).read()[-3000:] if os.path.exists(log) else "(no log)"
+        raise RuntimeError(f"the consumer did not stop within 60 s of SIGTERM; its log ends:\n{tail}") from None
     return lags, len(lags)
 
 

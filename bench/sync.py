@@ -172,6 +172,10 @@ def lag(pg: Any, seconds: float) -> dict[str, Any]:
 def outage(pg: Any, seconds: float, down_after: float, down_for: float, push: bool = True) -> dict[str, Any]:
     """The same load and the same server stop, with the consumer pushing or (the control) not."""
     url = pg.url(pg.create_database("bench_outage"))
+    with pg.admin() as conn:
+        # The stop's shutdown checkpoint writes whatever is dirty: flushed now, so that both
+        # runs (pushing and the control) meet a stop of the same weight.
+        conn.execute("CHECKPOINT")
     home = tmpdir("outage")
     if push:
         _configure(home, url, "bench")
