@@ -17,26 +17,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import Row, median, ms, pct, tmpdir  # noqa: E402
 
 
-def floor_samples(n: int) -> list[float]:
-    """One fdatasync'd append: the physical floor of a durable write here."""
-    d = tmpdir("floor")
-    fd = os.open(os.path.join(d, "data"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    payload = b"x" * 200
-    out = []
-    try:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            os.write(fd, payload)
-            os.fdatasync(fd)
-            out.append(time.perf_counter() - t0)
-    finally:
-        os.close(fd)
-    return out
-
-
-def three_sync_samples(n: int) -> list[float]:
-    """Data fdatasync, a synced metadata rename, the directory: the old acknowledgement."""
-    d = tmpdir("floor3")
+def floor_samples(n: int, with_pointer: bool = False) -> list[float]:
+    """One fdatasync'd append: the physical floor of a durable write here. ``with_pointer``:
+    then a synced metadata rename and the directory too (the old acknowledgement)."""
+    d = tmpdir("floor3" if with_pointer else "floor")
     fd = os.open(os.path.join(d, "data"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     dfd = os.open(d, os.O_RDONLY)
     payload = b"x" * 200
@@ -46,12 +30,13 @@ def three_sync_samples(n: int) -> list[float]:
             t0 = time.perf_counter()
             os.write(fd, payload)
             os.fdatasync(fd)
-            tmp = os.open(os.path.join(d, "info.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.write(tmp, b"head")
-            os.fsync(tmp)
-            os.close(tmp)
-            os.replace(os.path.join(d, "info.tmp"), os.path.join(d, "info"))
-            os.fsync(dfd)
+            if with_pointer:
+                tmp = os.open(os.path.join(d, "info.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.write(tmp, b"head")
+                os.fsync(tmp)
+                os.close(tmp)
+                os.replace(os.path.join(d, "info.tmp"), os.path.join(d, "info"))
+                os.fsync(dfd)
             out.append(time.perf_counter() - t0)
     finally:
         os.close(fd)
@@ -95,7 +80,7 @@ def run(quick: bool = False) -> list[Row]:
     api: list[float] = []
     for _ in range(4):
         floor += floor_samples(n // 4)
-        three += three_sync_samples(n // 4)
+        three += floor_samples(n // 4, with_pointer=True)
         api += api_samples(n // 4)
     rate = batch_rate(100_000 if quick else 500_000, 10_000)
     f50, a50 = median(floor), median(api)

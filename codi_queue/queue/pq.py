@@ -274,27 +274,24 @@ def publish_acked(dir_fd: int, pos: int, ops: int | None = None) -> None:
         os.close(fd)
 
 
-def read_acked_ops(dir_fd: int) -> int | None:
-    """The operation count published with the acknowledged position, or None."""
+def _acked_bytes(dir_fd: int) -> bytes:
     try:
         fd = os.open(ACKED_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
     except OSError:
-        return None
+        return b""
     try:
-        data = os.pread(fd, 16, 0)
+        return os.pread(fd, 16, 0)
     finally:
         os.close(fd)
-    return int.from_bytes(data[8:], "little") if len(data) == 16 else None
 
 
 def read_acked(dir_fd: int) -> int | None:
     """The acknowledged position a producer published in this directory, or None."""
-    try:
-        fd = os.open(ACKED_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        data = os.pread(fd, 8, 0)
-    finally:
-        os.close(fd)
-    return int.from_bytes(data, "little") if len(data) == 8 else None
+    data = _acked_bytes(dir_fd)
+    return int.from_bytes(data[:8], "little") if len(data) >= 8 else None
+
+
+def read_acked_ops(dir_fd: int) -> int | None:
+    """The operation count published with the acknowledged position, or None."""
+    data = _acked_bytes(dir_fd)
+    return int.from_bytes(data[8:], "little") if len(data) == 16 else None
