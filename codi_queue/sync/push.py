@@ -53,9 +53,15 @@ class Pusher:
         self._conn: Any = None
         self._staged: set[str] = set()
         self._getters: dict[str, Callable[[Any], tuple[Any, ...]]] = {}
-        self._home = home_id(paths)
+        self._home_id: str | None = None  # made on first push (it writes a state file)
         # Per tier, the applied marks a push last caught up with: unchanged marks mean nothing new.
         self._caught_up: dict[str, Applied] = {}
+
+    @property
+    def _home(self) -> str:
+        if self._home_id is None:
+            self._home_id = home_id(self.paths)
+        return self._home_id
 
     def close(self) -> None:
         if self._conn is not None:
