@@ -83,6 +83,16 @@ def _parser() -> Any:
     p.add_argument("--into", help="write rebuilt databases here instead of replacing the live ones (--rebuild)")
     p.add_argument("--dry-run", action="store_true", help="count what would be applied (--rebuild)")
 
+    p = sub.add_parser(
+        "dead-letters", parents=[common], help="list dead letters: id, operation, reason, attempts, source",
+        description="List dead letters (operations that could not be applied) from every database, with what "
+                    "`replay --dead-letter --id ID` needs.",
+        epilog="example: codi-queue dead-letters --op git_event --since 2026-11-01",
+    )
+    p.add_argument("--op", help="only this operation type")
+    p.add_argument("--since", help="last failed at or after (unix seconds or ISO 8601)")
+    p.add_argument("--json", action="store_true", help="one JSON array")
+
     p = sub.add_parser("backup", parents=[common], help="consistent online snapshots of every tier database")
     p.add_argument("--into", help="directory for the snapshot (default: HOME/backups/<timestamp>)")
 
@@ -685,6 +695,31 @@ def _cmd_config(args: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_dead_letters(args: Any, paths: Any) -> int:
+    import json
+    import time
+
+    from .recovery.replay import list_dead_letters, parse_time
+
+    try:
+        since = parse_time(args.since)
+    except ValueError as exc:
+        _err(f"--since: {exc}")
+        return EXIT_INVALID
+    letters = list_dead_letters(paths, args.op, since)
+    if args.json:
+        print(json.dumps(letters, indent=2))
+        return EXIT_OK
+    for d in letters:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["last_failed"]))
+        where = f"  [{d['source']}]" if d["source"] else ""
+        reason = " ".join(str(d["reason"]).split())
+        print(f"{d['id']}  {d['op']}  {d['tier']}  x{d['attempts']}  {when}  {reason[:160]}{where}")
+    print(f"{len(letters)} dead letters" + ("; re-apply with: codi-queue replay --dead-letter [--id ID]"
+                                            if letters else ""))
+    return EXIT_OK
+
+
 def _cmd_sync(args: Any, paths: Any) -> int:
     from .sync.command import run
 
@@ -693,6 +728,7 @@ def _cmd_sync(args: Any, paths: Any) -> int:
 
 _COMMANDS = {
     "sync": _cmd_sync,
+    "dead-letters": _cmd_dead_letters,
     "import": _cmd_import,
     "import-transcripts": _cmd_import_transcripts,
     "mirror-state": _cmd_mirror_state,

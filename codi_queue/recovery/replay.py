@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import apsw
 import msgspec
 
 from ..consumer.db import open_readonly
@@ -23,7 +25,8 @@ from ..schemas.registry import REJECTED_OP, STATE_TIER, TIERS
 from ..timestamps import normalize_timestamp
 from .journal import encode_record, journal_dirs, records
 
-__all__ = ["ReplayResult", "replay_dead_letters", "replay_archive", "parse_time"]
+__all__ = ["ReplayResult", "replay_dead_letters", "replay_archive", "parse_time", "dead_letter_rows",
+           "list_dead_letters"]
 
 
 @dataclass
@@ -46,25 +49,37 @@ def parse_time(value: str | None) -> float | None:
     return number / 1000 if number >= 1e11 else number
 
 
-def _dead_letters(paths: Paths, op: str | None, op_id: str | None) -> list[tuple[str, str, bytes, str]]:
-    rows: list[tuple[str, str, bytes, str]] = []
+def dead_letter_rows(
+    paths: Paths, columns: str, op: str | None = None, op_id: str | None = None, since: float | None = None
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """(tier, row) of every dead letter in every database, oldest first within a tier.
+
+    ``columns`` is a fixed column list from this package, never user input;
+    the filters are bound values.
+    """
+    rows: list[tuple[str, tuple[Any, ...]]] = []
     for tier in (*TIERS, STATE_TIER):
         conn = open_readonly(paths.database(tier))
         if conn is None:
             continue
         try:
-            sql = "SELECT op_id, op, envelope, format FROM cq_dead_letters WHERE 1"
-            args: list[str] = []
-            if op:
-                sql += " AND op = ?"
-                args.append(op)
-            if op_id:
-                sql += " AND op_id = ?"
-                args.append(op_id)
-            rows += [(r[0], r[1], bytes(r[2]), r[3]) for r in conn.execute(sql + " ORDER BY id", args)]
+            sql = f"SELECT {columns} FROM cq_dead_letters WHERE 1"
+            args: list[Any] = []
+            for clause, value in (("op = ?", op), ("op_id = ?", op_id), ("last_failed >= ?", since)):
+                if value is not None:
+                    sql += f" AND {clause}"
+                    args.append(value)
+            rows += [(tier, tuple(r)) for r in conn.execute(sql + " ORDER BY id", args)]
+        except apsw.SQLError:
+            continue  # not migrated yet: no dead letters there
         finally:
             conn.close()
     return rows
+
+
+def _dead_letters(paths: Paths, op: str | None, op_id: str | None) -> list[tuple[str, str, bytes, str]]:
+    return [(r[0], r[1], bytes(r[2]), r[3])
+            for _tier, r in dead_letter_rows(paths, "op_id, op, envelope, format", op, op_id)]
 
 
 def _retry_rejected(op_id: str, payload: bytes, now: float) -> tuple[bytes, bool]:
@@ -152,3 +167,24 @@ def replay_archive(
         if progress:
             progress(n)
     return result
+
+
+def list_dead_letters(paths: Paths, op: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+    """Every dead letter, for ``codi-queue dead-letters``: what ``replay --id`` needs, without sqlite3."""
+    out = []
+    columns = "op_id, op, reason, attempts, first_failed, last_failed, segment, pos, format, envelope"
+    for tier, (op_id, name, reason, attempts, first, last, segment, pos, fmt, envelope) in dead_letter_rows(
+        paths, columns, op, None, since
+    ):
+        entry: dict[str, Any] = {
+            "id": op_id, "op": name, "tier": tier, "reason": reason, "attempts": attempts,
+            "first_failed": first, "last_failed": last, "segment": segment, "pos": pos, "source": None,
+        }
+        if fmt == "rejected":  # a bad line of an imported file: say which
+            try:
+                rejected = msgspec.json.decode(bytes(envelope), type=Rejected)
+                entry["source"] = f"{rejected.source}:{rejected.line}"
+            except (msgspec.DecodeError, ValueError):
+                entry["source"] = None  # the report itself is unreadable; its reason still says why
+        out.append(entry)
+    return out

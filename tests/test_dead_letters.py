@@ -1,0 +1,55 @@
+"""``codi-queue dead-letters``: what failed, where it came from, and the id replay takes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+
+from codi_queue.consumer.loop import Consumer
+from codi_queue.paths import Paths
+from codi_queue.producers.lite import append_records
+from codi_queue.producers.validate import pack_records
+
+from .conftest import run_cli
+
+
+def _two_dead_letters(home: Path, paths: Paths) -> None:
+    src = home.parent / "git-activity.jsonl"
+    src.write_text(json.dumps({"type": "commit", "repo": "r", "ts": 1_700_000_000}) + "\n{not json\n")
+    assert run_cli(home, "import", str(src), "--op", "git_event").returncode in (0, 3)
+    # A body our producers would refuse, as an old or foreign writer could leave it: it fails at apply.
+    append_records(paths, pack_records("tool_event", [msgspec.msgpack.encode({"op": "tool_event", "success": True})]))
+    Consumer(paths).run(once=True)
+
+
+def test_dead_letters_lists_each_with_its_reason_and_source(home: Path, paths: Paths) -> None:
+    _two_dead_letters(home, paths)
+    res = run_cli(home, "dead-letters", "--json")
+    assert res.returncode == 0, res.stderr
+    letters = {d["op"]: d for d in json.loads(res.stdout)}
+    assert set(letters) == {"git_event", "tool_event"}
+    assert letters["git_event"]["source"].endswith("git-activity.jsonl:2") and letters["git_event"]["tier"] == "state"
+    assert letters["tool_event"]["tier"] == "sessions" and "tool_name" in letters["tool_event"]["reason"]
+    assert all(d["attempts"] == 1 for d in letters.values())
+
+    human = run_cli(home, "dead-letters", "--op", "tool_event")
+    assert human.returncode == 0 and human.stdout.count("\n") == 2
+    assert letters["tool_event"]["id"] in human.stdout and "1 dead letters; re-apply with" in human.stdout
+    # The listed id is the one replay takes.
+    again = run_cli(home, "replay", "--dead-letter", "--id", letters["tool_event"]["id"])
+    assert again.returncode == 0, again.stderr
+
+
+def test_since_filters_and_a_bad_since_is_usage(home: Path, paths: Paths) -> None:
+    _two_dead_letters(home, paths)
+    assert json.loads(run_cli(home, "dead-letters", "--since", "2999-01-01", "--json").stdout) == []
+    bad = run_cli(home, "dead-letters", "--since", "yesterday")
+    assert bad.returncode == 2 and bad.stderr.startswith("codi-queue: --since:") and "Traceback" not in bad.stderr
+
+
+def test_an_empty_home_has_none(home: Path) -> None:
+    home.mkdir(mode=0o700)
+    res = run_cli(home, "dead-letters")
+    assert res.returncode == 0 and res.stdout == "0 dead letters\n"
