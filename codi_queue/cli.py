@@ -36,8 +36,11 @@ def _parser() -> Any:
     parser.add_argument("--version", action="version", version=f"codi-queue {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("enqueue", parents=[common], help="validate and durably enqueue operations")
-    p.add_argument("op", help="operation type, e.g. session_outcome")
+    p = sub.add_parser("enqueue", parents=[common], help="validate and durably enqueue operations",
+                       epilog="every operation and its fields: codi-queue ops [OP]\n"
+                              "example: codi-queue enqueue tool_event '{\"tool_name\": \"Bash\", \"success\": true}'",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("op", help="operation type, e.g. session_outcome (see codi-queue ops)")
     p.add_argument("body", help="a JSON object, or - for JSON lines on stdin")
     p.add_argument("--skip-invalid", action="store_true", help="enqueue the valid records anyway (still exits 2)")
     p.add_argument("--producer", help="producer identity recorded in each envelope")
@@ -82,6 +85,16 @@ def _parser() -> Any:
                    help="only this tier (--rebuild; repeatable; default all)")
     p.add_argument("--into", help="write rebuilt databases here instead of replacing the live ones (--rebuild)")
     p.add_argument("--dry-run", action="store_true", help="count what would be applied (--rebuild)")
+
+    p = sub.add_parser(
+        "ops", parents=[common], help="every operation: table, tier, fields with types, limits, defaults, aliases",
+        description="Every operation codi-queue accepts, generated from its schema: where it is written and "
+                    "each field's type, required or default, limits, accepted words and the aliases legacy "
+                    "files may use.",
+        epilog="examples: codi-queue ops; codi-queue ops session_outcome --json",
+    )
+    p.add_argument("op", nargs="?", help="one operation (default: list them all)")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser(
         "dead-letters", parents=[common], help="list dead letters: id, operation, reason, attempts, source",
@@ -695,6 +708,37 @@ def _cmd_config(args: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_ops(args: Any, paths: Any) -> int:
+    import json
+
+    from .schemas.describe import describe_op, describe_ops, suggest_op
+    from .schemas.registry import OPS
+
+    if args.op is not None and args.op not in OPS:
+        _err(f"unknown operation {args.op!r}{suggest_op(args.op)}; codi-queue ops lists them")
+        return EXIT_INVALID
+    ops = [describe_op(args.op)] if args.op else describe_ops()
+    if args.json:
+        print(json.dumps(ops[0] if args.op else ops, indent=2))
+        return EXIT_OK
+    if not args.op:
+        for d in ops:
+            print(f"{d['op']:<24} {d['tier']:<9} {d['table']:<26} {d['write']}")
+        return EXIT_OK
+    d = ops[0]
+    print(f"{d['op']}: {d['tier']} tier, table {d['table']}, {d['write']}")
+    for f in d["fields"]:
+        need = "required" if f["required"] else f"optional (default {json.dumps(f['default'])})"
+        limits = ", ".join(f"{k} {json.dumps(v)}" for k, v in f["limits"].items())
+        extra = [limits] if limits else []
+        if f["aliases"]:
+            extra.append("legacy names: " + ", ".join(f["aliases"]))
+        if f["private"]:
+            extra.append("private: not sent to the team database unless [sync] share_private")
+        print(f"  {f['name']:<20} {f['type']:<12} {need}" + ("; " + "; ".join(extra) if extra else ""))
+    return EXIT_OK
+
+
 def _cmd_dead_letters(args: Any, paths: Any) -> int:
     import json
     import time
@@ -729,6 +773,7 @@ def _cmd_sync(args: Any, paths: Any) -> int:
 _COMMANDS = {
     "sync": _cmd_sync,
     "dead-letters": _cmd_dead_letters,
+    "ops": _cmd_ops,
     "import": _cmd_import,
     "import-transcripts": _cmd_import_transcripts,
     "mirror-state": _cmd_mirror_state,
