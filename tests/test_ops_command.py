@@ -44,3 +44,17 @@ def test_a_misspelt_operation_gets_a_suggestion_and_exit_2(home: Path) -> None:
 
 def test_enqueue_help_points_to_ops(home: Path) -> None:
     assert "codi-queue ops" in run_cli(home, "enqueue", "--help").stdout
+
+
+def test_a_misspelt_field_gets_a_suggestion_on_both_paths(home: Path) -> None:
+    import pytest
+
+    from codi_queue import enqueue
+    from codi_queue.errors import InvalidOperation
+
+    res = run_cli(home, "enqueue", "tool_event", '{"tool_nam": "Bash", "success": true}')
+    assert res.returncode == 2 and "unknown field `tool_nam` (did you mean `tool_name`?)" in res.stderr
+    with pytest.raises(InvalidOperation, match=r"did you mean `tool_name`\?"):
+        enqueue("tool_event", {"tool_nam": "Bash", "success": True}, home=str(home))
+    far = run_cli(home, "enqueue", "tool_event", '{"zzz": 1, "success": true}')
+    assert far.returncode == 2 and "did you mean" not in far.stderr

@@ -119,6 +119,15 @@ def _error(node: dict[str, Any], value: Any) -> str | None:
     return None
 
 
+def did_you_mean(name: str, known: Any) -> str:
+    """' (did you mean X?)' when ``name`` is close to one of ``known``, else ''. Only on errors:
+    difflib is imported here, never on the hook's or enqueue's successful path."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.75)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
 def check(op: str, body: Any, record: int | None = None, now: float | None = None) -> dict[str, Any]:
     """The body, normalised as the Struct would (timestamp in seconds, JSON text), or ``InvalidOperation``."""
     spec = load_schema().get(op)
@@ -132,7 +141,8 @@ def check(op: str, body: Any, record: int | None = None, now: float | None = Non
     props = spec["properties"]
     for key in body:
         if key not in props and key != "op":
-            raise InvalidOperation(f"Object contains unknown field `{key}`", op=op, field=key, record=record)
+            raise InvalidOperation(f"Object contains unknown field `{key}`{did_you_mean(key, props)}", op=op,
+                                   field=key, record=record)
     for key in spec["required"]:
         if key not in body:
             raise InvalidOperation(f"Object missing required field `{key}`", op=op, field=key, record=record)

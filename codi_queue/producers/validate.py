@@ -35,6 +35,7 @@ MAX_RECORD_BYTES = 32 * 1024 * 1024  # a larger batch is split into several reco
 _encode = msgspec.msgpack.Encoder().encode
 _AT = re.compile(r"^(?P<reason>.*?) - at `\$(?:\.)?(?P<path>[^`]*)`$", re.S)
 _NAMED = re.compile(r"field `(?P<field>[^`]+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`")
 _json_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
 
 
@@ -53,6 +54,12 @@ def spec_or_raise(op: str, record: int | None = None) -> OpSpec:
 
 def invalid_from_msgspec(exc: msgspec.DecodeError, op: str, record: int | None) -> InvalidOperation:
     text = str(exc)
+    unknown = _UNKNOWN.match(text)
+    spec = OPS.get(op)
+    if unknown and spec is not None:
+        from .fastcheck import did_you_mean
+
+        text += did_you_mean(unknown.group(1), spec.columns)
     m = _AT.match(text)
     if m:
         return InvalidOperation(m.group("reason"), op=op, field=m.group("path") or None, record=record)
