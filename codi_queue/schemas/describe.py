@@ -15,19 +15,12 @@ import msgspec
 from .columns import COLUMN_NAMES
 from .legacy import LEGACY_FIELDS
 from .registry import OPS, OpSpec
+from .types import type_members as _members
 
 __all__ = ["describe_op", "describe_ops", "suggest_op"]
 
 _KIND = {"StrType": "text", "IntType": "integer", "FloatType": "number", "BoolType": "boolean",
          "LiteralType": "text", "DictType": "object", "ListType": "array"}
-
-
-def _members(info: Any) -> list[Any]:
-    if isinstance(info, msgspec.inspect.Metadata):
-        return _members(info.type)
-    if isinstance(info, msgspec.inspect.UnionType):
-        return [m for t in info.types for m in _members(t)]
-    return [info]
 
 
 def _extra(info: Any) -> dict[str, Any]:

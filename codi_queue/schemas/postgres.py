@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from .registry import OPS, TIERS, OpSpec
+from .types import type_members as _members
 
 __all__ = [
     "SYNC_SCHEMA",
@@ -53,14 +54,6 @@ def _pg_type(spec: OpSpec, name: str, info: Any) -> str:
     if kinds == {"BoolType"}:
         return "BOOLEAN"
     raise ValueError(f"{spec.name}.{name}: no PostgreSQL type for {sorted(kinds)}")
-
-
-def _members(info: Any) -> list[Any]:
-    if isinstance(info, msgspec.inspect.Metadata):
-        return _members(info.type)
-    if isinstance(info, msgspec.inspect.UnionType):
-        return [m for t in info.types for m in _members(t)]
-    return [info]
 
 
 class PgTable:

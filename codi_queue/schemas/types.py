@@ -26,6 +26,7 @@ __all__ = [
     "normalize_timestamp",
     "TEXT_MAX",
     "LONG_TEXT_MAX",
+    "type_members",
 ]
 
 TEXT_MAX = 64 * 1024
@@ -101,3 +102,12 @@ class OpBase(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field
                 if len(text) > TEXT_MAX:
                     raise ValueError(f"JSON longer than {TEXT_MAX} characters - at `$.{name}`")
                 setattr(self, name, text)
+
+
+def type_members(info: Any) -> list[Any]:
+    """The plain types a field's ``msgspec.inspect`` type stands for: metadata unwrapped, unions flattened."""
+    if isinstance(info, msgspec.inspect.Metadata):
+        return type_members(info.type)
+    if isinstance(info, msgspec.inspect.UnionType):
+        return [m for t in info.types for m in type_members(t)]
+    return [info]
