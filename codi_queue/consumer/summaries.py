@@ -23,6 +23,8 @@ from typing import Any
 
 import apsw
 
+from .db import scalar
+
 __all__ = ["Touched", "refresh", "Summaries"]
 
 _FAMILIES = ("opus", "sonnet", "haiku")
@@ -82,15 +84,10 @@ def _iso(ts: Any) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(ts)))
 
 
-def _scalar(conn: apsw.Connection, sql: str, args: tuple[Any, ...]) -> Any:
-    row = conn.execute(sql, args).fetchone()
-    return None if row is None else row[0]
-
-
 def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int] | None = None) -> None:
     """The platform's row for one session; ``counts`` (tools, messages added by this batch) spares the
     count queries when the batch wrote every row it carried (None: count from the tables)."""
-    starts = [_scalar(conn, f"SELECT MIN(timestamp) FROM {t} WHERE session_id = ?", (sid,))
+    starts = [scalar(conn, f"SELECT MIN(timestamp) FROM {t} WHERE session_id = ?", (sid,))
               for t in ("activity_events", "tool_events", "messages", "token_economics") if t in tables]
     start = min((s for s in starts if s is not None), default=None)
     if start is None:
@@ -99,7 +96,7 @@ def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int
         "SELECT json_extract(data, '$.cwd'), json_extract(data, '$.model'), json_extract(data, '$.transcript_path') "
         "FROM activity_events WHERE session_id = ? AND event_type = 'session_start' AND json_valid(data) "
         "ORDER BY timestamp LIMIT 1", (sid,)).fetchone() or (None, None, None)
-    model = _scalar(conn, "SELECT model FROM token_economics WHERE session_id = ? AND model IS NOT NULL "
+    model = scalar(conn, "SELECT model FROM token_economics WHERE session_id = ? AND model IS NOT NULL "
                           "GROUP BY model ORDER BY COUNT(*) DESC LIMIT 1", (sid,)) or first[1] or "unknown"
     tokens: Any = conn.execute(
         "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
@@ -109,7 +106,7 @@ def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int
     row = {
         "project_path": first[0],
         "started_at": _iso(start),
-        "ended_at": _iso(_scalar(conn, "SELECT MAX(timestamp) FROM activity_events WHERE session_id = ? "
+        "ended_at": _iso(scalar(conn, "SELECT MAX(timestamp) FROM activity_events WHERE session_id = ? "
                                        "AND event_type = 'session_end'", (sid,))),
         "model": model,
         "message_count": None,
@@ -131,8 +128,8 @@ def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int
         row["tool_count"] = (current[0] or 0) + counts[0]
         row["message_count"] = (current[1] or 0) + counts[1]
     else:
-        row["tool_count"] = _scalar(conn, "SELECT COUNT(*) FROM tool_events WHERE session_id = ?", (sid,)) or 0
-        row["message_count"] = _scalar(conn, "SELECT COUNT(*) FROM messages WHERE session_id = ?", (sid,)) or 0
+        row["tool_count"] = scalar(conn, "SELECT COUNT(*) FROM tool_events WHERE session_id = ?", (sid,)) or 0
+        row["message_count"] = scalar(conn, "SELECT COUNT(*) FROM messages WHERE session_id = ?", (sid,)) or 0
     cols = [c for c in row if c in have]
     values = [row[c] for c in cols]
     if not exists:
@@ -168,11 +165,11 @@ def _daily(conn: apsw.Connection, day: str) -> None:
             "WHERE timestamp >= ? AND timestamp < ? AND model LIKE ?", (lo, hi, f"%{family}%")).fetchone()
         values.update({f"{family}_messages": r[0], f"{family}_tokens_in": r[1], f"{family}_tokens_out": r[2],
                        f"{family}_cache_read": r[3]})
-    values["session_count"] = _scalar(conn, "SELECT COUNT(DISTINCT session_id) FROM token_economics "
+    values["session_count"] = scalar(conn, "SELECT COUNT(DISTINCT session_id) FROM token_economics "
                                             "WHERE timestamp >= ? AND timestamp < ?", (lo, hi)) or 0
-    values["tool_calls"] = _scalar(conn, "SELECT COUNT(*) FROM tool_events WHERE timestamp >= ? AND timestamp < ?",
+    values["tool_calls"] = scalar(conn, "SELECT COUNT(*) FROM tool_events WHERE timestamp >= ? AND timestamp < ?",
                                    (lo, hi)) or 0
-    values["cost_estimate"] = _scalar(conn, "SELECT COALESCE(SUM(cost_usd), 0) FROM token_economics "
+    values["cost_estimate"] = scalar(conn, "SELECT COALESCE(SUM(cost_usd), 0) FROM token_economics "
                                             "WHERE timestamp >= ? AND timestamp < ?", (lo, hi)) or 0
     cols = list(values)
     conn.execute(
@@ -397,7 +394,7 @@ class Summaries:
             if not self._owned_day(day):
                 self.recompute.days.add(day)  # the platform's row: recomputed, only grows
                 continue
-            sessions = _scalar(self.conn, "SELECT COUNT(DISTINCT session_id) FROM cq_day_sessions WHERE date = ?",
+            sessions = scalar(self.conn, "SELECT COUNT(DISTINCT session_id) FROM cq_day_sessions WHERE date = ?",
                                (day,)) or 0
             cols = list(deltas)
             sets = [f"{c} = COALESCE({c}, 0) + ?" for c in cols] + ["session_count = ?",
@@ -411,7 +408,7 @@ class Summaries:
             if day in self.recompute.days or not self._owned_day(day):
                 self.recompute.days.add(day)
                 continue
-            sessions = _scalar(self.conn, "SELECT COUNT(*) FROM cq_day_sessions WHERE date = ? AND hour = ?",
+            sessions = scalar(self.conn, "SELECT COUNT(*) FROM cq_day_sessions WHERE date = ? AND hour = ?",
                                (day, hour)) or 0
             self.conn.execute(
                 "INSERT INTO hourly_activity (date, hour, session_count, message_count) VALUES (?, ?, ?, ?) "

@@ -6,7 +6,7 @@ consumer's ``op_id``), so the body a producer sends uses the column names.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -43,8 +43,6 @@ __all__ = [
     "SessionState",
     "Agent",
     "AgentLog",
-    "Operation",
-    "OPERATION_TYPES",
 ]
 
 # -- tier 3: sessions (events are inserts) ----------------------------------------------
@@ -391,39 +389,3 @@ class AgentLog(OpBase, tag="agent_log"):
     agent_id: Name
     message: Text
     level: Name | None = None
-
-
-Operation = Union[
-    ToolEvent,
-    ActivityEvent,
-    GitEvent,
-    RoutingMetric,
-    SessionOutcome,
-    SelfHeal,
-    Recovery,
-    CommandEvent,
-    RoutingEvent,
-    CoordinatorEvent,
-    ExpertiseRoutingEvent,
-    AutonomyEvent,
-    Message,
-    ToolAnalytics,
-    TokenEconomics,
-    Decision,
-    SkillLearning,
-    ErrorSolution,
-    Component,
-    Task,
-    SessionRecord,
-    Lock,
-    Override,
-    WorktreeLink,
-    SkillSuggestion,
-    SkillInvocation,
-    Project,
-    SessionState,
-    Agent,
-    AgentLog,
-]
-
-OPERATION_TYPES: tuple[type[OpBase], ...] = Operation.__args__  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import msgspec
 from . import ops
 from .types import OpBase
 
-__all__ = ["TIERS", "STATE_TIER", "REJECTED_OP", "OpSpec", "Binding", "OPS", "spec_for", "TABLES_BY_TIER"]
+__all__ = ["TIERS", "STATE_TIER", "REJECTED_OP", "OpSpec", "Binding", "OPS"]
 
 TIERS: tuple[str, ...] = ("platform", "org", "sessions", "project")
 # The consumer's own database: dead letters that belong to no tier (unknown
@@ -171,10 +171,3 @@ _SPECS = (
 )
 
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
-
-TABLES_BY_TIER: dict[str, tuple[str, ...]] = {
-    tier: tuple(s.table for s in _SPECS if s.tier == tier) for tier in TIERS
-}
-
-def spec_for(op: str) -> OpSpec | None:
-    return OPS.get(op)
