@@ -72,19 +72,33 @@ def _parser() -> Any:
     p.add_argument("--since", help="only suggestions at or after this time (unix seconds or ISO 8601)")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("replay", parents=[common], help="re-apply dead letters or the archive; rebuild databases")
-    mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--dead-letter", action="store_true", help="re-apply dead-lettered operations")
-    mode.add_argument("--from-archive", action="store_true", help="re-apply archived operations (no duplicates)")
-    mode.add_argument("--rebuild", action="store_true", help="rebuild tier databases from archive + pending")
+    p = sub.add_parser(
+        "replay", parents=[common], help="re-apply dead letters or the archive",
+        description="replay dead-letters: re-apply dead letters (after a fix or a migration); replay archive: "
+                    "re-apply journal operations (nothing already applied is applied twice). The older "
+                    "spellings --dead-letter, --from-archive and --rebuild still work.",
+        epilog="examples: codi-queue replay dead-letters --id 01a2…; codi-queue replay archive --since 2026-11-01",
+    )
+    p.add_argument("what", nargs="?", choices=["dead-letters", "archive"], help="what to re-apply")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dead-letter", action="store_true", help=argparse.SUPPRESS)  # = replay dead-letters
+    mode.add_argument("--from-archive", action="store_true", help=argparse.SUPPRESS)  # = replay archive
+    mode.add_argument("--rebuild", action="store_true", help=argparse.SUPPRESS)  # = rebuild
     p.add_argument("--op", help="only this operation type")
-    p.add_argument("--id", help="only this dead letter (--dead-letter)")
-    p.add_argument("--since", help="enqueued at or after (unix seconds or ISO 8601; --from-archive)")
-    p.add_argument("--until", help="enqueued at or before (--from-archive)")
-    p.add_argument("--tier", action="append", choices=["platform", "org", "sessions", "project", "state"],
-                   help="only this tier (--rebuild; repeatable; default all)")
-    p.add_argument("--into", help="write rebuilt databases here instead of replacing the live ones (--rebuild)")
-    p.add_argument("--dry-run", action="store_true", help="count what would be applied (--rebuild)")
+    p.add_argument("--id", help="only this dead letter (dead-letters; `codi-queue dead-letters` lists them)")
+    p.add_argument("--since", help="enqueued at or after (unix seconds or ISO 8601; archive)")
+    p.add_argument("--until", help="enqueued at or before (archive)")
+    _rebuild_options(p)
+
+    p = sub.add_parser(
+        "rebuild", parents=[common], help="rebuild tier databases from the journal (archive + pending)",
+        description="Rebuild databases from the journal. In place needs the consumer stopped and keeps the old "
+                    "files aside; --into writes them elsewhere.",
+        epilog="example: codi-queue rebuild --tier sessions --into /tmp/rebuilt",
+    )
+    _rebuild_options(p)
+    p.set_defaults(what=None, dead_letter=False, from_archive=False, rebuild=True, op=None, id=None, since=None,
+                   until=None)
 
     p = sub.add_parser(
         "ops", parents=[common], help="every operation: table, tier, fields with types, limits, defaults, aliases",
@@ -99,7 +113,7 @@ def _parser() -> Any:
     p = sub.add_parser(
         "dead-letters", parents=[common], help="list dead letters: id, operation, reason, attempts, source",
         description="List dead letters (operations that could not be applied) from every database, with what "
-                    "`replay --dead-letter --id ID` needs.",
+                    "`replay dead-letters --id ID` needs.",
         epilog="example: codi-queue dead-letters --op git_event --since 2026-11-01",
     )
     p.add_argument("--op", help="only this operation type")
@@ -154,6 +168,13 @@ def _parser() -> Any:
 
     add_sync(sub, common)
     return parser
+
+
+def _rebuild_options(p: Any) -> None:
+    p.add_argument("--tier", action="append", choices=["platform", "org", "sessions", "project", "state"],
+                   help="only this tier (rebuild; repeatable; default all)")
+    p.add_argument("--into", help="write rebuilt databases here instead of replacing the live ones (rebuild)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be applied (rebuild)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -534,6 +555,17 @@ def _cmd_adoption(args: Any, paths: Any) -> int:
 def _cmd_replay(args: Any, paths: Any) -> int:
     from .producers.jsonl import progress_bar
 
+    if args.what == "dead-letters":
+        args.dead_letter = True
+    elif args.what == "archive":
+        args.from_archive = True
+    if args.what and (args.dead_letter and args.what != "dead-letters" or args.from_archive and args.what != "archive"
+                      or args.rebuild):
+        _err(f"replay {args.what} cannot be combined with another mode")
+        return EXIT_INVALID
+    if not (args.dead_letter or args.from_archive or args.rebuild):
+        _err("replay what? codi-queue replay dead-letters | replay archive (or codi-queue rebuild)")
+        return EXIT_INVALID
     if args.dead_letter:
         from .recovery.replay import replay_dead_letters
 
@@ -759,7 +791,7 @@ def _cmd_dead_letters(args: Any, paths: Any) -> int:
         where = f"  [{d['source']}]" if d["source"] else ""
         reason = " ".join(str(d["reason"]).split())
         print(f"{d['id']}  {d['op']}  {d['tier']}  x{d['attempts']}  {when}  {reason[:160]}{where}")
-    print(f"{len(letters)} dead letters" + ("; re-apply with: codi-queue replay --dead-letter [--id ID]"
+    print(f"{len(letters)} dead letters" + ("; re-apply with: codi-queue replay dead-letters [--id ID]"
                                             if letters else ""))
     return EXIT_OK
 
@@ -778,6 +810,7 @@ _COMMANDS = {
     "import-transcripts": _cmd_import_transcripts,
     "mirror-state": _cmd_mirror_state,
     "replay": _cmd_replay,
+    "rebuild": _cmd_replay,
     "backup": _cmd_backup,
     "restore": _cmd_restore,
     "db": _cmd_db,

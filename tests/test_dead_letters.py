@@ -53,3 +53,16 @@ def test_an_empty_home_has_none(home: Path) -> None:
     home.mkdir(mode=0o700)
     res = run_cli(home, "dead-letters")
     assert res.returncode == 0 and res.stdout == "0 dead letters\n"
+
+
+def test_replay_subcommands_and_the_old_spellings_agree(home: Path, paths: Paths) -> None:
+    _two_dead_letters(home, paths)
+    new = run_cli(home, "replay", "dead-letters", "--op", "git_event")
+    old = run_cli(home, "replay", "--dead-letter", "--op", "git_event")
+    assert new.returncode == old.returncode == 0 and new.stdout == old.stdout
+    assert run_cli(home, "replay", "archive").returncode == 0
+    dry = run_cli(home, "rebuild", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout == run_cli(home, "replay", "--rebuild", "--dry-run").stdout
+    for bad in (["replay"], ["replay", "archive", "--dead-letter"], ["replay", "dead-letters", "--rebuild"]):
+        res = run_cli(home, *bad)
+        assert res.returncode == 2 and res.stderr.startswith("codi-queue: ") and "Traceback" not in res.stderr, bad

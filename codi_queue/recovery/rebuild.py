@@ -1,4 +1,4 @@
-"""``codi-queue replay --rebuild``: tier databases rebuilt from the journal (archive + pending).
+"""``codi-queue rebuild``: tier databases rebuilt from the journal (archive + pending).
 
 The journal holds every operation the archive's retention still keeps, so a
 deleted or corrupt database can be recovered from it. Into a directory of

@@ -1,4 +1,4 @@
-"""``codi-queue replay --dead-letter`` and ``--from-archive``: re-apply through the spool.
+"""``codi-queue replay dead-letters`` and ``replay archive``: re-apply through the spool.
 
 Replays go through the spool like any producer, so the consumer stays the
 only writer and may keep running. Operations keep their original ids: the
