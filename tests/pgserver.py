@@ -3,7 +3,7 @@
 Debian's ``postgresql`` package (``.ci/run`` installs it): ``initdb`` and
 ``pg_ctl`` from ``pg_config --bindir`` or /usr/lib/postgresql/*/bin. The server
 refuses to run as root, so as root it runs as the ``postgres`` user the
-package creates (``runuser``). The cluster lives in its own temporary folder
+package creates (``runuser``; ``nobody`` where that user does not exist). The cluster lives in its own temporary folder
 (root's pytest folders are closed to that user). Local connections are
 trusted; over TCP a password is required (``team`` / ``team-secret``), so the
 tests can see a refused login.
@@ -56,14 +56,15 @@ class PgServer:
         self.data = os.path.join(self.root, "data")
         self.port = _free_port()
         self._as: list[str] = []
-        if os.geteuid() == 0:
-            os.chown(self.root, *_ids("postgres"))
-            self._as = ["runuser", "-u", "postgres", "--"]
+        self.user = _server_user() if os.geteuid() == 0 else None
+        if self.user:
+            os.chown(self.root, *_ids(self.user))
+            self._as = ["runuser", "-u", self.user, "--"]
         pwfile = os.path.join(self.root, "pw")
         with open(pwfile, "w") as fp:
             fp.write(PASSWORD)
-        if self._as:
-            os.chown(pwfile, *_ids("postgres"))
+        if self.user:
+            os.chown(pwfile, *_ids(self.user))
         self._run("initdb", "-D", self.data, "-U", "team", "--pwfile", pwfile, "-E", "UTF8", "--locale=C.UTF-8",
                   "--auth-local=trust", "--auth-host=scram-sha-256")
         with open(os.path.join(self.data, "postgresql.conf"), "a") as fp:
@@ -111,6 +112,19 @@ class PgServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
         return name
+
+
+def _server_user() -> str:
+    """Who runs the server when the tests run as root: the package's ``postgres`` user, else ``nobody``."""
+    import pwd
+
+    for user in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(user)
+            return user
+        except KeyError:
+            continue
+    raise RuntimeError("PostgreSQL refuses to run as root, and there is no postgres or nobody user to run it as")
 
 
 def _ids(user: str) -> tuple[int, int]:
