@@ -31,10 +31,10 @@ def find_bindir() -> str | None:
             return os.path.dirname(os.path.realpath(found))
     try:
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
-        if os.path.exists(os.path.join(out, "pg_ctl")):
-            return out
     except (OSError, subprocess.CalledProcessError):
-        pass
+        out = ""  # no pg_config (Debian's server package does not ship it on PATH): look in the usual place
+    if out and os.path.exists(os.path.join(out, "pg_ctl")):
+        return out
     dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
     return dirs[-1] if dirs else None
 

@@ -29,7 +29,7 @@ from .db import open_readonly
 from .records import decode_record
 
 __all__ = ["read_progress", "save_progress", "home_id", "retention_hold", "note_error", "PULLED_PREFIX",
-           "Applied", "Moved", "journal_ops", "left_out", "backlog"]
+           "Applied", "Moved", "journal_ops", "left_out", "backlog", "pushed_mark"]
 
 # The producer name of operations ``sync pull`` enqueued: never pushed back.
 PULLED_PREFIX = "sync-pull:"
@@ -68,6 +68,16 @@ def note_error(paths: Paths, reason: str) -> None:
     _write(paths, data)
 
 
+def pushed_mark(entry: Any) -> tuple[str, int]:
+    """(segment, position) of a progress entry; the start of the journal if it is not one."""
+    if not isinstance(entry, dict):
+        return "", 0
+    segment, pos = entry.get("segment"), entry.get("pos")
+    if not isinstance(segment, str) or not isinstance(pos, int) or isinstance(pos, bool) or pos < 0:
+        return "", 0
+    return segment, pos
+
+
 def retention_hold(paths: Paths, tiers: tuple[str, ...]) -> str | None:
     """The oldest segment some pushed tier still needs: None holds nothing (no tier is pushed),
     "" holds every segment (a tier never pushed yet)."""
@@ -88,10 +98,10 @@ def home_id(paths: Paths) -> str:
     """This home's identity in the team database, made on first use."""
     try:
         found = read_file(paths.sync_home_id_file, 100).decode("ascii", "replace").strip()
-        if found:
-            return found
     except FileNotFoundError:
-        pass
+        found = ""  # first push from this home
+    if found:
+        return found
     import uuid
 
     made = uuid.uuid4().hex
@@ -144,7 +154,7 @@ class Moved(Exception):
 
 
 def journal_ops(
-    paths: Paths, tier: str, start: tuple[str, int], applied: Applied
+    paths: Paths, tier: str, start: tuple[str, int], applied: Applied, unreadable: list[str] | None = None
 ) -> Iterator[tuple[str, int, list[tuple[Any, Item]]]]:
     """(segment, record end, [(spec, item)] of ``tier``) for each applied record after ``start``.
 
@@ -153,7 +163,9 @@ def journal_ops(
     tier and lies within what the consumer has read (another tier's cursor): a
     tier that rarely gets operations still moves on, so retention can let old
     segments go. A record with nothing for the tier is yielded too (its
-    position moves the push cursor).
+    position moves the push cursor). An archived directory that cannot be read
+    as one (a link, a file, no permission) is passed over and named in
+    ``unreadable``: it must not hold every later segment back forever.
     """
     spool = Spool(paths.spool, paths.archive)
     archived = {qd.id for qd in spool.archived_dirs()}
@@ -163,17 +175,24 @@ def journal_ops(
         pending = qd.id not in archived
         if pending and qd.id > applied.read[0]:
             return  # not read by the consumer yet
-        for seg, end, found in _dir_ops(qd, tier, start[1] if qd.id == start[0] else 0):
+        try:
+            reader = SegmentReader(qd.path, live=qd.live, trust_info=True)
+        except FileNotFoundError:
+            raise Moved(qd.id) from None
+        except OSError as exc:
+            if pending:
+                raise Moved(qd.id) from None  # the consumer moves such a segment aside: list again
+            if unreadable is not None:
+                unreadable.append(f"{qd.path}: {exc.strerror or exc}")
+            continue
+        for seg, end, found in _dir_ops(qd, reader, tier, start[1] if qd.id == start[0] else 0):
             if pending and (seg, end) > applied.own and (found or (seg, end) > applied.read):
                 return  # this tier has not applied it yet
             yield seg, end, found
 
 
-def _dir_ops(qd: QueueDir, tier: str, start: int) -> Iterator[tuple[str, int, list[tuple[Any, Item]]]]:
-    try:
-        reader = SegmentReader(qd.path, live=qd.live, trust_info=True)
-    except FileNotFoundError:
-        raise Moved(qd.id) from None
+def _dir_ops(qd: QueueDir, reader: SegmentReader, tier: str, start: int
+             ) -> Iterator[tuple[str, int, list[tuple[Any, Item]]]]:
     with reader:
         for entry in reader.entries(start):
             found: list[tuple[Any, Item]] = []

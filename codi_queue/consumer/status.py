@@ -93,7 +93,7 @@ def _sync(paths: Paths) -> dict[str, Any] | None:
     counted here from the journal (None: no [sync] and never pushed from this home)."""
     from ..config import ConfigError, load_config
     from ..errors import SyncError
-    from .pushed import backlog, read_progress
+    from .pushed import backlog, pushed_mark, read_progress
 
     progress = read_progress(paths)
     try:
@@ -107,11 +107,9 @@ def _sync(paths: Paths) -> dict[str, Any] | None:
         return None
     counts: dict[str, int | None] = {}
     for tier in tiers:
-        mark = marks.get(tier)
-        mark = mark if isinstance(mark, dict) else {}
         try:
-            counts[tier] = backlog(paths, tier, (str(mark.get("segment", "")), int(mark.get("pos", 0))))
-        except (OSError, SyncError, apsw.Error, ValueError):
+            counts[tier] = backlog(paths, tier, pushed_mark(marks.get(tier)))
+        except (OSError, SyncError, apsw.Error):
             counts[tier] = None  # the journal moved under us or the mark is unreadable: not counted
     return {
         "last_push": progress.get("last_push"),

@@ -267,7 +267,9 @@ class Spool:
         Segments from ``keep_from`` on are never deleted: someone (a push to the
         team database) has not read them yet.
         """
-        names = [n for n in list_ids(self.archive) if keep_from is None or n < keep_from]
+        # Only real directories: a link planted under the archive is never followed or removed through.
+        names = [n for n in list_ids(self.archive)
+                 if (keep_from is None or n < keep_from) and _is_real_dir(os.path.join(self.archive, n))]
         if not names:
             return []
         now = time.time() if now is None else now
@@ -412,6 +414,13 @@ def inbox_problem(path: str) -> str | None:
     except (OSError, CorruptRecord, ValueError) as exc:
         return f"has an unreadable info ({exc})"
     return None
+
+
+def _is_real_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _cut_back(path: str, start: list[int], queue: Any) -> None:

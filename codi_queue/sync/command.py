@@ -100,7 +100,7 @@ def _migrate(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
 
 def _status(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
     """What PostgreSQL says (when reachable) beside what this machine counts."""
-    from ..consumer.pushed import backlog, read_progress
+    from ..consumer.pushed import backlog, pushed_mark, read_progress
 
     local = read_progress(paths)
     remote: dict[str, Any] = {}
@@ -111,8 +111,9 @@ def _status(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
         error = str(exc)
     tiers: dict[str, Any] = {}
     for tier in sync.push:
-        mark = remote.get(tier) or (local.get("tiers") or {}).get(tier) or {}
-        start = (str(mark.get("segment", "")), int(mark.get("pos", 0)))
+        local_tiers = local.get("tiers")
+        mark = remote.get(tier) or (local_tiers.get(tier) if isinstance(local_tiers, dict) else None) or {}
+        start = pushed_mark(mark)
         tiers[tier] = {"segment": start[0], "pos": start[1], "backlog": backlog(paths, tier, start),
                        "operations": mark.get("operations"), "pushed_at": mark.get("pushed_at")}
     lines = [f"machine {sync.machine}, team database "

@@ -56,6 +56,7 @@ class Pusher:
         self._home_id: str | None = None  # made on first push (it writes a state file)
         # Per tier, the applied marks a push last caught up with: unchanged marks mean nothing new.
         self._caught_up: dict[str, Applied] = {}
+        self._reported: set[str] = set()  # unreadable archived directories already reported
 
     @property
     def _home(self) -> str:
@@ -160,7 +161,8 @@ class Pusher:
             end = (segment, pos)
             trace = (self.sync.machine, batch + 1)
             exhausted = True
-            for seg, rec_end, found in journal_ops(self.paths, tier, (segment, pos), applied):
+            unreadable: list[str] = []
+            for seg, rec_end, found in journal_ops(self.paths, tier, (segment, pos), applied, unreadable):
                 for spec, item in found:
                     row = self._row(spec, item, applied, trace)
                     if row is None:
@@ -172,6 +174,7 @@ class Pusher:
                 if sent >= self.batch_ops:
                     exhausted = False
                     break
+            self._report_unreadable(unreadable)
             if end == (segment, pos):
                 return 0, skipped, False, True
             for op, batch_rows in rows.items():
@@ -183,6 +186,15 @@ class Pusher:
             )
         result.segment, result.pos = end
         return sent, skipped, True, exhausted
+
+    def _report_unreadable(self, found: list[str]) -> None:
+        """Archived directories passed over: reported once each, never silently."""
+        from ..errorlog import record_error
+
+        for why in found:
+            if why not in self._reported:
+                self._reported.add(why)
+                record_error(self.paths.error_log, "sync", f"archived segment not pushed, it cannot be read: {why}")
 
     def _row(self, spec: Any, item: Item, applied: Applied, trace: tuple[str, int]) -> tuple[Any, ...] | None:
         if left_out(item, applied):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,29 @@ def test_retention_keeps_what_is_not_pushed(home: Path, team: str) -> None:
     removed = spool.prune_archive(1e-9, 0, keep_from=hold)
     assert removed and all(seg < hold for seg in removed)
     assert team_rows(team, "SELECT count(*) FROM sessions.tool_events") == [(15,)]
+
+
+def test_hostile_journal_and_state_files_never_stall_a_push(home: Path, tmp_path: Path, team: str) -> None:
+    paths = configure(home, team, "alice")
+    enqueue_many("tool_event", [{"tool_name": "Bash", "success": True}] * 5, home=str(home))
+    Consumer(paths, rotate_bytes=1).run(once=True)  # archived
+    # A link where an archived segment should be (it sorts first): never read, reported, passed over.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, os.path.join(paths.archive, "0" * 20))
+    # Progress files a crash or another user could leave behind.
+    Path(paths.sync_push_file).write_text(json.dumps({"tiers": {"sessions": {"segment": [1], "pos": "x"}}}))
+    Path(paths.sync_pull_file).write_text("{not json")
+    res = run_cli(home, "sync", "push")
+    assert res.returncode == 0, res.stderr
+    assert team_rows(team, "SELECT count(*) FROM sessions.tool_events") == [(5,)]
+    errors = Path(paths.error_log).read_text()
+    assert "archived segment not pushed, it cannot be read" in errors and "0" * 20 in errors
+    for args in (("status", "--json"), ("sync", "status", "--json"), ("sync", "pull")):
+        out = run_cli(home, *args)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, (args, out.stderr)
+    # Retention passes the link over too: never followed, never removed through.
+    from codi_queue.queue.spool import Spool as _Spool
+
+    _Spool(paths.spool, paths.archive).prune_archive(1e-9, 0)
+    assert os.path.islink(os.path.join(paths.archive, "0" * 20)) and elsewhere.is_dir()
