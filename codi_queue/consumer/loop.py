@@ -559,7 +559,7 @@ class Consumer:
             from .status import collect, prometheus_text
 
             try:
-                write_textfile(self.config.prometheus_textfile, prometheus_text(collect(self.paths)))
+                write_textfile(self.config.prometheus_textfile, prometheus_text(collect(self.paths, count_backlog=False)))
             except (OSError, apsw.Error) as exc:
                 self._report(f"could not write {self.config.prometheus_textfile}: {exc}")
 

@@ -34,7 +34,9 @@ def _open(paths: Paths, tier: str, problems: dict[str, str]) -> Any:
         return None
 
 
-def collect(paths: Paths) -> dict[str, Any]:
+def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
+    """Everything ``status`` reports. ``count_backlog`` walks the journal past the push cursor
+    (proportional to the backlog): the consumer's own textfile writer leaves it out."""
     unreadable: dict[str, str] = {}
     conns = {t: _open(paths, t, unreadable) for t in (*TIERS, STATE_TIER)}
     try:
@@ -84,11 +86,11 @@ def collect(paths: Paths) -> dict[str, Any]:
         "outside_vocabulary": metrics.get("outside_vocabulary") or {},  # since the last consumer start
         "tiers_unavailable": {**((metrics.get("unavailable_tiers") or {}) if live else {}), **unreadable},
         "producer_errors": error_count(paths.error_log, "producer"),
-        "sync": _sync(paths),
+        "sync": _sync(paths, count_backlog),
     }
 
 
-def _sync(paths: Paths) -> dict[str, Any] | None:
+def _sync(paths: Paths, count_backlog: bool = True) -> dict[str, Any] | None:
     """The team push: when it last succeeded, why it last failed, and the backlog per pushed tier,
     counted here from the journal (None: no [sync] and never pushed from this home)."""
     from ..config import ConfigError, load_config
@@ -107,6 +109,9 @@ def _sync(paths: Paths) -> dict[str, Any] | None:
         return None
     counts: dict[str, int | None] = {}
     for tier in tiers:
+        if not count_backlog:
+            counts[tier] = None
+            continue
         try:
             counts[tier] = backlog(paths, tier, pushed_mark(marks.get(tier)))
         except (OSError, SyncError, apsw.Error):
