@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 __all__ = [
     "CodiQueueError",
     "InvalidOperation",
@@ -11,6 +16,8 @@ __all__ = [
     "SchemaTooNew",
     "UnsafePath",
     "TierUnavailable",
+    "unknown_operation",
+    "did_you_mean",
 ]
 
 
@@ -119,3 +126,21 @@ class SyncError(CodiQueueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+def did_you_mean(name: object, known: Iterable[object]) -> str:
+    """' (did you mean `X`?)' when ``name`` is close to one of ``known``, else ''. Only on errors:
+    difflib is imported here, never on the hook's or enqueue's successful path."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.75)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def unknown_operation(op: str, known: Iterable[object], record: int | None = None) -> InvalidOperation:
+    """The one wording for an operation name nobody defined, wherever it is met."""
+    names = sorted(str(k) for k in known)
+    return InvalidOperation(
+        f"unknown operation {op!r}{did_you_mean(op, names)}; `codi-queue ops` lists them: {', '.join(names)}",
+        op=op, record=record,
+    )

@@ -9,7 +9,7 @@ import msgspec
 
 from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
-from codi_queue.producers.lite import append_records
+from codi_queue.producers.records import append_records
 from codi_queue.producers.validate import pack_records
 
 from .conftest import run_cli

@@ -20,7 +20,7 @@ import pytest
 from codi_queue import InvalidOperation, enqueue
 from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths, resolve
-from codi_queue.producers.lite import append_records
+from codi_queue.producers.records import append_records
 from codi_queue.queue.frame import JsonRecord
 
 from .conftest import cli_env, query, run_cli

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import SpoolError
 from ..paths import resolve
-from .lite import append_records
+from .records import append_records
 from .validate import encode_body, pack_records, validate
 
 __all__ = ["enqueue", "enqueue_many", "append_records"]

@@ -47,7 +47,7 @@ def run_hook(home: str | None) -> int:
         raw = sys.stdin.buffer.read()
         from ..values import loads
         from .hooks import operations_for
-        from .lite import append_ops, producer_name
+        from .records import append_ops, producer_name
 
         ops = operations_for(loads(raw), paths.state)
         append_ops(paths, ops, producer_name("hook"))
@@ -70,7 +70,7 @@ def run_git_hook(home: str | None, name: str, args: list[str]) -> int:
 
         stdin = "" if sys.stdin is None or sys.stdin.isatty() else decode_text(sys.stdin.buffer.read())
         from .git import operations_for_git_hook
-        from .lite import append_ops, producer_name
+        from .records import append_ops, producer_name
 
         append_ops(paths, operations_for_git_hook(name, args, stdin), producer_name(f"git-{name}"))
     except Exception as exc:  # noqa: BLE001 - the edge: git must not fail because of telemetry
@@ -87,8 +87,8 @@ def _err(message: str) -> None:
 def run_enqueue(home: str | None, op: str, body_arg: str, skip_invalid: bool = False, producer: str | None = None) -> int:
     from ..errors import InvalidOperation, SpoolError
     from ..paths import resolve
-    from .fastcheck import check, decode_line, load_schema
-    from .lite import append_ops, producer_name
+    from .records import append_ops, producer_name
+    from .schemacheck import check, decode_line, load_schema
 
     if op not in load_schema():
         _err(f"unknown operation {op!r} (known: {', '.join(sorted(load_schema()))})")

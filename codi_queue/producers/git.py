@@ -13,6 +13,8 @@ import subprocess
 import time
 from typing import Any
 
+from .records import Op
+
 __all__ = ["operations_for_git_hook"]
 
 _ZERO = "0" * 40
@@ -70,7 +72,7 @@ def _commit(repo: str, rev: str, event_type: str, repo_name: str, branch: str | 
     }
 
 
-def operations_for_git_hook(name: str, args: list[str], stdin: str, repo: str | None = None) -> list[tuple[str, dict[str, Any], None]]:
+def operations_for_git_hook(name: str, args: list[str], stdin: str, repo: str | None = None) -> list[Op]:
     repo = repo or os.getcwd()
     repo_name, branch = _repo_identity(repo)
     bodies: list[dict[str, Any]] = []

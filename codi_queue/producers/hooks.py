@@ -29,10 +29,10 @@ import time
 from typing import Any
 
 from ..fsutil import NOFOLLOW, ensure_private_dir, read_file
+from .records import Op
 
 __all__ = ["operations_for", "ACTIVITY_TYPES", "ORPHAN_REASON"]
 
-Op = tuple[str, dict[str, Any], "str | None"]
 
 ACTIVITY_TYPES = {
     "UserPromptSubmit": "prompt",

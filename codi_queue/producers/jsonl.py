@@ -24,7 +24,7 @@ from ..schemas.envelope import Envelope, Record, Rejected
 from ..schemas.legacy import from_legacy
 from ..schemas.registry import OPS, REJECTED_OP
 from ..values import loads
-from .lite import append_records
+from .records import append_records
 from .sources import Line, SourceFile
 from .validate import encode_body, invalid_from_msgspec, pack_records, spec_or_raise
 

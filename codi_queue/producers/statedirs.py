@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-
-from ..values import loads
 import os
 import time
 from typing import Any
 
 from ..ids import derived_op_id
 from ..schemas.types import normalize_timestamp
+from ..values import loads
+from .records import Op
 
 __all__ = ["MirrorResult", "operations_for_state", "mirror_state_dirs"]
 
-Op = tuple[str, dict[str, Any], "str | None"]
 _seen: dict[str, str] = {}  # state.json path → content hash last mirrored (this process)
 
 
@@ -126,7 +125,7 @@ def operations_for_state(state: Any, session_dir: str, state_path: str) -> list[
 
 def mirror_state_dirs(paths: Any, root: str, *, rescan: bool = False, settle_s: float = 0.2) -> MirrorResult:
     """Mirror every changed ``state.json`` one level below ``root``; ``rescan`` mirrors them all."""
-    from .lite import append_ops, producer_name
+    from .records import append_ops, producer_name
 
     result = MirrorResult()
     real_root = os.path.realpath(root)

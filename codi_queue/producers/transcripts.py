@@ -15,14 +15,14 @@ never count anything twice. Standard library only, except for the spool.
 from __future__ import annotations
 
 import json
-
-from ..values import loads
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from ..ids import derived_op_id
 from ..schemas.types import normalize_timestamp
+from ..values import loads
+from .records import Op
 from .sources import Line, SourceFile
 
 __all__ = ["operations_for_line", "transcript_files", "import_transcripts", "TranscriptResult"]
@@ -31,7 +31,6 @@ _CONTENT_MAX = 200_000  # characters of one message kept (the column allows 1 Mi
 _RESULT_MAX = 2_000
 _ROLES = ("user", "assistant", "system")
 
-Op = tuple[str, dict[str, Any], str]
 
 
 def _text(content: Any) -> str:
@@ -131,7 +130,7 @@ class TranscriptResult:
 
 def import_transcripts(paths: Any, root: str, *, final: bool = True, batch_lines: int = 2000) -> TranscriptResult:
     """Enqueue what is new in every transcript below ``root``."""
-    from .lite import append_ops, producer_name
+    from .records import append_ops, producer_name
 
     result = TranscriptResult()
     who = producer_name("transcripts")

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
-from ..errors import InvalidOperation
-from ..schemas.envelope import Envelope, Record, new_op_id
+from ..errors import InvalidOperation, did_you_mean, unknown_operation
+from ..schemas.envelope import MAX_OP_BYTES, MAX_RECORD_BYTES, Envelope, RawRecord, new_op_id
 from ..schemas.registry import OPS, OpSpec
 from ..schemas.types import OpBase
 from ..schemas.vocab import outside
 from ..values import clean_text, clean_value
+from .records import batches_within, producer_name
 
 __all__ = [
     "MAX_OP_BYTES",
@@ -25,12 +24,8 @@ __all__ = [
     "decode_json",
     "encode_body",
     "pack_records",
-    "default_producer",
     "invalid_from_msgspec",
 ]
-
-MAX_OP_BYTES = 1024 * 1024  # one encoded operation body; documented in the README
-MAX_RECORD_BYTES = 32 * 1024 * 1024  # a larger batch is split into several records
 
 _encode = msgspec.msgpack.Encoder().encode
 _AT = re.compile(r"^(?P<reason>.*?) - at `\$(?:\.)?(?P<path>[^`]*)`$", re.S)
@@ -39,16 +34,10 @@ _UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`")
 _json_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
 
 
-def default_producer() -> str:
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-    return f"{name}@{os.uname().nodename}:{os.getpid()}"
-
-
 def spec_or_raise(op: str, record: int | None = None) -> OpSpec:
     spec = OPS.get(op)
     if spec is None:
-        known = ", ".join(sorted(OPS))
-        raise InvalidOperation(f"unknown operation {op!r} (known: {known})", op=op, record=record)
+        raise unknown_operation(op, OPS, record)
     return spec
 
 
@@ -57,8 +46,6 @@ def invalid_from_msgspec(exc: msgspec.DecodeError, op: str, record: int | None) 
     unknown = _UNKNOWN.match(text)
     spec = OPS.get(op)
     if unknown and spec is not None:
-        from .fastcheck import did_you_mean
-
         text += did_you_mean(unknown.group(1), spec.columns)
     m = _AT.match(text)
     if m:
@@ -126,18 +113,12 @@ def pack_records(
     sources); by default each gets a fresh UUIDv7.
     """
     spec = OPS[op]
-    who = clean_text(producer or default_producer())
-    records: list[bytes] = []
-    batch: list[Envelope] = []
-    size = 0
+    who = clean_text(producer or producer_name())
     now = time.time()
-    for n, body in enumerate(bodies):
-        if batch and size + len(body) > MAX_RECORD_BYTES:
-            records.append(_encode(Record(len(batch), batch[0].ts, batch)))
-            batch, size = [], 0
-        op_id = clean_text(ids[n]) if ids is not None else new_op_id()
-        batch.append(Envelope(op_id, op, spec.version, now, who, msgspec.Raw(body)))
-        size += len(body) + 64
-    if batch:
-        records.append(_encode(Record(len(batch), batch[0].ts, batch)))
-    return records
+    envelopes = [
+        _encode(Envelope(clean_text(ids[n]) if ids is not None else new_op_id(), op, spec.version, now, who,
+                         msgspec.Raw(body)))
+        for n, body in enumerate(bodies)
+    ]
+    return [_encode(RawRecord(len(batch), now, [msgspec.Raw(e) for e in batch]))
+            for batch in batches_within(envelopes, MAX_RECORD_BYTES)]

@@ -19,7 +19,7 @@ import msgspec
 
 from ..consumer.db import open_readonly
 from ..paths import Paths
-from ..producers.lite import append_records
+from ..producers.records import append_records
 from ..schemas.envelope import Envelope, Record, Rejected
 from ..schemas.registry import REJECTED_OP, STATE_TIER, TIERS
 from ..timestamps import normalize_timestamp

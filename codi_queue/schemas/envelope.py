@@ -13,7 +13,12 @@ import msgspec
 
 from ..ids import new_op_id
 
-__all__ = ["Envelope", "Record", "RecordHead", "Rejected", "new_op_id"]
+__all__ = ["Envelope", "Record", "RawRecord", "RecordHead", "Rejected", "new_op_id", "MAX_OP_BYTES", "MAX_RECORD_BYTES"]
+
+# The limits every producer path enforces (published to the standard-library
+# path by ``schemas.gen`` in ``schemas/wire.py``; documented in the README).
+MAX_OP_BYTES = 1024 * 1024  # one encoded operation body
+MAX_RECORD_BYTES = 32 * 1024 * 1024  # a larger batch is split into several records
 
 
 class Envelope(msgspec.Struct, array_like=True):
@@ -33,6 +38,14 @@ class Record(msgspec.Struct, array_like=True):
     n: int
     ts: float  # enqueue time of the first operation
     ops: list[Envelope]
+
+
+class RawRecord(msgspec.Struct, array_like=True):
+    """A ``Record`` whose envelopes are encoded already (producers size records by them)."""
+
+    n: int
+    ts: float
+    ops: list[msgspec.Raw]
 
 
 class RecordHead(msgspec.Struct, array_like=True):

@@ -22,7 +22,7 @@ import msgspec
 from ..config import SyncConfig
 from ..fsutil import ensure_private_dir, read_file, write_atomic
 from ..paths import Paths
-from ..producers.lite import append_records
+from ..producers.records import append_records
 from ..producers.validate import encode_body, pack_records
 from ..schemas.postgres import SYNC_SCHEMA, PgTable, tables_of
 from .push import PULLED_PREFIX

@@ -90,7 +90,7 @@ def _frame_starts(data: bytes) -> list[int]:
 
 
 def _fill(paths: Paths, n: int) -> None:
-    from codi_queue.producers.lite import append_ops
+    from codi_queue.producers.records import append_ops
 
     for i in range(n):  # one record per operation, as separate producer calls make them
         append_ops(paths, [("tool_event", {"tool_name": "t", "success": True, "tool_use_id": str(i)}, None)], "test")

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from codi_queue.consumer.loop import Consumer
 from codi_queue.errors import InvalidOperation
 from codi_queue.paths import resolve
-from codi_queue.producers.fastcheck import check, decode_line
+from codi_queue.producers.schemacheck import check, decode_line
 from codi_queue.producers.hooks import ACTIVITY_TYPES, operations_for
 from codi_queue.producers.jsonl import _convert
-from codi_queue.producers.lite import append_ops, append_records
+from codi_queue.producers.records import append_ops, append_records
 from codi_queue.queue.frame import JsonRecord
 from codi_queue.producers.sources import Line
 from codi_queue.schemas.registry import OPS

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codi_queue.errors import InvalidOperation
-from codi_queue.producers import fastcheck
+from codi_queue.producers import schemacheck
 from codi_queue.schemas import gen
 from codi_queue.schemas.registry import OPS
 
@@ -24,10 +24,32 @@ def test_generated_schema_matches_the_structs() -> None:
     assert on_disk == gen.render(), "ops.schema.json is stale: run `python -m codi_queue.schemas.gen`"
 
 
-def test_lite_records_carry_every_operations_version() -> None:
-    from codi_queue.producers.lite import OP_VERSION
+def test_generated_wire_format_matches_the_structs() -> None:
+    on_disk = Path(gen.WIRE_FILE).read_text()
+    assert on_disk == gen.render_wire(), "schemas/wire.py is stale: run `python -m codi_queue.schemas.gen`"
 
-    assert {spec.version for spec in OPS.values()} == {OP_VERSION}
+
+def test_json_records_decode_into_the_structs_with_each_operations_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standard-library path builds envelopes from the published layout and versions."""
+    from codi_queue.consumer.records import decode_record
+    from codi_queue.producers import records
+    from codi_queue.schemas import wire
+
+    monkeypatch.setitem(wire.OP_VERSIONS, "tool_event", 7)
+    (record,) = records.json_records([("tool_event", {"tool_name": "Bash"}, "op-1"), ("git_event", {}, None)], "t")
+    decoded, _ = decode_record(bytes(record), True)
+    assert [(e.op, e.v, e.producer) for e in decoded.ops] == [("tool_event", 7, "t"), ("git_event", 1, "t")]
+    assert decoded.ops[0].id == "op-1" and decoded.n == 2
+
+
+def test_both_paths_split_records_by_the_same_exact_rule() -> None:
+    from codi_queue.producers.records import batches_within
+
+    envs = [b"x" * 10] * 7
+    # 64 bytes of record head, then each envelope's length and a separator.
+    assert [len(b) for b in batches_within(envs, 64 + 3 * 11)] == [3, 3, 1]
+    assert [len(b) for b in batches_within(envs, 64 + 3 * 11 - 1)] == [2, 2, 2, 1]
+    assert [len(b) for b in batches_within([b"y" * 500], 100)] == [1]  # never an empty record
 
 
 def _msgspec_verdict(op: str, body: Any) -> str | None:
@@ -44,7 +66,7 @@ def _msgspec_verdict(op: str, body: Any) -> str | None:
 
 def _fast_verdict(op: str, body: Any) -> str | None:
     try:
-        out = fastcheck.check(op, body)
+        out = schemacheck.check(op, body)
     except InvalidOperation as exc:
         return exc.reason
     # What passed must decode into the Struct as the consumer will decode it.
@@ -79,7 +101,7 @@ def test_same_verdict_as_msgspec(case: tuple[str, dict[str, Any]]) -> None:
     op, body = case
     ours = _fast_verdict(op, body)
     theirs = _msgspec_verdict(op, body)
-    assert (ours is None) == (theirs is None), f"{op} {body!r}: fastcheck {ours!r} vs msgspec {theirs!r}"
+    assert (ours is None) == (theirs is None), f"{op} {body!r}: schemacheck {ours!r} vs msgspec {theirs!r}"
 
 
 @pytest.mark.parametrize(
@@ -95,7 +117,7 @@ def test_same_verdict_as_msgspec(case: tuple[str, dict[str, Any]]) -> None:
 )
 def test_messages_read_like_msgspec(op: str, body: dict[str, Any], field: str, reason: str) -> None:
     with pytest.raises(InvalidOperation) as info:
-        fastcheck.check(op, body)
+        schemacheck.check(op, body)
     assert info.value.field == field and info.value.reason == reason
     assert reason in (_msgspec_verdict(op, body) or "")
 

@@ -16,13 +16,12 @@ import os
 import time
 from typing import Any
 
-from ..errors import InvalidOperation
+from ..errors import InvalidOperation, did_you_mean, unknown_operation
+from ..schemas.wire import MAX_OP_BYTES, TEXT_MAX
 from ..timestamps import normalize_timestamp
 
-__all__ = ["check", "load_schema", "decode_line", "MAX_OP_BYTES"]
+__all__ = ["check", "load_schema", "decode_line"]
 
-MAX_OP_BYTES = 1024 * 1024
-TEXT_MAX = 64 * 1024
 _schema: dict[str, Any] | None = None
 _NAMES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "null": "null",
           "object": "object", "array": "array"}
@@ -119,21 +118,11 @@ def _error(node: dict[str, Any], value: Any) -> str | None:
     return None
 
 
-def did_you_mean(name: str, known: Any) -> str:
-    """' (did you mean X?)' when ``name`` is close to one of ``known``, else ''. Only on errors:
-    difflib is imported here, never on the hook's or enqueue's successful path."""
-    import difflib
-
-    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.75)
-    return f" (did you mean `{close[0]}`?)" if close else ""
-
-
 def check(op: str, body: Any, record: int | None = None, now: float | None = None) -> dict[str, Any]:
     """The body, normalised as the Struct would (timestamp in seconds, JSON text), or ``InvalidOperation``."""
     spec = load_schema().get(op)
     if spec is None:
-        known = ", ".join(sorted(load_schema()))
-        raise InvalidOperation(f"unknown operation {op!r} (known: {known})", op=op, record=record)
+        raise unknown_operation(op, load_schema(), record)
     if not isinstance(body, dict):
         raise InvalidOperation(f"Expected `object`, got `{_typename(body)}`", op=op, record=record)
     if "op" in body and body["op"] != op:
