@@ -39,7 +39,10 @@ def test_one_operation_in_detail(home: Path) -> None:
 def test_a_misspelt_operation_gets_a_suggestion_and_exit_2(home: Path) -> None:
     res = run_cli(home, "ops", "session_outcom")
     assert res.returncode == 2 and res.stdout == ""
-    assert res.stderr == "codi-queue: unknown operation 'session_outcom' (did you mean session_outcome?); codi-queue ops lists them\n"
+    assert res.stderr.startswith(
+        "codi-queue: unknown operation 'session_outcom' (did you mean `session_outcome`?); `codi-queue ops` lists them: "
+    )
+    assert "tool_event" in res.stderr and res.stderr.count("\n") == 1
 
 
 def test_enqueue_help_points_to_ops(home: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from codi_queue.cli import _parser
+from codi_queue.cli.command import build_parser as _parser
 
 from .conftest import ROOT
 
@@ -31,3 +31,14 @@ def test_the_help_lists_every_command() -> None:
     text = _parser().format_help()
     missing = [c for c in _parser_commands() if c not in text]
     assert missing == []
+
+
+def test_every_command_says_what_it_is_for_and_shows_an_example() -> None:
+    from codi_queue.cli.command import COMMANDS
+
+    _parser()
+    assert {c.name for c in COMMANDS} == _parser_commands()
+    for c in COMMANDS:
+        assert c.help and c.examples, c.name
+        assert all(e.startswith("codi-queue ") or "| codi-queue " in e for e in c.examples), c.name
+        assert c.name in c.examples[0], c.name

@@ -30,7 +30,7 @@ from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, describe_lost, describe_pos
 from ..queue.spool import QueueDir, Spool, dir_bytes
-from ..schemas.registry import OPS, STATE_TIER, TIERS
+from ..schemas.registry import ALL_TIERS, OPS, STATE_TIER, TIERS
 from .apply import DeadLetter, Item, apply_items, get_cursor
 from .db import BUSY_TIMEOUT_MS, open_tier
 from .lock import ConsumerLock
@@ -40,11 +40,10 @@ from .records import decode_record
 from .tail import Tailers
 from .wake import Waker
 
-__all__ = ["Consumer", "ConsumerStats", "ALL_TIERS"]
+__all__ = ["Consumer", "ConsumerStats"]
 
 log = logging.getLogger("codi_queue.consumer")
 
-ALL_TIERS: tuple[str, ...] = (*TIERS, STATE_TIER)
 # Readers that overlap without a gap (dashboards) starve SQLite's passive
 # autocheckpoint, and the WAL grows without bound. Past this size the
 # consumer checkpoints with TRUNCATE, which waits out the current readers.

@@ -60,7 +60,8 @@ def batches_within(envelopes: Sequence[bytes], limit: int = MAX_RECORD_BYTES) ->
 
 
 def _envelope(op: str, body: dict[str, Any], op_id: str | None, now: float, producer: str) -> bytes:
-    fields = {"id": op_id or new_op_id(), "op": op, "v": OP_VERSIONS[op], "ts": now, "producer": producer,
+    # An operation nobody defined still travels (version 0): the consumer files it as a dead letter.
+    fields = {"id": op_id or new_op_id(), "op": op, "v": OP_VERSIONS.get(op, 0), "ts": now, "producer": producer,
               "body": body}
     text = json.dumps([fields.get(name) for name in ENVELOPE_FIELDS], separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False)

@@ -20,7 +20,7 @@ import apsw
 
 from ..consumer.db import set_busy_timeout
 from ..consumer.lock import ConsumerLock
-from ..consumer.loop import ALL_TIERS
+from ..schemas.registry import ALL_TIERS
 from ..errors import CodiQueueError
 from ..fsutil import FILE_MODE, ensure_private_dir, fsync_dir, write_atomic
 from ..paths import Paths

@@ -14,7 +14,7 @@ import apsw
 from ..consumer.db import migrate as run_migrations
 from ..consumer.db import open_readonly, open_tier, schema_version, set_busy_timeout
 from ..consumer.lock import ConsumerLock
-from ..consumer.loop import ALL_TIERS
+from ..schemas.registry import ALL_TIERS
 from ..paths import Paths
 from ..schemas.migrations import latest_version
 from .backup import integrity

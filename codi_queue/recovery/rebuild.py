@@ -20,7 +20,8 @@ import apsw
 
 from ..consumer.db import open_readonly
 from ..consumer.lock import ConsumerLock
-from ..consumer.loop import ALL_TIERS, Consumer
+from ..consumer.loop import Consumer
+from ..schemas.registry import ALL_TIERS
 from ..fsutil import ensure_private_dir, fsync_dir
 from ..errors import CodiQueueError
 from ..paths import Paths

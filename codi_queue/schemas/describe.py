@@ -7,7 +7,6 @@ other column names from ``columns.py``. So this cannot go stale.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import msgspec
@@ -17,7 +16,7 @@ from .legacy import LEGACY_FIELDS
 from .registry import OPS, OpSpec
 from .types import type_members as _members
 
-__all__ = ["describe_op", "describe_ops", "suggest_op"]
+__all__ = ["describe_op", "describe_ops"]
 
 _KIND = {"StrType": "text", "IntType": "integer", "FloatType": "number", "BoolType": "boolean",
          "LiteralType": "text", "DictType": "object", "ListType": "array"}
@@ -86,9 +85,3 @@ def describe_op(name: str) -> dict[str, Any]:
 
 def describe_ops() -> list[dict[str, Any]]:
     return [describe_op(name) for name in OPS]
-
-
-def suggest_op(name: str) -> str:
-    """' (did you mean X?)' for a misspelt operation, or ''."""
-    close = difflib.get_close_matches(name, list(OPS), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""

@@ -16,12 +16,13 @@ import msgspec
 from . import ops
 from .types import OpBase
 
-__all__ = ["TIERS", "STATE_TIER", "REJECTED_OP", "OpSpec", "Binding", "OPS"]
+__all__ = ["TIERS", "STATE_TIER", "ALL_TIERS", "REJECTED_OP", "OpSpec", "Binding", "OPS"]
 
 TIERS: tuple[str, ...] = ("platform", "org", "sessions", "project")
 # The consumer's own database: dead letters that belong to no tier (unknown
 # op, undecodable envelope, damaged spool bytes) and their cursor.
 STATE_TIER = "state"
+ALL_TIERS: tuple[str, ...] = (*TIERS, STATE_TIER)
 
 # Input that could not become an operation (a bad line of an imported file):
 # it travels through the spool so the consumer can file it as a dead letter.

@@ -1,8 +1,8 @@
-"""``codi-queue sync push|pull|status|migrate``: options, help and handler together."""
+"""What ``codi-queue sync push|pull|status|migrate`` reports: each action run, summed up as a dict
+with a one-paragraph ``summary`` (the command prints one or the other)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,31 +11,7 @@ from ..config import SyncConfig, load_config
 from ..errors import CodiQueueError
 from ..paths import Paths
 
-__all__ = ["add_parser", "run", "require_sync"]
-
-HELP = "the team's PostgreSQL: push this machine's journal, pull shared tiers (docs/team.md)"
-EPILOG = """\
-examples:
-  codi-queue sync migrate          create or update the team tables
-  codi-queue sync push             send what was applied here and not yet sent
-  codi-queue sync pull             bring other machines' org knowledge here
-  codi-queue sync status --json    per tier: pushed up to where, backlog, last error
-
-The [sync] table of the config file says where (url), as whom (machine) and
-which tiers go out (push) and come in (pull); the password comes from
-PGPASSWORD or ~/.pgpass and is never printed. Exit 0 when done, 1 when the team
-database cannot be reached or refuses (one line says why), 2 on usage errors."""
-
-
-def add_parser(sub: Any, common: Any) -> None:
-    import argparse
-
-    p = sub.add_parser("sync", parents=[common], help=HELP, description=HELP, epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=["push", "pull", "status", "migrate"])
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--batch", type=int, default=20_000, metavar="N",
-                   help="push: operations per PostgreSQL transaction (default 20000)")
+__all__ = ["ACTIONS", "require_sync"]
 
 
 def require_sync(paths: Paths) -> SyncConfig:
@@ -43,16 +19,6 @@ def require_sync(paths: Paths) -> SyncConfig:
     if config.sync is None:
         raise CodiQueueError(f"no [sync] table in {config.path}: see docs/team.md for url, machine, push, pull")
     return config.sync
-
-
-def run(args: Any, paths: Paths) -> int:
-    sync = require_sync(paths)
-    report = _ACTIONS[args.action](paths, sync, max(1, args.batch))
-    if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
-    else:
-        print(report.pop("summary"))
-    return 0
 
 
 def _push(paths: Paths, sync: SyncConfig, batch: int) -> dict[str, Any]:
@@ -128,10 +94,10 @@ def _status(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
 
 
 def _remote_cursors(sync: SyncConfig) -> dict[str, dict[str, Any]]:
+    import psycopg
+
     from ..schemas.postgres import SYNC_SCHEMA
     from .teamdb import connect, describe
-
-    import psycopg
 
     conn = connect(sync)
     try:
@@ -150,6 +116,6 @@ def _remote_cursors(sync: SyncConfig) -> dict[str, dict[str, Any]]:
     return {r[0]: {"segment": r[1], "pos": r[2], "operations": r[3], "pushed_at": r[4]} for r in rows}
 
 
-_ACTIONS: dict[str, Callable[[Paths, SyncConfig, int], dict[str, Any]]] = {
+ACTIONS: dict[str, Callable[[Paths, SyncConfig, int], dict[str, Any]]] = {
     "push": _push, "pull": _pull, "status": _status, "migrate": _migrate,
 }

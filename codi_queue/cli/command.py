@@ -1,0 +1,124 @@
+"""How a command is declared: its options, help (with an example) and handler in one place.
+
+As sqlite-utils does with click, each command module puts a ``@command(...)``
+above its handler; the options every command shares are defined once here.
+The parser is built only when a command needs it: the per-event commands
+(``hook``, ``git-hook``, ``enqueue``) never import argparse.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+
+    from ..paths import Paths
+
+__all__ = ["Command", "Option", "opt", "command", "COMMANDS", "build_parser", "JSON", "DRY_RUN", "tier_option",
+           "since_option", "Handler"]
+
+Handler: TypeAlias = "Callable[[argparse.Namespace, Paths], int]"
+
+# The modules that declare commands, in the order ``--help`` lists them.
+GROUPS = ("events", "imports", "install", "consumer", "info", "recovery", "upkeep", "sync")
+
+
+class Option:
+    __slots__ = ("flags", "kwargs")
+
+    def __init__(self, flags: tuple[str, ...], kwargs: dict[str, Any]) -> None:
+        self.flags = flags
+        self.kwargs = kwargs
+
+
+def opt(*flags: str, **kwargs: Any) -> Option:
+    """One ``add_argument`` call, declared beside the handler that reads it."""
+    return Option(flags, kwargs)
+
+
+class Command:
+    # Plain slots, no dataclass: the per-event commands import this module, and
+    # dataclasses pulls in inspect (milliseconds on every hook call).
+    __slots__ = ("name", "help", "examples", "options", "handler", "description", "defaults")
+
+    def __init__(self, name: str, help: str, examples: tuple[str, ...], options: tuple[Option, ...],
+                 handler: Handler, description: str | None, defaults: dict[str, Any]) -> None:
+        self.name = name
+        self.help = help
+        self.examples = examples
+        self.options = options
+        self.handler = handler
+        self.description = description
+        self.defaults = defaults
+
+    def epilog(self) -> str:
+        return ("examples:\n" if len(self.examples) > 1 else "example:\n") + "".join(
+            f"  {e}\n" for e in self.examples)
+
+
+COMMANDS: list[Command] = []
+
+
+def command(
+    name: str,
+    *,
+    help: str,
+    examples: Sequence[str],
+    options: Sequence[Option] = (),
+    description: str | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register the decorated function as ``codi-queue NAME``."""
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS.append(Command(name, help, tuple(examples), tuple(options), handler, description,
+                                dict(defaults or {})))
+        return handler
+
+    return register
+
+
+# -- options several commands share -------------------------------------------------------------
+
+JSON = opt("--json", action="store_true", help="print JSON instead of text")
+DRY_RUN = opt("--dry-run", action="store_true", help="say what would change, change nothing")
+HOME_HELP = "state directory (default: $CODI_QUEUE_HOME, else the platform's user data directory)"
+
+
+def tier_option(help: str) -> Option:
+    """``--tier``, repeatable, with the databases the schema registry defines."""
+    from ..schemas.registry import ALL_TIERS
+
+    return opt("--tier", action="append", choices=list(ALL_TIERS), help=help)
+
+
+def since_option(help: str = "only at or after this time (unix seconds or ISO 8601)") -> Option:
+    return opt("--since", help=help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from .. import __version__
+
+    for group in GROUPS:
+        importlib.import_module(f"{__package__}.{group}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS, help=HOME_HELP)
+    parser = argparse.ArgumentParser(
+        prog="codi-queue", description="Durable write-ahead queue in front of SQLite.", parents=[common],
+        epilog="exit status: 0 done, 1 failure (nothing more was done), 2 invalid input or usage, "
+               "3 some records refused (the others enqueued)",
+    )
+    parser.add_argument("--version", action="version", version=f"codi-queue {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in COMMANDS:
+        p = sub.add_parser(cmd.name, parents=[common], help=cmd.help, description=cmd.description or cmd.help,
+                           epilog=cmd.epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        for option in cmd.options:
+            p.add_argument(*option.flags, **option.kwargs)
+        p.set_defaults(handler=cmd.handler, **cmd.defaults)
+    return parser

@@ -1,0 +1,120 @@
+"""``run`` and ``status``: the consumer, and what it reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from .command import JSON, command, opt
+from .exits import EXIT_FAILURE, EXIT_OK, say
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ..consumer.loop import Consumer, ConsumerStats
+    from ..paths import Paths
+
+
+@command(
+    "run",
+    help="run the consumer (the only writer of the databases)",
+    description="Drain the spool into the tier databases in large transactions, and keep waiting for more "
+                "until stopped (SIGTERM or Ctrl-C finish the batch in hand). With [sync] set it also pushes "
+                "to the team database.",
+    examples=["codi-queue run", "codi-queue run --once -v"],
+    options=[
+        opt("--once", action="store_true", help="drain what is queued, then exit"),
+        opt("--batch", type=int, default=20_000, help="operations per transaction (default 20000)"),
+        opt("--poll", type=float, default=2.0, help="safety-net poll interval in seconds (default 2)"),
+        opt("--rotate-bytes", type=int, default=16 * 1024 * 1024,
+            help="claim and archive the inbox once it holds this many bytes (default 16 MiB)"),
+        opt("--no-push", action="store_true",
+            help="do not push to the team database even if [sync] is set (push with `sync push` instead)"),
+        opt("-v", "--verbose", action="store_true", help="log every batch"),
+    ],
+)
+def run(args: argparse.Namespace, paths: Paths) -> int:
+    from ..config import load_config
+    from ..consumer.logfile import configure_logging
+    from ..consumer.loop import Consumer
+
+    configure_logging(paths.consumer_log, verbose=args.verbose)
+    consumer = Consumer(paths, batch_ops=max(1, args.batch), poll_interval=max(0.05, args.poll),
+                        rotate_bytes=max(1, args.rotate_bytes), config=load_config(paths))
+    sync = consumer.config.sync if consumer.config else None
+    if sync is not None and sync.push and not args.once and not args.no_push:
+        from ..config import redact_url
+        from ..sync.background import PushThread
+
+        pushing = f"; pushing {', '.join(sync.push)} to {redact_url(sync.url)} as {sync.machine}"
+        with PushThread(paths, sync) as pusher:
+            consumer.on_commit = pusher.wake
+            stats = _run(consumer, args, paths, pushing)
+    else:
+        stats = _run(consumer, args, paths, "")
+    if args.once or args.verbose:
+        say(f"{stats.operations} operations in {stats.batches} batches, {stats.applied} rows changed, "
+            f"{stats.dead_letters} dead letters")
+    return EXIT_OK
+
+
+def _run(consumer: Consumer, args: argparse.Namespace, paths: Paths, pushing: str) -> ConsumerStats:
+    def started() -> None:
+        from ..schemas.registry import TIERS
+
+        dbs = ", ".join(f"{t} {paths.database(t)}" for t in TIERS)
+        what = "draining what is queued" if args.once else "waiting for operations (Ctrl-C stops it)"
+        say(f"consumer for home {paths.home} ({paths.source}); databases: {dbs}; {what}{pushing}")
+        sys.stderr.flush()
+
+    return consumer.run(once=args.once, on_start=started)
+
+
+@command(
+    "status",
+    help="queue depth, lag, dead letters, consumer liveness",
+    description="What is queued and how old, whether the consumer runs and keeps up, dead letters, recent "
+                "errors and the team push.",
+    examples=["codi-queue status", "codi-queue status --json", "codi-queue status --prometheus /var/lib/node/codi.prom"],
+    options=[
+        JSON,
+        opt("--watch", action="store_true", help="refresh in place until Ctrl-C"),
+        opt("--interval", type=float, default=2.0, help="seconds between refreshes with --watch"),
+        opt("--prometheus", metavar="FILE", help="write the Prometheus textfile format to FILE (- for stdout)"),
+    ],
+)
+def status(args: argparse.Namespace, paths: Paths) -> int:
+    from ..consumer.status import collect, prometheus_text, render_human
+
+    if not os.path.isdir(paths.home):
+        say(f"no codi-queue home at {paths.home} ({paths.source}): nothing was ever enqueued or run there")
+        return EXIT_FAILURE
+    if args.prometheus:
+        text = prometheus_text(collect(paths))
+        if args.prometheus == "-":
+            sys.stdout.write(text)
+        else:
+            from ..consumer.loop import write_textfile
+
+            write_textfile(args.prometheus, text)
+        return EXIT_OK
+
+    def render() -> str:
+        report = collect(paths)
+        return json.dumps(report, indent=2, sort_keys=True) if args.json else render_human(report, paths.home)
+
+    if not args.watch:
+        print(render())
+        return EXIT_OK
+    import threading
+
+    tick = threading.Event()  # never set: its wait is the refresh interval
+    try:  # Ctrl-C is how --watch ends, wherever in the loop it lands
+        while True:
+            sys.stdout.write("\x1b[H\x1b[2J" + render() + f"\n\n(every {args.interval:g}s; Ctrl-C to stop)\n")
+            sys.stdout.flush()
+            tick.wait(max(0.2, args.interval))
+    except KeyboardInterrupt:
+        return EXIT_OK

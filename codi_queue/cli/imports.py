@@ -1,0 +1,100 @@
+"""``import``, ``import-transcripts`` and ``mirror-state``: backfill what the platform kept in files."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from .command import command, opt
+from .exits import EXIT_INVALID, EXIT_OK, partial, say, where
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ..paths import Paths
+
+
+def _report_rejected(rejected: list[Any], limit: int = 100) -> None:
+    for err in rejected[:limit]:
+        say(where(err))
+    if len(rejected) > limit:
+        say(f"... and {len(rejected) - limit} more rejected lines (all are in the dead-letter store)")
+
+
+@command(
+    "import",
+    help="backfill a legacy JSONL file (idempotent)",
+    description="Enqueue every new line of a legacy JSONL file (a re-import is a no-op); lines that cannot "
+                "be operations go to the dead-letter store with file and line.",
+    examples=["codi-queue import ~/.claude/data/routing-metrics.jsonl",
+              "codi-queue import notes.jsonl --op session_outcome"],
+    options=[
+        opt("file"),
+        opt("--op", help="operation for every line (default: from the legacy file name)"),
+    ],
+)
+def import_(args: argparse.Namespace, paths: Paths) -> int:
+    from ..producers.jsonl import import_file, progress_bar
+    from ..schemas.legacy import op_for_file
+
+    op = args.op or op_for_file(args.file)
+    if not op:
+        say(f"cannot tell the operation of {args.file} from its name: pass --op")
+        return EXIT_INVALID
+    if not os.path.isfile(args.file):
+        say(f"{args.file}: no such file")
+        return EXIT_INVALID
+    bar = progress_bar(os.path.basename(args.file), os.path.getsize(args.file))
+    result = import_file(paths, args.file, op, final=True, progress=bar)
+    for note in result.notes:
+        say(note)
+    _report_rejected(result.rejected)
+    print(
+        f"{args.file}: {result.lines} new lines, {result.enqueued} enqueued as {op}, "
+        f"{len(result.rejected)} rejected (to the dead-letter store)"
+    )
+    return partial(len(result.rejected), result.enqueued)
+
+
+@command(
+    "import-transcripts",
+    help="backfill Claude Code transcripts (idempotent)",
+    description="Enqueue the sessions, messages and tool calls of every transcript below DIR; a re-import "
+                "is a no-op.",
+    examples=["codi-queue import-transcripts ~/.claude/projects"],
+    options=[opt("dir", help="a transcripts directory, e.g. ~/.claude/projects")],
+)
+def import_transcripts(args: argparse.Namespace, paths: Paths) -> int:
+    from ..producers.transcripts import import_transcripts as run
+
+    if not os.path.isdir(args.dir):
+        say(f"{args.dir}: not a directory")
+        return EXIT_INVALID
+    result = run(paths, args.dir)
+    for note in result.notes:
+        say(note)
+    print(
+        f"{args.dir}: {result.files} transcripts, {result.lines} new lines, {result.operations} operations enqueued"
+        + (f", {result.skipped} unreadable lines skipped" if result.skipped else "")
+    )
+    return EXIT_OK
+
+
+@command(
+    "mirror-state",
+    help="mirror every state.json below DIR (a full rescan)",
+    description="Mirror every session directory's state.json below DIR into the project tier.",
+    examples=["codi-queue mirror-state ~/.codi/sessions"],
+    options=[opt("dir")],
+)
+def mirror_state(args: argparse.Namespace, paths: Paths) -> int:
+    from ..producers.statedirs import mirror_state_dirs
+
+    if not os.path.isdir(args.dir):
+        say(f"{args.dir}: not a directory")
+        return EXIT_INVALID
+    result = mirror_state_dirs(paths, args.dir, rescan=True)
+    for problem in result.problems:
+        say(problem)
+    print(f"{args.dir}: {result.files} state files, {result.operations} operations enqueued")
+    return partial(len(result.problems), result.operations)
