@@ -32,6 +32,7 @@ from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, describe_lo
 from ..queue.spool import QueueDir, Spool, dir_bytes
 from ..schemas.registry import ALL_TIERS, OPS, STATE_TIER, TIERS
 from .apply import DeadLetter, Item, apply_items, get_cursor
+from .batch import Batch
 from .db import BUSY_TIMEOUT_MS, open_tier
 from .lock import ConsumerLock
 from .metrics import Metrics
@@ -263,11 +264,9 @@ class Consumer:
             self._open_databases()
             st = os.stat(path)
             self._identity[tier] = (st.st_dev, st.st_ino)
-            refill = Consumer(self.paths, batch_ops=self.batch_ops, tiers=(tier,), busy_timeout_ms=self.busy_timeout_ms)
-            refill._conns = {tier: self._conns[tier]}
-            for qd in self.spool.archived_dirs():
+            for qd in self.spool.archived_dirs():  # the journal's archived part, into this tier only
                 try:
-                    refill._drain_dir(qd)
+                    self._drain_dir(qd, tiers=(tier,))
                 except FileNotFoundError:
                     continue
 
@@ -354,12 +353,13 @@ class Consumer:
             }
         return cursors
 
-    def _drain_dir(self, qd: QueueDir) -> tuple[int, bool]:
+    def _drain_dir(self, qd: QueueDir, tiers: tuple[str, ...] | None = None) -> tuple[int, bool]:
+        """Apply what ``qd`` holds past the cursors of ``tiers`` (default: every tier open)."""
         cursors = self._cursor_map(qd.id)
-        available = self.available
-        if not available:
+        tiers = tiers or self.available
+        if not tiers:
             return 0, False
-        start = min(cursors[t] for t in available)
+        start = min(cursors[t] for t in tiers)
         try:
             reader = SegmentReader(qd.path, live=qd.live, trust_info=qd.live and self._hint_overdue(qd.id))
         except OSError as exc:
@@ -379,42 +379,27 @@ class Consumer:
                 return 0, True
             if reader.trusted:
                 reader.make_durable()  # no producer vouched for these bytes: sync them before reading
-            routed: dict[str, list[Item]] = {t: [] for t in ALL_TIERS}
-            damaged: list[DeadLetter] = []
-            handled = pending = 0
-            last_end = start
-            dirty = False
+            handled = 0
+            batch = Batch(qd.id, cursors, tiers, start)
             for entry in reader.entries(start):
-                pending += self._route(qd.id, entry, cursors, routed, damaged, reader)
-                last_end = entry.end
-                dirty = True
-                if pending >= self.batch_ops:
-                    self._commit(qd.id, last_end, cursors, routed, damaged)
-                    handled += pending
-                    pending, dirty = 0, False
-                    routed = {t: [] for t in ALL_TIERS}
-                    damaged = []
+                self._route(batch, entry, reader)
+                if batch.full(self.batch_ops):
+                    handled += self._commit(batch)
+                    batch = Batch(qd.id, cursors, tiers, entry.end)
                     if self.stopping:
                         return handled, False
-            if dirty:
-                self._commit(qd.id, last_end, cursors, routed, damaged)
-                handled += pending
+            if batch:
+                handled += self._commit(batch)
         return handled, True
 
-    def _route(
-        self,
-        seg: str,
-        entry: Entry,
-        cursors: dict[str, int],
-        routed: dict[str, list[Item]],
-        damaged: list[DeadLetter],
-        reader: SegmentReader,
-    ) -> int:
-        fresh = entry.end > cursors[STATE_TIER]  # not yet reported by an earlier run
+    def _route(self, batch: Batch, entry: Entry, reader: SegmentReader) -> None:
+        """One record into the batch: its operations to their tiers, its damage to the state database."""
+        seg = batch.seg
+        fresh = batch.wants(STATE_TIER, entry.end)  # damage not yet reported by an earlier run
+        damaged: list[DeadLetter] = []
         if entry.payload is None:
-            if fresh:
-                damaged.append(self._damage_letter(seg, entry, reader))
-            return 1
+            batch.take(entry.end, [], [self._damage_letter(seg, entry, reader)] if fresh else [])
+            return
         if entry.lost and fresh:
             reason = f"{describe_lost(entry.lost)} just before {describe_pos(entry.start)} (their records are gone)"
             self._report(f"segment {seg}: {reason}")
@@ -430,18 +415,18 @@ class Consumer:
                 damaged.append(
                     DeadLetter(f"record:{seg}:{entry.start}", "?", reason, entry.payload, entry.start, "raw")
                 )
-            return 1
+            batch.take(entry.end, [], damaged)
+            return
         if replaced and fresh:
             self._report(f"segment {seg}: record at {describe_pos(entry.start)}: invalid UTF-8 or unpaired "
                          "surrogates replaced with U+FFFD")
-        routed_here = 0
+        items: list[tuple[str, Item]] = []
         for env in record.ops:
             spec = OPS.get(env.op)
             tier = spec.tier if spec is not None else STATE_TIER
-            if entry.end > cursors[tier] and tier in self._conns:
-                routed[tier].append(Item(env, entry.end, is_json))
-                routed_here += 1
-        return max(1, routed_here)
+            if batch.wants(tier, entry.end):
+                items.append((tier, Item(env, entry.end, is_json)))
+        batch.take(entry.end, items, damaged)
 
     def _hint_overdue(self, seg: str) -> bool:
         """The acknowledged position has not reached what ``info`` named a grace ago: read (and sync) to ``info``."""
@@ -494,17 +479,11 @@ class Consumer:
             return None
         return path, size
 
-    def _commit(
-        self,
-        seg: str,
-        end: int,
-        cursors: dict[str, int],
-        routed: dict[str, list[Item]],
-        damaged: list[DeadLetter],
-    ) -> None:
-        for tier in ALL_TIERS:
-            items = routed[tier]
-            extra = damaged if tier == STATE_TIER else []
+    def _commit(self, batch: Batch) -> int:
+        """Apply the batch, one transaction per tier; returns its size."""
+        seg, end, cursors = batch.seg, batch.end, batch.cursors
+        for tier, items in batch.routed.items():
+            extra = batch.damaged if tier == STATE_TIER else []
             if not items and not extra or tier not in self._conns:
                 continue
             result = apply_items(self._conns[tier], seg, end, items, extra)
@@ -527,15 +506,17 @@ class Consumer:
                 state = self._conns[STATE_TIER]
                 for op_id in result.retried:
                     state.execute("DELETE FROM cq_dead_letters WHERE op_id = ?", (op_id,))
-        for tier in self._conns:
+        for tier in batch.routed:
             # Tiers with nothing in [start, end) are done with it too; only the
             # in-memory cursor moves (a restart re-reads, and skips, the span).
             # A tier set aside keeps its cursor: it re-reads the span when it is back.
-            cursors[tier] = max(cursors[tier], end)
+            if tier in self._conns:
+                cursors[tier] = max(cursors[tier], end)
         self.stats.batches += 1
         self._flush_metrics()
         if self.on_commit is not None:
             self.on_commit()
+        return batch.size
 
     def _housekeeping(self, force: bool = False) -> None:
         """Archive retention and the Prometheus textfile, at most once a minute."""
