@@ -53,11 +53,11 @@ def run(quick: bool = False) -> list[Row]:
         # The design brief's import floors, measured here in the same run.
         "floor msgspec+json": ([sys.executable, "-c", "import msgspec, json"], None),
         "floor pq.queue+msgspec+argparse": (
-            [sys.executable, "-c", "import msgspec, argparse; from codi_queue.queue.pq import _queue_module; _queue_module()"],
+            [sys.executable, "-c", "import msgspec, argparse; from codi_queue.queue.durable_queue import _queue_module; _queue_module()"],
             None,
         ),
         "floor pq.queue+json": (
-            [sys.executable, "-c", "import json; from codi_queue.queue.pq import _queue_module; _queue_module()"],
+            [sys.executable, "-c", "import json; from codi_queue.queue.durable_queue import _queue_module; _queue_module()"],
             None,
         ),
         "enqueue": ([_cli(), "enqueue", "tool_event", body], None),

@@ -107,7 +107,7 @@ def test_the_real_persistqueue_package_still_imports_after_ours(tmp_path: Path) 
     import sys
 
     code = (
-        "from codi_queue.queue.pq import durable_queue_class\n"
+        "from codi_queue.queue.durable_queue import durable_queue_class\n"
         "durable_queue_class()\n"
         "import persistqueue\n"
         "from persistqueue import SQLiteAckQueue, Queue\n"
@@ -124,7 +124,7 @@ def test_loading_our_queue_skips_the_package_init(tmp_path: Path) -> None:
 
     code = (
         "import sys\n"
-        "from codi_queue.queue.pq import durable_queue_class\n"
+        "from codi_queue.queue.durable_queue import durable_queue_class\n"
         "durable_queue_class()\n"
         "heavy = [m for m in ('asyncio', 'sqlite3', 'persistqueue.sqlqueue') if m in sys.modules]\n"
         "print(heavy)\n"
@@ -139,7 +139,7 @@ def test_our_persist_queue_copy_cannot_fall_back_to_pickle(tmp_path: Path) -> No
 
     code = (
         "import sys\n"
-        "from codi_queue.queue.pq import durable_queue_class\n"
+        "from codi_queue.queue.durable_queue import durable_queue_class\n"
         "cls = durable_queue_class()\n"
         "print('pickle' in sys.modules)\n"
         f"q = cls({str(tmp_path / 'q')!r})  # default serializer\n"
@@ -212,7 +212,7 @@ def test_recovery_stops_at_a_frame_that_does_not_continue_the_sequence(paths: Pa
 
 
 def test_recovery_follows_records_into_the_next_chunk(paths: Paths) -> None:
-    from codi_queue.queue.pq import CHUNK_RECORDS
+    from codi_queue.queue.durable_queue import CHUNK_RECORDS
 
     enqueue_many("tool_event", [{"tool_name": "x", "success": True}] * 2, home=paths.home)
     info_path = os.path.join(paths.spool, "inbox", "info")
@@ -226,3 +226,17 @@ def test_recovery_follows_records_into_the_next_chunk(paths: Paths) -> None:
         fp.write(old)
     Consumer(paths).run(once=True)
     assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(CHUNK_RECORDS + 12,)]
+
+
+def test_persist_queue_itself_reads_what_the_spool_wrote(paths: Paths) -> None:
+    """The on-disk format stays persist-queue's: its own Queue reads our inbox, record for record, as far
+    as ``info`` names (``info`` is a hint our readers scan past; persist-queue stops at it)."""
+    import persistqueue
+
+    spool = Spool(paths.spool, paths.archive)
+    records = [msgspec.msgpack.encode(Record(1, float(i), [])) for i in range(50)]
+    for rec in records:
+        spool.append([rec])
+    plain = persistqueue.Queue(spool.inbox, serializer=frame.FrameSerializer(), autosave=True)
+    got = [bytes(plain.get(block=False)) for _ in range(plain.qsize())]
+    assert len(got) >= 50 - 16 and got == records[: len(got)]

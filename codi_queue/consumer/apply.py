@@ -47,7 +47,7 @@ class Item:
 
     env: Envelope
     pos: int  # end position of its record in the segment
-    json: bool = False  # the body is JSON (stdlib producer path), not MessagePack
+    body_is_json: bool = False  # the body is JSON (standard-library producer path), not MessagePack
 
 
 @dataclass(slots=True)
@@ -80,9 +80,9 @@ def _decoder(spec: OpSpec, json: bool) -> Any:
 def decode_body(spec: OpSpec, item: Item) -> Any:
     """The operation's Struct from its encoded body (raises whatever a hostile body provokes)."""
     try:
-        return _decoder(spec, item.json).decode(item.env.body)
+        return _decoder(spec, item.body_is_json).decode(item.env.body)
     except (msgspec.DecodeError, UnicodeDecodeError):
-        if not item.json:
+        if not item.body_is_json:
             raise
     # A JSON body with invalid UTF-8, a lone surrogate escape or a number no
     # double holds: the value rules every producer applies (codi_queue.values).
@@ -95,7 +95,7 @@ def dead_letter(item: Item, reason: str) -> DeadLetter:
     op_id = clean_text(item.env.retry_of or item.env.id)
     op = clean_text(item.env.op)
     try:
-        if item.json:
+        if item.body_is_json:
             return DeadLetter(op_id, op, reason, _encode_json(item.env), item.pos, "json")
         return DeadLetter(op_id, op, reason, _encode(item.env), item.pos)
     except Exception as exc:  # noqa: BLE001 - an envelope that will not even re-encode is still kept, as text
@@ -105,7 +105,7 @@ def dead_letter(item: Item, reason: str) -> DeadLetter:
 
 def _rejected(item: Item) -> DeadLetter:
     try:
-        rej = (msgspec.json if item.json else msgspec.msgpack).decode(item.env.body, type=Rejected)
+        rej = (msgspec.json if item.body_is_json else msgspec.msgpack).decode(item.env.body, type=Rejected)
     except Exception as exc:  # noqa: BLE001 - an unreadable report is still a dead letter
         return dead_letter(item, f"undecodable rejected-input report: {type(exc).__name__}: {exc}")
     reason = f"{rej.source}: line {rej.line}: {rej.reason}"

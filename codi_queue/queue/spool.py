@@ -40,10 +40,10 @@ from typing import Any, NamedTuple
 
 from ..errors import CorruptRecord, SpoolError, UnsafePath
 from ..fsutil import DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, write_atomic
-from .pq import ACKED_FILE, POS_SHIFT, open_queue, publish_acked, read_acked, read_acked_ops, read_info
+from .durable_queue import ACKED_FILE, POS_SHIFT, open_queue, publish_acked, read_acked, read_acked_ops, read_info
 
 
-__all__ = ["Spool", "QueueDir", "ID_DIGITS", "read_dir_id", "dir_bytes", "list_ids", "inbox_problem",
+__all__ = ["Spool", "QueueDir", "ID_DIGITS", "read_dir_id", "dir_bytes", "list_ids", "is_dir_id", "inbox_problem",
            "publish_acked", "read_acked", "read_acked_ops"]
 
 ID_DIGITS = 20
@@ -69,7 +69,7 @@ class Spool:
         # (its id and info files): any other writer, a claim or a rescue in
         # between means a fresh Queue. Checked under the lock.
         self._queue: Any = None
-        self._left: str | None = None  # the inbox id the cached Queue appends to
+        self._queue_inbox_id: str | None = None  # the inbox id the cached Queue appends to
         self._owner_pid = 0
         self._lock_fd = -1
         self.home = os.path.dirname(os.path.abspath(root))
@@ -82,7 +82,7 @@ class Spool:
         Returns only when the records, and every directory entry they need,
         are on disk: one ``fdatasync`` of the data (plus the directory when a
         chunk file was created). ``info`` is renamed into place but not synced:
-        it is a hint that readers verify past (``pq.recover_head``). Raises
+        it is a hint that readers verify past (``durable_queue.recover_head``). Raises
         ``SpoolError``.
 
         Group commit: the lock covers only the writes and the rename (tens of
@@ -97,7 +97,7 @@ class Spool:
             self._prepare()
             with self._locked():
                 queue = self._cached_inbox() or self._open_inbox()
-                self._queue, self._left = None, None  # detached while in use
+                self._queue, self._queue_inbox_id = None, None  # detached while in use
                 start = list(queue.info["head"])
                 try:
                     for record in records:
@@ -114,11 +114,11 @@ class Spool:
                     raise
                 inbox_id = read_dir_id(self.inbox)
                 if inbox_id is not None:
-                    self._queue, self._left = queue, inbox_id
+                    self._queue, self._queue_inbox_id = queue, inbox_id
                 else:
                     queue.close()
             if syncs:
-                os.fdatasync(syncs[0])  # the one sync an acknowledgement needs (pq.recover_head)
+                os.fdatasync(syncs[0])  # the one sync an acknowledgement needs (durable_queue.recover_head)
                 if sync_dir:
                     os.fsync(syncs[1])  # a chunk file was created: its name must survive too
             if head is not None and syncs:
@@ -164,7 +164,7 @@ class Spool:
         if self._queue is None or self._owner_pid != os.getpid():
             self._forget_queue()
             return None
-        if self._left is None or read_dir_id(self.inbox) != self._left or not _untouched(self._queue, self.inbox):
+        if self._queue_inbox_id is None or read_dir_id(self.inbox) != self._queue_inbox_id or not _untouched(self._queue, self.inbox):
             self._forget_queue()
             return None
         return self._queue
@@ -173,7 +173,7 @@ class Spool:
         if self._queue is not None:
             if self._owner_pid == os.getpid():
                 self._queue.close()
-            self._queue, self._left = None, None
+            self._queue, self._queue_inbox_id = None, None
 
     def _ensure_inbox_locked(self) -> None:
         ensure_private_dir(self.inbox)
@@ -313,7 +313,7 @@ class Spool:
         if self._owner_pid != os.getpid() or self._lock_fd < 0:
             self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE)
             self._owner_pid = os.getpid()
-            self._queue, self._left = None, None  # the parent's, not ours
+            self._queue, self._queue_inbox_id = None, None  # the parent's, not ours
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             yield
@@ -338,10 +338,15 @@ class Spool:
 _ID = re.compile(r"\d{%d}" % ID_DIGITS)
 
 
+def is_dir_id(name: str) -> bool:
+    """Whether ``name`` is a queue directory's id (its creation time in nanoseconds, fixed width)."""
+    return _ID.fullmatch(name) is not None
+
+
 def list_ids(path: str) -> list[str]:
     """The queue-directory names (ids) in ``path``, oldest first."""
     try:
-        return sorted(n for n in os.listdir(path) if _ID.fullmatch(n))
+        return sorted(n for n in os.listdir(path) if is_dir_id(n))
     except (FileNotFoundError, NotADirectoryError):
         return []
 
@@ -359,7 +364,7 @@ def read_dir_id(path: str) -> str | None:
         return None
     finally:
         os.close(dfd)
-    return text if _ID.fullmatch(text) else None
+    return text if is_dir_id(text) else None
 
 
 def _inbox_looks_sound(path: str) -> bool:
@@ -487,7 +492,7 @@ def _max_existing(*dirs: str) -> int:
     for d in dirs:
         try:
             for n in os.listdir(d):
-                if n.isdigit():
+                if is_dir_id(n):
                     best = max(best, int(n))
         except FileNotFoundError:
             continue

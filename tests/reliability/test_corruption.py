@@ -19,7 +19,7 @@ def _three_records(home: Path) -> tuple[int, int]:
     for name in ("first", "second", "third"):
         enqueue("tool_event", {"tool_name": name, "success": True}, home=str(home))
     chunk = Path(home, "spool", "inbox", "q00000").read_bytes()
-    end = len(chunk)  # info is a hint that may trail the records (pq.recover_head)
+    end = len(chunk)  # info is a hint that may trail the records (durable_queue.recover_head)
     last_start = chunk.rfind(frame.MAGIC, 0, end)
     return last_start, end
 

@@ -17,7 +17,8 @@ Two things differ from using ``persistqueue.Queue`` directly:
   (``info["ops"]``) that every frame header records.
 
 Both overrides rely on persist-queue 1.1 internals; pyproject pins the minor
-version and ``tests/test_pq_format.py`` guards the layout.
+version, and ``tests/test_spool.py`` checks that persist-queue's own Queue still reads
+what we write.
 """
 
 from __future__ import annotations
