@@ -67,6 +67,19 @@ def query(paths: Paths, tier: str, sql: str, bindings: Any = ()) -> list[tuple[A
         conn.close()
 
 
+def named_rows(paths: Paths, tier: str, sql: str, bindings: Any = ()) -> list[dict[str, Any]]:
+    """Rows as {column: value}: tests read a field by its name, never by its place in a tuple."""
+    conn = apsw.Connection(paths.database(tier), flags=apsw.SQLITE_OPEN_READONLY)
+    conn.set_busy_timeout(10_000)
+    try:
+        cursor = conn.cursor()
+        # The description is only there while the statement runs: read it per row.
+        cursor.row_trace = lambda cur, row: dict(zip((d[0] for d in cur.get_description()), row))
+        return list(cursor.execute(sql, bindings))
+    finally:
+        conn.close()
+
+
 def count_when_ready(paths: Paths, tier: str, sql: str) -> int | None:
     """A count from a database a running consumer may still be creating; None until it can answer."""
     if not os.path.exists(paths.database(tier)):

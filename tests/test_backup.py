@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import apsw
@@ -16,7 +15,7 @@ from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
 from codi_queue.producers.api import enqueue, enqueue_many
 
-from .conftest import cli_env, count_when_ready, query, run_cli
+from .conftest import cli_env, count_when_ready, query, run_cli, wait_until
 
 
 def test_backup_under_steady_load_is_consistent_and_restores(tmp_path: Path, home: Path, paths: Paths) -> None:
@@ -34,12 +33,9 @@ def test_backup_under_steady_load_is_consistent_and_restores(tmp_path: Path, hom
 
     writer = threading.Thread(target=load)
     try:
-        deadline = time.monotonic() + 30
-        while (count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") or 0) < 500:
-            assert time.monotonic() < deadline
-            if not writer.is_alive() and sent[0] == 0:
-                writer.start()
-            time.sleep(0.05)
+        writer.start()
+        wait_until(lambda: (count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") or 0) >= 500,
+                   30, "500 rows under load")
         snap = tmp_path / "snap"
         res = run_cli(home, "backup", "--into", str(snap))  # while the writer and consumer keep going
         assert res.returncode == 0, res.stderr
@@ -88,10 +84,7 @@ def test_restore_refuses_while_the_consumer_runs_and_a_damaged_snapshot(tmp_path
     consumer = subprocess.Popen([sys.executable, "-m", "codi_queue", "run"], env=cli_env(home),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while run_cli(home, "status", "--json").stdout.find('"running": true') < 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: '"running": true' in run_cli(home, "status", "--json").stdout, 30, "the consumer")
         res = run_cli(home, "restore", str(snap), "--tier", "org")
         assert res.returncode == 1 and "already running" in res.stderr
     finally:

@@ -22,20 +22,11 @@ from codi_queue.producers.api import append_records, enqueue, enqueue_many
 from codi_queue.producers.validate import pack_records
 from codi_queue.schemas.envelope import Envelope, Record, new_op_id
 
-from .conftest import cli_env, count_when_ready, query, run_cli
+from .conftest import cli_env, count_when_ready, query, named_rows, run_cli, wait_until
 
 
 def _tools(paths: Paths) -> list[str]:
     return [r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events ORDER BY id")]
-
-
-def _wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_each_tier_gets_its_rows(paths: Paths) -> None:
@@ -117,8 +108,8 @@ def test_poison_statement_is_dead_lettered_and_the_batch_commits(paths: Paths) -
     stats = Consumer(paths).run(once=True)
     assert _tools(paths) == ["a", "b", "c", "d"]
     assert stats.dead_letters == 1
-    (row,) = query(paths, "sessions", "SELECT op, reason FROM cq_dead_letters")
-    assert row[0] == "tool_event" and "poisoned row" in row[1]
+    (row,) = named_rows(paths, "sessions", "SELECT op, reason FROM cq_dead_letters")
+    assert row["op"] == "tool_event" and "poisoned row" in row["reason"]
     assert collect(paths)["dead_letters"] == 1
 
 
@@ -190,7 +181,7 @@ def _start_consumer(home: Path, *extra: str) -> subprocess.Popen[str]:
 def test_second_consumer_refuses_naming_the_pid(home: Path, paths: Paths) -> None:
     first = _start_consumer(home)
     try:
-        _wait_for(lambda: collect(paths)["consumer"]["running"], what="first consumer")
+        wait_until(lambda: collect(paths)["consumer"]["running"], 30, "first consumer")
         second = run_cli(home, "run", timeout=30)
         assert second.returncode == 1
         assert f"pid {first.pid}" in second.stderr
@@ -206,7 +197,7 @@ def test_signal_finishes_the_batch_and_exits_zero(home: Path, paths: Paths, sig:
     proc = _start_consumer(home)
     try:
         enqueue_many("tool_event", [{"tool_name": "live", "success": True}] * 30, home=str(home))
-        _wait_for(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 30, what="drain")
+        wait_until(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 30, 30, "drain")
     finally:
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
@@ -219,9 +210,9 @@ def test_consumer_wakes_on_new_data_without_waiting_for_the_poll(home: Path, pat
     try:
         # The consumer publishes its metrics at the end of its first pass: after
         # that, only the watcher (not the start-up drain) can pick the write up.
-        _wait_for(lambda: (read_metrics(paths.metrics) or {}).get("pid") == proc.pid, what="first pass")
+        wait_until(lambda: (read_metrics(paths.metrics) or {}).get("pid") == proc.pid, 30, "first pass")
         enqueue("tool_event", {"tool_name": "woken", "success": True}, home=str(home))
-        _wait_for(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 1, timeout=20)
+        wait_until(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 1, 20, "the one row")
         assert _tools(paths) == ["woken"]
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -10,7 +10,7 @@ from pathlib import Path
 from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
 
-from .conftest import cli_env, query
+from .conftest import cli_env, named_rows, query
 
 
 def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
@@ -53,17 +53,20 @@ def test_commit_merge_and_push_are_recorded_and_existing_hooks_still_run(tmp_pat
     _git(repo, "remote", "add", "origin", str(remote))
     _git(repo, "push", "-q", "origin", "main", env=env)
     Consumer(paths).run(once=True)
-    rows = query(paths, "sessions", "SELECT event_type, branch, message, files_changed, additions, deletions, author "
-                                    "FROM git_events ORDER BY id")
+    events = named_rows(paths, "sessions", "SELECT * FROM git_events ORDER BY id")
     # git runs post-merge, not post-commit, for a merge commit
-    assert [r[0] for r in rows] == ["commit", "commit", "merge", "push"]
-    first = rows[0]
-    assert first[1] == "main" and first[2].startswith("add files") and first[3:6] == (2, 2, 0)
-    assert first[6] == "Dev <dev@example.com>"
-    change = [r for r in rows if r[2] == "change a"][0]
-    assert change[1] == "feature" and change[3:6] == (1, 2, 1)
-    push = [r for r in rows if r[0] == "push"][0]
-    assert push[2].startswith("push to origin refs/heads/main")
+    assert [r["event_type"] for r in events] == ["commit", "commit", "merge", "push"]
+
+    def changes(r: dict[str, object]) -> tuple[object, ...]:
+        return r["files_changed"], r["additions"], r["deletions"]
+
+    first = events[0]
+    assert first["branch"] == "main" and first["message"].startswith("add files") and changes(first) == (2, 2, 0)
+    assert first["author"] == "Dev <dev@example.com>"
+    (change,) = [r for r in events if r["message"] == "change a"]
+    assert change["branch"] == "feature" and changes(change) == (1, 2, 1)
+    (push,) = [r for r in events if r["event_type"] == "push"]
+    assert push["message"].startswith("push to origin refs/heads/main")
 
 
 def test_a_failing_chained_pre_push_still_blocks_the_push(tmp_path: Path, home: Path) -> None:
@@ -140,9 +143,9 @@ def test_a_chained_pre_push_reading_refs_sees_them_and_still_blocks(tmp_path: Pa
     assert _git(remote, "branch", "--list") == ""  # nothing reached the remote
     _git(repo, "push", "-q", "origin", "main:topic", env=env)  # another branch is allowed through
     Consumer(paths).run(once=True)
-    rows = query(paths, "sessions", "SELECT event_type, repo, message FROM git_events WHERE event_type = 'push'")
-    assert len(rows) == 1, rows  # the blocked push is not recorded as one
-    assert rows[0][1] == str(repo) and "refs/heads/topic" in rows[0][2]
+    pushes = named_rows(paths, "sessions", "SELECT repo, message FROM git_events WHERE event_type = 'push'")
+    assert len(pushes) == 1, pushes  # the blocked push is not recorded as one
+    assert pushes[0]["repo"] == str(repo) and "refs/heads/topic" in pushes[0]["message"]
     commit_repo = query(paths, "sessions", "SELECT repo FROM git_events WHERE event_type = 'commit'")
     assert commit_repo == [(str(repo),)]  # the local repository, not the remote
 

@@ -14,9 +14,9 @@ from codi_queue.consumer.loop import Consumer
 from codi_queue.consumer.status import collect
 from codi_queue.paths import Paths
 from codi_queue.producers.hooks import ORPHAN_REASON, operations_for
-from codi_queue.producers.install import HOOK_EVENTS, SYNC_EVENTS, install_claude_hooks, merge_settings
+from codi_queue.producers.install import HOOK_EVENTS, SYNC_EVENTS, merge_settings
 
-from .conftest import ROOT, cli_env, modules_loaded, query
+from .conftest import ROOT, cli_env, modules_loaded, named_rows, query
 
 BASE = {"session_id": "sess-1", "transcript_path": "/tmp/t.jsonl", "cwd": "/work", "permission_mode": "default"}
 
@@ -55,13 +55,13 @@ def test_every_event_type_becomes_rows_with_nothing_on_stdout(home: Path, paths:
         res = _hook(home, {**BASE, **payload})
         assert res.returncode == 0 and res.stdout == b"", (payload["hook_event_name"], res.stderr)
     Consumer(paths).run(once=True)
-    tools = {r[0]: r[1:] for r in query(paths, "sessions",
-             "SELECT tool_use_id, tool_name, success, duration_ms, error_message, session_id FROM tool_events")}
+    tools = {r["tool_use_id"]: r for r in named_rows(paths, "sessions", "SELECT * FROM tool_events")}
     assert set(tools) == {"toolu_A", "toolu_B", "toolu_C", "toolu_D"}
-    assert tools["toolu_A"][:2] == ("Bash", 1) and tools["toolu_A"][2] is not None and tools["toolu_A"][4] == "sess-1"
-    assert tools["toolu_B"][1] == 1
-    assert tools["toolu_C"][1:4:2] == (0, "interrupted")
-    assert tools["toolu_D"][1] == 0 and tools["toolu_D"][3] == ORPHAN_REASON  # Pre only: swept at Stop
+    a, b, c, d = (tools[f"toolu_{k}"] for k in "ABCD")
+    assert (a["tool_name"], a["success"], a["session_id"]) == ("Bash", 1, "sess-1") and a["duration_ms"] is not None
+    assert b["success"] == 1
+    assert (c["success"], c["error_message"]) == (0, "interrupted")
+    assert (d["success"], d["error_message"]) == (0, ORPHAN_REASON)  # Pre only: swept at Stop
     kinds = sorted(r[0] for r in query(paths, "sessions", "SELECT event_type FROM activity_events WHERE session_id = 'sess-1'"))
     assert kinds == sorted(["prompt", "notification", "pre_compact", "subagent_stop", "stop", "session_start",
                             "session_end", "something_new"])
@@ -157,9 +157,9 @@ def test_pre_and_post_hooks_racing_as_real_processes_pair_exactly_once(home: Pat
 
     paths = resolve(str(home))
     Consumer(paths).run(once=True)
-    rows = query(paths, "sessions", "SELECT tool_use_id, success FROM tool_events")
-    assert sorted(r[0] for r in rows) == sorted(calls)  # each call once: none lost, none twice
-    assert all(r[1] == 1 for r in rows)
+    found = named_rows(paths, "sessions", "SELECT tool_use_id, success FROM tool_events")
+    assert sorted(r["tool_use_id"] for r in found) == sorted(calls)  # each call once: none lost, none twice
+    assert all(r["success"] == 1 for r in found)
     assert [n for n in os.listdir(os.path.join(paths.state, "inflight"))] == []
 
 

@@ -10,7 +10,6 @@ never stops the consumer.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from codi_queue import InvalidOperation, enqueue
-from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths, resolve
 from codi_queue.producers.records import append_records
 from codi_queue.queue.frame import JsonRecord

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from codi_queue.config import ConfigError, load_config
@@ -20,7 +19,7 @@ from codi_queue.schemas.legacy import LEGACY_FIELDS, LEGACY_FILES, from_legacy
 
 import pytest
 
-from .conftest import cli_env, count_when_ready, query, run_cli
+from .conftest import cli_env, count_when_ready, query, named_rows, run_cli, wait_until
 
 ROUTING = [
     {"ts": 1700000000, "id": "q1", "predicted": "haiku", "actual": "sonnet", "dq": 0.7, "correct": False, "savings": 0.01,
@@ -64,9 +63,9 @@ def test_import_maps_aliases_and_files_bad_lines_as_dead_letters(tmp_path: Path,
     # A key with no column is kept in the row's context, as the platform's backfill keeps extras.
     (ctx,) = query(paths, "sessions", "SELECT context FROM routing_metrics_events WHERE query_id = 'q6'")[0]
     assert json.loads(ctx) == {"unrelated": [1, 2]}
-    dead = query(paths, "state", "SELECT op, reason, format FROM cq_dead_letters ORDER BY reason")
-    assert len(dead) == 2 and all(d[0] == "routing_metric" and d[2] == "rejected" for d in dead)
-    assert "line 4" in dead[0][1] and "line 6" in dead[1][1]
+    dead = named_rows(paths, "state", "SELECT op, reason, format FROM cq_dead_letters ORDER BY reason")
+    assert len(dead) == 2 and all(d["op"] == "routing_metric" and d["format"] == "rejected" for d in dead)
+    assert "line 4" in dead[0]["reason"] and "line 6" in dead[1]["reason"]
     # A second import finds nothing new, and enqueues nothing.
     again = run_cli(home, "import", str(src))
     assert again.returncode == 0 and "0 new lines, 0 enqueued" in again.stdout
@@ -156,10 +155,7 @@ def test_consumer_tails_configured_files_exactly_once_across_restarts(tmp_path: 
         return count_when_ready(paths, "sessions", "SELECT count(*) FROM recovery_events")
 
     def wait_rows(n: int) -> None:
-        deadline = time.monotonic() + 30
-        while rows() != n:
-            assert time.monotonic() < deadline, f"expected {n} rows, have {rows()}"
-            time.sleep(0.05)
+        wait_until(lambda: rows() == n, 30, f"{n} rows")
 
     proc = start()
     try:

@@ -21,7 +21,7 @@ from codi_queue.paths import Paths, resolve
 from codi_queue.producers.api import enqueue, enqueue_many
 from codi_queue.queue.spool import Spool
 
-from .conftest import ROOT, cli_env, run_cli
+from .conftest import ROOT, cli_env, run_cli, wait_until
 
 
 def _paths_json(env: dict[str, str], *args: str) -> dict[str, object]:
@@ -60,13 +60,9 @@ def test_status_reports_throughput_wal_archive_and_watch(home: Path, paths: Path
     try:
         for i in range(20):
             enqueue_many("tool_event", [{"tool_name": f"t{i}", "success": True}] * 10, home=str(home))
-        deadline = time.monotonic() + 30
-        while True:
-            report = collect(paths)
-            if report["batches"] and report["throughput_1m_ops_s"] > 0 and report["archive"]["segments"]:
-                break
-            assert time.monotonic() < deadline, report
-            time.sleep(0.1)
+        report = wait_until(
+            lambda: (r := collect(paths))["batches"] and r["throughput_1m_ops_s"] > 0 and r["archive"]["segments"]
+            and r, 30, "batches, throughput and an archived segment in status")
         assert report["consumer"]["running"] and report["consumer"]["started"]
         human = run_cli(home, "status").stdout
         assert "ops/s over the last minute" in human and "archive" in human and "wal" in human

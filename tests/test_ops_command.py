@@ -30,7 +30,8 @@ def test_one_operation_in_detail(home: Path) -> None:
     fields = {f["name"]: f for f in d["fields"]}
     assert fields["outcome"]["limits"]["one_of"] == ["success", "partial", "failure", "abandoned"]
     assert fields["quality"]["limits"]["scale"] == [1.0, 5.0] and fields["quality"]["column_names"] == ["quality_score"]
-    assert json.loads(run_cli(home, "ops", "message", "--json").stdout)["fields"][2]["private"] is True
+    message = {f["name"]: f for f in json.loads(run_cli(home, "ops", "message", "--json").stdout)["fields"]}
+    assert message["content"]["private"] is True and message["session_id"]["private"] is False
     assert "upsert on decision_id" in run_cli(home, "ops", "decision").stdout
     text = run_cli(home, "ops", "git_event").stdout
     assert "legacy names: type, event" in text and text.startswith("git_event: sessions tier")

@@ -19,7 +19,7 @@ from codi_queue.paths import Paths
 from codi_queue.producers.api import enqueue, enqueue_many
 from codi_queue.recovery.replay import replay_dead_letters
 
-from .conftest import cli_env, query, run_cli
+from .conftest import cli_env, query, run_cli, wait_until
 
 
 def _poison(paths: Paths) -> None:
@@ -158,10 +158,7 @@ def test_rebuild_into_a_directory_while_the_consumer_runs(tmp_path: Path, home: 
     proc = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "0.2"], env=cli_env(home),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while collect(paths)["pending"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: not collect(paths)["pending"], 30, "the queue to drain")
         in_place = run_cli(home, "replay", "--rebuild")
         assert in_place.returncode == 1 and "already running" in in_place.stderr
         out = tmp_path / "rebuilt"

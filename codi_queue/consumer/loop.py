@@ -30,7 +30,7 @@ from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, describe_lost, describe_pos
 from ..queue.spool import QueueDir, Spool, dir_bytes
-from ..schemas.registry import ALL_TIERS, OPS, STATE_TIER, TIERS
+from ..schemas.registry import ALL_TIERS, OPS, STATE_TIER
 from .apply import DeadLetter, Item, apply_items, get_cursor
 from .batch import Batch
 from .db import BUSY_TIMEOUT_MS, open_tier

@@ -39,7 +39,7 @@ from typing import NamedTuple
 from ..errors import CorruptRecord
 from ..fsutil import DIR_FLAGS, NOFOLLOW
 from . import frame
-from .durable_queue import read_acked, read_acked_ops, read_info, recover_head
+from .durable_queue import read_acked, read_acked_ops, recover_head
 
 __all__ = ["Entry", "SegmentReader", "POS_SHIFT", "describe_pos", "QUARANTINE_INLINE"]
 

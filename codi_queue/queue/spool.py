@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 from ..errors import CorruptRecord, SpoolError, UnsafePath
 from ..fsutil import DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, write_atomic
-from .durable_queue import ACKED_FILE, POS_SHIFT, open_queue, publish_acked, read_acked, read_acked_ops, read_info
+from .durable_queue import POS_SHIFT, open_queue, publish_acked, read_acked, read_acked_ops, read_info
 
 
 __all__ = ["Spool", "QueueDir", "ID_DIGITS", "read_dir_id", "dir_bytes", "list_ids", "is_dir_id", "inbox_problem",

@@ -10,7 +10,6 @@ nothing decoded from damaged bytes, the queue still accepts and drains.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import resolve
 from codi_queue.producers.api import enqueue
 
-from ..conftest import ROOT, cli_env, query
+from ..conftest import cli_env, query
 from .alice import crash_states, record
 
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to record the calls")

@@ -8,8 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,14 +20,7 @@ from codi_queue.consumer.status import collect
 from codi_queue.paths import Paths
 from codi_queue.producers.api import enqueue, enqueue_many
 
-from ..conftest import cli_env, count_when_ready, query, run_cli
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+from ..conftest import cli_env, count_when_ready, query, run_cli, wait_until
 
 
 def _rows(paths: Paths) -> int:
@@ -63,13 +55,13 @@ def test_database_deleted_while_the_consumer_runs_is_recreated_from_the_journal(
     with _consumer_process(home, "--rotate-bytes", "1"):
         for i in range(5):
             enqueue_many("tool_event", [{"tool_name": f"a{i}-{j}", "success": True} for j in range(10)], home=str(home))
-        _wait(lambda: _rows(paths) == 50, what="first 50 rows")
-        _wait(lambda: collect(paths)["archive"]["segments"] > 0, what="an archived segment")
+        wait_until(lambda: _rows(paths) == 50, 60, "first 50 rows")
+        wait_until(lambda: collect(paths)["archive"]["segments"] > 0, 60, "an archived segment")
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(paths.database("sessions") + suffix):
                 os.remove(paths.database("sessions") + suffix)
         enqueue_many("tool_event", [{"tool_name": f"b{j}", "success": True} for j in range(50)], home=str(home))
-        _wait(lambda: _rows(paths) == 100, what="all 100 rows in the recreated database")
+        wait_until(lambda: _rows(paths) == 100, 60, "all 100 rows in the recreated database")
     names = [r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events")]
     assert len(set(names)) == 100
     assert "deleted or replaced while open" in Path(paths.error_log).read_text()
@@ -82,11 +74,11 @@ def test_outside_write_lock_delays_but_loses_nothing(home: Path, paths: Paths) -
     try:
         with _consumer_thread(paths, busy_timeout_ms=100):
             enqueue_many("tool_event", [{"tool_name": f"t{i}", "success": True} for i in range(20)], home=str(home))
-            _wait(lambda: "drain failed" in Path(paths.error_log).read_text() if os.path.exists(paths.error_log)
-                  else False, what="the consumer to report the lock")
+            wait_until(lambda: os.path.exists(paths.error_log) and "drain failed" in Path(paths.error_log).read_text(),
+                       60, "the consumer to report the lock")
             assert collect(paths)["pending"] == 20
             blocker.execute("ROLLBACK")
-            _wait(lambda: _rows(paths) == 20, what="rows after the lock is released")
+            wait_until(lambda: _rows(paths) == 20, 60, "rows after the lock is released")
     finally:
         blocker.close()
     assert collect(paths)["pending"] == 0
@@ -100,7 +92,7 @@ def test_a_long_reader_does_not_block_the_consumer(home: Path, paths: Paths) -> 
     try:
         with _consumer_thread(paths):
             enqueue_many("tool_event", [{"tool_name": "w", "success": True}] * 500, home=str(home))
-            _wait(lambda: _rows(paths) == 500, what="writes while a reader holds a snapshot")
+            wait_until(lambda: _rows(paths) == 500, 60, "writes while a reader holds a snapshot")
             assert reader.execute("SELECT count(*) FROM tool_events").get == 0  # its snapshot is stable
     finally:
         reader.execute("COMMIT")
@@ -109,18 +101,17 @@ def test_a_long_reader_does_not_block_the_consumer(home: Path, paths: Paths) -> 
 
 def test_disk_limit_in_the_consumer_backs_off_and_recovers(home: Path, paths: Paths) -> None:
     with _consumer_process(home) as proc:
-        _wait(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 0, what="start")
+        wait_until(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 0, 60, "start")
         # Like a disk that just filled up. Only the soft limit: raising a hard one
         # back needs CAP_SYS_RESOURCE, which root in a VM may lack.
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
         try:
             enqueue_many("tool_event", [{"tool_name": "x" * 200, "success": True}] * 300, home=str(home))
-            _wait(lambda: os.path.exists(paths.error_log) and "drain failed" in Path(paths.error_log).read_text(),
-                  what="the consumer to report the write failure")
+            wait_until(lambda: os.path.exists(paths.error_log) and "drain failed" in Path(paths.error_log).read_text(), 60, "the consumer to report the write failure")
             assert _rows(paths) == 0 and collect(paths)["pending"] == 300 and proc.poll() is None
         finally:
             resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        _wait(lambda: _rows(paths) == 300, timeout=90, what="recovery after the limit is lifted")
+        wait_until(lambda: _rows(paths) == 300, 90, "recovery after the limit is lifted")
     assert collect(paths)["pending"] == 0
 
 

@@ -18,7 +18,7 @@ from codi_queue.producers.statedirs import mirror_state_dirs
 from codi_queue.producers.transcripts import transcript_files
 from codi_queue.schemas.registry import OPS
 
-from ..conftest import ROOT, query, run_cli
+from ..conftest import ROOT, run_cli
 
 FIXTURES = ROOT / "tests" / "fixtures" / "transcripts"
 
