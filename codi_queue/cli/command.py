@@ -8,7 +8,6 @@ The parser is built only when a command needs it: the per-event commands
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
@@ -101,6 +100,7 @@ def since_option(help: str = "only at or after this time (unix seconds or ISO 86
 
 def build_parser() -> argparse.ArgumentParser:
     import argparse
+    import importlib  # here, not above: the per-event commands import this module too
 
     from .. import __version__
 
