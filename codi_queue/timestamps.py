@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["normalize_timestamp"]
+__all__ = ["normalize_timestamp", "SECONDS_BELOW"]
 
 # The accepted range is [1970, year 5138) in seconds. Numbers at or past its
 # end are read as milliseconds (1e11 ms is 1973); ISO 8601 is never reread as
 # milliseconds, so a normalised value normalises to itself (the consumer
 # normalises again) and every entry point agrees on what it accepts.
 _MS_FROM = 100_000_000_000  # 1e11: as seconds that is year 5138, as milliseconds 1973
+SECONDS_BELOW = _MS_FROM  # an int in [0, SECONDS_BELOW) is unix seconds and normalises to itself
 _RANGE = "between 1970 and the year 5138"
 
 

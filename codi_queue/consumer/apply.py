@@ -128,6 +128,21 @@ def binding(conn: apsw.Connection, spec: OpSpec) -> Binding:
     return found
 
 
+class _Group:
+    """One table's share of a batch: its statement, decoders and rules looked up once, then rows."""
+
+    __slots__ = ("bound", "spec", "decode", "rules", "rows", "items", "bodies")
+
+    def __init__(self, conn: apsw.Connection, spec: OpSpec) -> None:
+        self.bound = binding(conn, spec)
+        self.spec = spec
+        self.decode = (_decoder(spec, False).decode, _decoder(spec, True).decode)  # by item.body_is_json
+        self.rules = has_rules(spec.name)
+        self.rows: list[tuple[Any, ...]] = []
+        self.items: list[Item] = []
+        self.bodies: list[Any] = []
+
+
 def prepare(
     conn: apsw.Connection, items: Sequence[Item]
 ) -> tuple[list[tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item], list[Any]]], list[DeadLetter], dict[str, int]]:
@@ -135,38 +150,48 @@ def prepare(
 
     Also counts, per ``op.field``, the values stored outside our vocabularies and scales.
     """
-    groups: dict[str, tuple[Binding, OpSpec, list[tuple[Any, ...]], list[Item], list[Any]]] = {}
+    groups: dict[str, _Group] = {}
     unknown: dict[str, int] = {}
     dead: list[DeadLetter] = []
     for item in items:
-        if item.env.op == REJECTED_OP:
-            dead.append(_rejected(item))
-            continue
-        spec = OPS.get(item.env.op)
-        if spec is None:
-            dead.append(dead_letter(item, f"unknown operation {item.env.op!r}"))
-            continue
-        group = groups.get(spec.name)
+        env = item.env
+        group = groups.get(env.op)
+        if group is None:
+            if env.op == REJECTED_OP:
+                dead.append(_rejected(item))
+                continue
+            spec = OPS.get(env.op)
+            if spec is None:
+                dead.append(dead_letter(item, f"unknown operation {env.op!r}"))
+                continue
+            try:
+                group = _Group(conn, spec)
+            except Exception as exc:  # noqa: BLE001 - a table that cannot take this op: its ops are dead letters
+                dead.append(dead_letter(item, f"invalid body: {type(exc).__name__}: {exc}"))
+                continue
+            groups[env.op] = group
         try:
-            bound = group[0] if group is not None else binding(conn, spec)
-            body = decode_body(spec, item)
-            row = (*bound.row(body), item.env.id)
+            try:
+                body = group.decode[item.body_is_json](env.body)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                if not item.body_is_json:
+                    raise
+                body = decode_body(group.spec, item)  # the value rules for a JSON body, then again
+            row = (*group.bound.row(body), env.id)
         except (msgspec.DecodeError, RecursionError) as exc:  # nesting too deep is bad input too
             dead.append(dead_letter(item, f"invalid body: {exc}"))
             continue
         except Exception as exc:  # noqa: BLE001 - whatever one body provokes, it is that op's dead letter
             dead.append(dead_letter(item, f"invalid body: {type(exc).__name__}: {exc}"))
             continue
-        if has_rules(spec.name):
-            for name, _why in outside(spec.name, body):
-                key = f"{spec.name}.{name}"
+        if group.rules:
+            for name, _why in outside(group.spec.name, body):
+                key = f"{group.spec.name}.{name}"
                 unknown[key] = unknown.get(key, 0) + 1
-        if group is None:
-            group = groups[spec.name] = (bound, spec, [], [], [])
-        group[2].append(row)
-        group[3].append(item)
-        group[4].append(body)
-    return list(groups.values()), dead, unknown
+        group.rows.append(row)
+        group.items.append(item)
+        group.bodies.append(body)
+    return [(g.bound, g.spec, g.rows, g.items, g.bodies) for g in groups.values() if g.rows], dead, unknown
 
 
 def apply_items(

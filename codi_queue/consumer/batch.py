@@ -29,6 +29,10 @@ class Batch:
         """Whether ``tier`` is drained here and has not yet committed the record ending at ``end``."""
         return tier in self.routed and end > self.cursors[tier]
 
+    def wanting(self, end: int) -> frozenset[str]:
+        """The tiers that want the record ending at ``end``."""
+        return frozenset(t for t in self.routed if end > self.cursors[t])
+
     def take(self, end: int, items: list[tuple[str, Item]], damaged: list[DeadLetter]) -> None:
         """One record's operations (those ``wants`` accepted) and the dead letters it made."""
         for tier, item in items:

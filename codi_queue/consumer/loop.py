@@ -57,6 +57,9 @@ HINT_GRACE_S = 1.0
 # pass. Anything else while opening or adopting a tier sets that tier aside.
 _PASSING = (apsw.BusyError, apsw.LockedError, apsw.IOError, apsw.FullError, apsw.NoMemError)
 _PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR})
+# Where each operation goes; an operation this code does not know is filed in the state database.
+_TIER_OF = {name: spec.tier for name, spec in OPS.items()}
+
 @dataclass
 class ConsumerStats:
     operations: int = 0  # operations applied or dead-lettered
@@ -420,13 +423,11 @@ class Consumer:
         if replaced and fresh:
             self._report(f"segment {seg}: record at {describe_pos(entry.start)}: invalid UTF-8 or unpaired "
                          "surrogates replaced with U+FFFD")
-        items: list[tuple[str, Item]] = []
-        for env in record.ops:
-            spec = OPS.get(env.op)
-            tier = spec.tier if spec is not None else STATE_TIER
-            if batch.wants(tier, entry.end):
-                items.append((tier, Item(env, entry.end, is_json)))
-        batch.take(entry.end, items, damaged)
+        end = entry.end
+        open_tiers = batch.wanting(end)  # one test per record, not per operation
+        items = [(tier, Item(env, end, is_json)) for env in record.ops
+                 if (tier := _TIER_OF.get(env.op, STATE_TIER)) in open_tiers]
+        batch.take(end, items, damaged)
 
     def _hint_overdue(self, seg: str) -> bool:
         """The acknowledged position has not reached what ``info`` named a grace ago: read (and sync) to ``info``."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Union
 
 import msgspec
 
-from ..timestamps import normalize_timestamp
+from ..timestamps import SECONDS_BELOW, normalize_timestamp
 from ..values import clean_value
 
 __all__ = [
@@ -89,12 +89,14 @@ class OpBase(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field
     def __post_init__(self) -> None:
         # Errors are phrased like msgspec's own ("... - at `$.field`") so one
         # parser turns both into (field, reason).
-        try:
-            self.timestamp = (
-                int(time.time()) if self.timestamp is None else normalize_timestamp(self.timestamp)
-            )
-        except ValueError as exc:
-            raise ValueError(f"{exc} - at `$.timestamp`") from None
+        ts = self.timestamp
+        # Whole seconds already (every body a producer normalised): nothing to do. The
+        # consumer decodes every body again, so this test is on the drain's hot path.
+        if not (type(ts) is int and 0 <= ts < SECONDS_BELOW):
+            try:
+                self.timestamp = int(time.time()) if ts is None else normalize_timestamp(ts)
+            except ValueError as exc:
+                raise ValueError(f"{exc} - at `$.timestamp`") from None
         for name in self.__json_fields__:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
