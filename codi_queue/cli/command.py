@@ -101,6 +101,7 @@ def since_option(help: str = "only at or after this time (unix seconds or ISO 86
 def build_parser() -> argparse.ArgumentParser:
     import argparse
     import importlib  # here, not above: the per-event commands import this module too
+    import textwrap
 
     from .. import __version__
 
@@ -116,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"codi-queue {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in COMMANDS:
-        p = sub.add_parser(cmd.name, parents=[common], help=cmd.help, description=cmd.description or cmd.help,
+        # Raw, so the examples keep their lines; the description's paragraphs are wrapped here.
+        description = "\n\n".join(textwrap.fill(" ".join(par.split()), 79)
+                                   for par in (cmd.description or cmd.help).split("\n\n"))
+        p = sub.add_parser(cmd.name, parents=[common], help=cmd.help, description=description,
                            epilog=cmd.epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
         for option in cmd.options:
             p.add_argument(*option.flags, **option.kwargs)
