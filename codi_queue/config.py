@@ -40,7 +40,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import CodiQueueError, UnsafePath
+from .errors import CodiQueueError, UnsafePath, unknown_operation
 from .fsutil import read_private_file
 from .paths import TIER_NAMES, Paths
 
@@ -206,7 +206,7 @@ def load_config(paths: Paths) -> Config:
             if not op:
                 raise ConfigError(path, key, "'auto' works only for the known legacy file names")
         if op not in OPS:
-            raise ConfigError(path, key, f"unknown operation {op!r}")
+            raise ConfigError(path, key, unknown_operation(op, OPS).reason)
         config.jsonl[_expand(file)] = op
     return config
 
