@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
@@ -240,3 +241,34 @@ def test_persist_queue_itself_reads_what_the_spool_wrote(paths: Paths) -> None:
     plain = persistqueue.Queue(spool.inbox, serializer=frame.FrameSerializer(), autosave=True)
     got = [bytes(plain.get(block=False)) for _ in range(plain.qsize())]
     assert len(got) >= 50 - 16 and got == records[: len(got)]
+
+
+def test_one_sync_acknowledges_every_append_it_covers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: the leader syncs once and acknowledges the line every completed append reached;
+    a follower whose bytes that sync covered returns without a sync of its own. A line in a later
+    chunk is not in the leader's file, so there the leader acknowledges only its own append."""
+    from codi_queue.queue.durable_queue import POS_SHIFT, acknowledge, publish_written, read_acked, read_acked_ops
+
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    folder = tmp_path / "inbox"
+    folder.mkdir(mode=0o700)
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    data = os.open(folder / "q00000", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(data, b"a" * 100)
+        publish_written(dfd, 100, 1)  # producer A's append completed; A has not synced yet
+        os.write(data, b"b" * 50)
+        publish_written(dfd, 150, 3)  # then B's
+        assert acknowledge(data, dfd, 150, 3) is True and len(synced) == 1  # B leads
+        assert acknowledge(data, dfd, 100, 1) is False and len(synced) == 1  # A was covered
+        assert (read_acked(dfd), read_acked_ops(dfd)) == (150, 3)
+        os.write(data, b"c" * 10)
+        publish_written(dfd, 160, 4)
+        publish_written(dfd, (1 << POS_SHIFT) | 20, 6)  # a later append already in the next chunk
+        assert acknowledge(data, dfd, 160, 4) is True and len(synced) == 2
+        assert (read_acked(dfd), read_acked_ops(dfd)) == (160, 4)  # only what this file's sync covered
+    finally:
+        os.close(data)
+        os.close(dfd)

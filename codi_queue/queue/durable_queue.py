@@ -35,10 +35,12 @@ from ..fsutil import FILE_MODE, write_all
 from . import frame
 
 __all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "recover_head", "NOFOLLOW",
-           "POS_SHIFT", "ACKED_FILE", "publish_acked", "read_acked", "read_acked_ops"]
+           "POS_SHIFT", "ACKED_FILE", "publish_acked", "publish_written", "acknowledge", "read_acked",
+           "read_acked_ops"]
 
 POS_SHIFT = 40  # a position is chunk << 40 | byte offset (as in segment.py)
 ACKED_FILE = "acked"  # the acknowledged position producers publish after their sync
+_UNKNOWN_OPS = b"\xff" * 8  # an acknowledged position published without its operation count
 # Records between rewrites of ``info`` (a hint readers scan past; see _saveinfo).
 INFO_EVERY = 16
 # Records per chunk file. The inbox is usually claimed long before a chunk
@@ -267,10 +269,59 @@ def publish_acked(dir_fd: int, pos: int, ops: int | None = None) -> None:
     fd = os.open(ACKED_FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE, dir_fd=dir_fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # concurrent producers: the hint only moves forward
-        current = os.pread(fd, 8, 0)
-        if len(current) < 8 or int.from_bytes(current, "little") < pos:
-            data = pos.to_bytes(8, "little") + (ops.to_bytes(8, "little") if ops is not None else b"")
-            os.pwrite(fd, data, 0)
+        _raise_acked(fd, pos, ops)
+    finally:
+        os.close(fd)
+
+
+def _raise_acked(fd: int, pos: int, ops: int | None) -> None:
+    current = os.pread(fd, 8, 0)
+    if len(current) < 8 or int.from_bytes(current, "little") < pos:
+        os.pwrite(fd, pos.to_bytes(8, "little") + (ops.to_bytes(8, "little") if ops is not None else b""), 0)
+
+
+def publish_written(dir_fd: int, pos: int, ops: int) -> None:
+    """Record, under the spool lock, the position (and operation count) every completed append has
+    reached: the line a later sync of the head chunk makes durable for all of them (``acknowledge``).
+
+    Kept in ``acked`` after the acknowledged pair (bytes 16-32). Only an append
+    that succeeded writes it, so a failed append cut back past it never is."""
+    fd = os.open(ACKED_FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE, dir_fd=dir_fd)
+    try:
+        head = os.pread(fd, 16, 0)
+        if len(head) < 16:  # none yet (position 0), or one without a count (written before counts)
+            os.pwrite(fd, head[:8].ljust(8, b"\0") + (_UNKNOWN_OPS if head else bytes(8)), 0)
+        os.pwrite(fd, pos.to_bytes(8, "little") + ops.to_bytes(8, "little"), 16)
+    finally:
+        os.close(fd)
+
+
+def acknowledge(data_fd: int, dir_fd: int, pos: int, ops: int) -> bool:
+    """Make this append durable, sharing the sync with concurrent producers; returns whether we synced.
+
+    Group commit, as a WAL does it: under ``acked``'s lock, an append whose
+    position another producer's sync already covered returns at once.
+    Otherwise this producer leads: it reads how far completed appends have
+    written (``publish_written``), syncs the head chunk, and acknowledges
+    that whole line for every producer whose bytes it covered. Bytes in a
+    later chunk are not in this file, so a line that has moved on to another
+    chunk acknowledges only this append (earlier chunks were synced whole when
+    persist-queue started the next one).
+    """
+    fd = os.open(ACKED_FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE, dir_fd=dir_fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = os.pread(fd, 32, 0)
+        if len(data) >= 8 and int.from_bytes(data[:8], "little") >= pos:
+            return False  # a leader's sync covered these bytes, and acknowledged them
+        line, line_ops = pos, ops
+        if len(data) == 32:
+            written, written_ops = int.from_bytes(data[16:24], "little"), int.from_bytes(data[24:32], "little")
+            if written > pos and written >> POS_SHIFT == pos >> POS_SHIFT:
+                line, line_ops = written, written_ops
+        os.fdatasync(data_fd)  # the one sync an acknowledgement needs (recover_head)
+        _raise_acked(fd, line, line_ops)
+        return True
     finally:
         os.close(fd)
 
@@ -295,4 +346,4 @@ def read_acked(dir_fd: int) -> int | None:
 def read_acked_ops(dir_fd: int) -> int | None:
     """The operation count published with the acknowledged position, or None."""
     data = _acked_bytes(dir_fd)
-    return int.from_bytes(data[8:], "little") if len(data) == 16 else None
+    return int.from_bytes(data[8:], "little") if len(data) == 16 and data[8:] != _UNKNOWN_OPS else None

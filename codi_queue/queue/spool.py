@@ -40,7 +40,8 @@ from typing import Any, NamedTuple
 
 from ..errors import CorruptRecord, SpoolError, UnsafePath
 from ..fsutil import DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, write_atomic
-from .durable_queue import POS_SHIFT, open_queue, publish_acked, read_acked, read_acked_ops, read_info
+from .durable_queue import (POS_SHIFT, acknowledge, open_queue, publish_acked, publish_written, read_acked,
+                            read_acked_ops, read_info)
 
 
 __all__ = ["Spool", "QueueDir", "ID_DIGITS", "read_dir_id", "dir_bytes", "list_ids", "is_dir_id", "inbox_problem",
@@ -80,19 +81,20 @@ class Spool:
         """Durably append records (each one operation or one batch) to the inbox.
 
         Returns only when the records, and every directory entry they need,
-        are on disk: one ``fdatasync`` of the data (plus the directory when a
-        chunk file was created). ``info`` is renamed into place but not synced:
-        it is a hint that readers verify past (``durable_queue.recover_head``). Raises
-        ``SpoolError``.
+        are on disk: one ``fdatasync`` of the data, shared with concurrent
+        producers (``durable_queue.acknowledge``), plus the directory, under
+        the lock, when a chunk file was created. ``info`` is renamed into place
+        but not synced: it is a hint that readers verify past
+        (``durable_queue.recover_head``). Raises ``SpoolError``.
 
-        Group commit: the lock covers only the writes and the rename (tens of
-        microseconds); the sync runs after it is released, so producers
-        that arrive together overlap them instead of queueing behind them.
+        Group commit: the lock covers only the writes (tens of microseconds);
+        the sync runs after it is released, and one producer's sync covers
+        every append completed before it, so producers that arrive together
+        share it instead of queueing behind one another's.
         """
         syncs: list[int] = []
         head: Any = None
         ops: int | None = None
-        sync_dir = False
         try:
             self._prepare()
             with self._locked():
@@ -106,6 +108,11 @@ class Spool:
                     syncs = [data_fd, dir_fd]
                     head = list(queue.info["head"])
                     ops = int(queue.info.get("ops", 0))
+                    if sync_dir:
+                        # A chunk file (or a fresh inbox's first files) was created: its name is
+                        # made durable before any producer can append, and acknowledge, past it.
+                        os.fsync(dir_fd)
+                    publish_written(dir_fd, (int(head[0]) << POS_SHIFT) | int(head[2]), ops)
                 except BaseException:
                     # Not acknowledged, so not kept: whatever this append wrote is cut off
                     # here, or a later opener's recovery would adopt intact frames of it.
@@ -117,14 +124,11 @@ class Spool:
                     self._queue, self._queue_inbox_id = queue, inbox_id
                 else:
                     queue.close()
-            if syncs:
-                os.fdatasync(syncs[0])  # the one sync an acknowledgement needs (durable_queue.recover_head)
-                if sync_dir:
-                    os.fsync(syncs[1])  # a chunk file was created: its name must survive too
-            if head is not None and syncs:
-                # Acknowledged: tell the consumer it may read this far (syncs[1] is
-                # the directory we appended to, even if the inbox was claimed since).
-                publish_acked(syncs[1], (int(head[0]) << POS_SHIFT) | int(head[2]), ops)
+            if syncs and head is not None and ops is not None:
+                # One sync, shared with the producers whose appends it covers; then the
+                # consumer may read this far (syncs[1] is the directory we appended to,
+                # even if the inbox was claimed since).
+                acknowledge(syncs[0], syncs[1], (int(head[0]) << POS_SHIFT) | int(head[2]), ops)
         except OSError as exc:
             raise SpoolError(
                 f"cannot append to spool {self.root}: {exc.strerror or exc}",
