@@ -258,17 +258,41 @@ def test_one_sync_acknowledges_every_append_it_covers(tmp_path: Path, monkeypatc
     data = os.open(folder / "q00000", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         os.write(data, b"a" * 100)
-        publish_written(dfd, 100, 1)  # producer A's append completed; A has not synced yet
+        publish_written(dfd, (100, 1, 0, 0, 0, -1))  # producer A's append completed; A has not synced yet
         os.write(data, b"b" * 50)
-        publish_written(dfd, 150, 3)  # then B's
+        publish_written(dfd, (150, 3, 0, 0, 0, -1))  # then B's
         assert acknowledge(data, dfd, 150, 3) is True and len(synced) == 1  # B leads
         assert acknowledge(data, dfd, 100, 1) is False and len(synced) == 1  # A was covered
         assert (read_acked(dfd), read_acked_ops(dfd)) == (150, 3)
         os.write(data, b"c" * 10)
-        publish_written(dfd, 160, 4)
-        publish_written(dfd, (1 << POS_SHIFT) | 20, 6)  # a later append already in the next chunk
+        publish_written(dfd, (160, 4, 0, 0, 0, -1))
+        publish_written(dfd, ((1 << POS_SHIFT) | 20, 6, 0, 0, 0, -1))  # a later append already in the next chunk
         assert acknowledge(data, dfd, 160, 4) is True and len(synced) == 2
         assert (read_acked(dfd), read_acked_ops(dfd)) == (160, 4)  # only what this file's sync covered
     finally:
         os.close(data)
         os.close(dfd)
+
+
+def test_a_producer_carries_on_from_where_another_left_the_head(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two producers taking turns do not reopen the queue each time: each follows what the other
+    published. Bytes nobody published (an unknown writer) make it reopen and recover instead."""
+    from codi_queue.queue import spool as spool_module
+    from codi_queue.queue.durable_queue import read_info
+
+    opened: list[str] = []
+    real = spool_module.open_queue
+    monkeypatch.setattr(spool_module, "open_queue", lambda path, *a: (opened.append(path), real(path, *a))[1])
+    a, b = Spool(paths.spool, paths.archive), Spool(paths.spool, paths.archive)
+    records = [msgspec.msgpack.encode(Record(1, float(i), [])) for i in range(40)]
+    for i, rec in enumerate(records):
+        (a if i % 2 else b).append([rec])
+    assert len(opened) == 2  # one open each; every later turn followed the other's appends
+    assert [r.ts for r in _records(a.inbox)] == [float(i) for i in range(40)]
+    info = read_info(a.inbox)
+    assert 40 - 16 < info["size"] <= 40 and info["ops"] <= 40  # info still trails by fewer than 16 records
+    with open(os.path.join(a.inbox, "q00000"), "ab") as fp:
+        fp.write(b"not a frame")  # a writer that published nothing
+    a.append([records[0]])
+    assert len(opened) == 3  # not followed: reopened, and recovery cut the stray bytes off
+    assert [r.ts for r in _records(a.inbox)] == [float(i) for i in range(40)] + [0.0]

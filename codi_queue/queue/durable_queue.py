@@ -35,12 +35,14 @@ from ..fsutil import FILE_MODE, write_all
 from . import frame
 
 __all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "recover_head", "NOFOLLOW",
-           "POS_SHIFT", "ACKED_FILE", "publish_acked", "publish_written", "acknowledge", "read_acked",
+           "POS_SHIFT", "ACKED_FILE", "publish_acked", "publish_written", "read_written", "acknowledge", "read_acked",
            "read_acked_ops"]
 
 POS_SHIFT = 40  # a position is chunk << 40 | byte offset (as in segment.py)
 ACKED_FILE = "acked"  # the acknowledged position producers publish after their sync
 _UNKNOWN_OPS = b"\xff" * 8  # an acknowledged position published without its operation count
+_WRITTEN_END = 16 + 6 * 8  # acked: acknowledged (position, count), then publish_written's six numbers
+_OFFSET_MASK = (1 << POS_SHIFT) - 1
 # Records between rewrites of ``info`` (a hint readers scan past; see _saveinfo).
 INFO_EVERY = 16
 # Records per chunk file. The inbox is usually claimed long before a chunk
@@ -116,10 +118,10 @@ def durable_queue_class() -> type:
                     _check_acknowledged(info, dfd)
                 finally:
                     os.close(dfd)
-                self._saved_chunk = int(saved["head"][0])
-                # Records info already trails by: counted, so that info is rewritten once it
-                # trails by INFO_EVERY however many processes took turns appending.
-                self._unsaved = int(info["size"]) - int(saved["size"])
+                self._saved_chunk: int | None = int(saved["head"][0])
+                # What info on disk names: info is rewritten once it trails by
+                # INFO_EVERY records, however many processes took turns appending.
+                self._saved_size = int(saved["size"])
             except FileNotFoundError:
                 info = {"chunksize": self.chunksize, "size": 0, "tail": [0, 0, 0], "head": [0, 0, 0], "ops": 0}
                 self._dir_dirty = True  # info and the first chunk are new names
@@ -133,9 +135,9 @@ def durable_queue_class() -> type:
             # records to keep readers' scans short: a rename over it costs as much
             # as the data sync on ext4 here.
             self.headf.flush()
-            self._unsaved = getattr(self, "_unsaved", 0) + 1
             chunk = int(self.info["head"][0])
-            if getattr(self, "_saved_chunk", None) == chunk and self._unsaved < INFO_EVERY:
+            unsaved = int(self.info["size"]) - getattr(self, "_saved_size", 0)
+            if getattr(self, "_saved_chunk", None) == chunk and unsaved < INFO_EVERY:
                 return
             info = os.path.join(self.path, "info")
             tmp = info + ".tmp"  # fixed name: only the holder of the spool lock writes here
@@ -146,10 +148,39 @@ def durable_queue_class() -> type:
                 os.replace(tmp, info)
             finally:
                 os.close(fd)  # never synced: a hint that recovery checks (recover_head)
-            self._saved_chunk, self._unsaved = chunk, 0
+            self._saved_chunk, self._saved_size = chunk, int(self.info["size"])
+            self._clear_tail_file()
+
+        def dir_fd(self) -> int:
             if getattr(self, "_dir_fd", -1) < 0:
                 self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
-            self._clear_tail_file()
+            return int(self._dir_fd)
+
+        def head_state(self) -> tuple[int, ...]:
+            """Where this queue's appends reached, for ``publish_written``: position, operation
+            count, records in the head chunk, records in all, and what info on disk names."""
+            hnum, hcnt, hoff = (int(x) for x in self.info["head"])
+            saved = getattr(self, "_saved_chunk", None)
+            return ((hnum << POS_SHIFT) | hoff, int(self.info.get("ops", 0)), hcnt, int(self.info["size"]),
+                    getattr(self, "_saved_size", 0), -1 if saved is None else saved)
+
+        def follow(self) -> bool:
+            """Catch up with the appends other producers made since ours, from what they published
+            (``publish_written``), instead of reopening; False when the head chunk is not exactly
+            what they say (a rollover, a producer that did not publish): then reopen."""
+            state = read_written(self.dir_fd())
+            if state is None:
+                return False
+            pos, ops, hcnt, size, saved_size, saved_chunk = state
+            hnum = int(self.info["head"][0])
+            if pos >> POS_SHIFT != hnum or os.fstat(self.headf.fileno()).st_size != pos & _OFFSET_MASK:
+                return False
+            self.info["head"] = [hnum, hcnt, pos & _OFFSET_MASK]
+            self.info["ops"], self.info["size"] = ops, size
+            self._saved_chunk = None if saved_chunk < 0 else saved_chunk
+            self._saved_size = saved_size
+            self.serializer.info = self.info
+            return True
 
         def pending_syncs(self) -> tuple[int, int, bool]:
             """(data, directory, whether the directory needs a sync): the caller fdatasyncs the
@@ -163,9 +194,7 @@ def durable_queue_class() -> type:
             """
             dirty = bool(getattr(self, "_dir_dirty", False))
             self._dir_dirty = False
-            if getattr(self, "_dir_fd", -1) < 0:
-                self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
-            return os.dup(self.headf.fileno()), os.dup(self._dir_fd), dirty
+            return os.dup(self.headf.fileno()), os.dup(self.dir_fd()), dirty
 
         def close(self) -> None:
             for name in ("_dir_fd",):
@@ -280,20 +309,32 @@ def _raise_acked(fd: int, pos: int, ops: int | None) -> None:
         os.pwrite(fd, pos.to_bytes(8, "little") + (ops.to_bytes(8, "little") if ops is not None else b""), 0)
 
 
-def publish_written(dir_fd: int, pos: int, ops: int) -> None:
-    """Record, under the spool lock, the position (and operation count) every completed append has
-    reached: the line a later sync of the head chunk makes durable for all of them (``acknowledge``).
+def publish_written(dir_fd: int, state: tuple[int, ...]) -> None:
+    """Record, under the spool lock, where every completed append has reached (``head_state``:
+    position, operation count, then what the next producer needs to carry on from there).
 
-    Kept in ``acked`` after the acknowledged pair (bytes 16-32). Only an append
-    that succeeded writes it, so a failed append cut back past it never is."""
+    Kept in ``acked`` after the acknowledged pair (bytes 16-64). A later sync of
+    the head chunk makes the position durable for every producer below it
+    (``acknowledge``), and the next producer to take the lock catches up from
+    it instead of reopening the queue (``follow``). Only an append that
+    succeeded writes it, so a failed append cut back is never named here.
+    """
     fd = os.open(ACKED_FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE, dir_fd=dir_fd)
     try:
         head = os.pread(fd, 16, 0)
         if len(head) < 16:  # none yet (position 0), or one without a count (written before counts)
             os.pwrite(fd, head[:8].ljust(8, b"\0") + (_UNKNOWN_OPS if head else bytes(8)), 0)
-        os.pwrite(fd, pos.to_bytes(8, "little") + ops.to_bytes(8, "little"), 16)
+        os.pwrite(fd, b"".join(v.to_bytes(8, "little", signed=True) for v in state), 16)
     finally:
         os.close(fd)
+
+
+def read_written(dir_fd: int) -> tuple[int, ...] | None:
+    """What the last completed append published (``publish_written``), or None."""
+    data = _acked_bytes(dir_fd, _WRITTEN_END)
+    if len(data) != _WRITTEN_END:
+        return None
+    return tuple(int.from_bytes(data[i:i + 8], "little", signed=True) for i in range(16, _WRITTEN_END, 8))
 
 
 def acknowledge(data_fd: int, dir_fd: int, pos: int, ops: int) -> bool:
@@ -316,7 +357,8 @@ def acknowledge(data_fd: int, dir_fd: int, pos: int, ops: int) -> bool:
             return False  # a leader's sync covered these bytes, and acknowledged them
         line, line_ops = pos, ops
         if len(data) == 32:
-            written, written_ops = int.from_bytes(data[16:24], "little"), int.from_bytes(data[24:32], "little")
+            written = int.from_bytes(data[16:24], "little", signed=True)
+            written_ops = int.from_bytes(data[24:32], "little", signed=True)
             if written > pos and written >> POS_SHIFT == pos >> POS_SHIFT:
                 line, line_ops = written, written_ops
         os.fdatasync(data_fd)  # the one sync an acknowledgement needs (recover_head)
@@ -326,13 +368,13 @@ def acknowledge(data_fd: int, dir_fd: int, pos: int, ops: int) -> bool:
         os.close(fd)
 
 
-def _acked_bytes(dir_fd: int) -> bytes:
+def _acked_bytes(dir_fd: int, size: int = 16) -> bytes:
     try:
         fd = os.open(ACKED_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
     except OSError:
         return b""
     try:
-        return os.pread(fd, 16, 0)
+        return os.pread(fd, size, 0)
     finally:
         os.close(fd)
 

@@ -112,7 +112,7 @@ class Spool:
                         # A chunk file (or a fresh inbox's first files) was created: its name is
                         # made durable before any producer can append, and acknowledge, past it.
                         os.fsync(dir_fd)
-                    publish_written(dir_fd, (int(head[0]) << POS_SHIFT) | int(head[2]), ops)
+                    publish_written(dir_fd, queue.head_state())
                 except BaseException:
                     # Not acknowledged, so not kept: whatever this append wrote is cut off
                     # here, or a later opener's recovery would adopt intact frames of it.
@@ -168,7 +168,12 @@ class Spool:
         if self._queue is None or self._owner_pid != os.getpid():
             self._forget_queue()
             return None
-        if self._queue_inbox_id is None or read_dir_id(self.inbox) != self._queue_inbox_id or not _untouched(self._queue, self.inbox):
+        if self._queue_inbox_id is None or read_dir_id(self.inbox) != self._queue_inbox_id:
+            self._forget_queue()
+            return None
+        # Another producer appended since ours: carry on from where it says it
+        # left the head (cheap), or reopen when the chunk is not what it says.
+        if not _untouched(self._queue, self.inbox) and not self._queue.follow():
             self._forget_queue()
             return None
         return self._queue
