@@ -256,22 +256,23 @@ def test_one_sync_acknowledges_every_append_it_covers(tmp_path: Path, monkeypatc
     folder.mkdir(mode=0o700)
     dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     data = os.open(folder / "q00000", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    acked = os.open(folder / "acked", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         os.write(data, b"a" * 100)
-        publish_written(dfd, (100, 1, 0, 0, 0, -1))  # producer A's append completed; A has not synced yet
+        publish_written(acked, (100, 1, 0, 0, 0, -1))  # producer A's append completed; A has not synced yet
         os.write(data, b"b" * 50)
-        publish_written(dfd, (150, 3, 0, 0, 0, -1))  # then B's
-        assert acknowledge(data, dfd, 150, 3) is True and len(synced) == 1  # B leads
-        assert acknowledge(data, dfd, 100, 1) is False and len(synced) == 1  # A was covered
+        publish_written(acked, (150, 3, 0, 0, 0, -1))  # then B's
+        assert acknowledge(data, acked, 150, 3) is True and len(synced) == 1  # B leads
+        assert acknowledge(data, acked, 100, 1) is False and len(synced) == 1  # A was covered
         assert (read_acked(dfd), read_acked_ops(dfd)) == (150, 3)
         os.write(data, b"c" * 10)
-        publish_written(dfd, (160, 4, 0, 0, 0, -1))
-        publish_written(dfd, ((1 << POS_SHIFT) | 20, 6, 0, 0, 0, -1))  # a later append already in the next chunk
-        assert acknowledge(data, dfd, 160, 4) is True and len(synced) == 2
+        publish_written(acked, (160, 4, 0, 0, 0, -1))
+        publish_written(acked, ((1 << POS_SHIFT) | 20, 6, 0, 0, 0, -1))  # a later append already in the next chunk
+        assert acknowledge(data, acked, 160, 4) is True and len(synced) == 2
         assert (read_acked(dfd), read_acked_ops(dfd)) == (160, 4)  # only what this file's sync covered
     finally:
-        os.close(data)
-        os.close(dfd)
+        for fd in (acked, data, dfd):
+            os.close(fd)
 
 
 def test_a_producer_carries_on_from_where_another_left_the_head(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:

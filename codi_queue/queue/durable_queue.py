@@ -156,6 +156,13 @@ def durable_queue_class() -> type:
                 self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
             return int(self._dir_fd)
 
+        def acked_fd(self) -> int:
+            """This directory's ``acked`` file, opened once per queue (created 0600, never through a link)."""
+            if getattr(self, "_acked_fd", -1) < 0:
+                self._acked_fd = os.open(ACKED_FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE,
+                                         dir_fd=self.dir_fd())
+            return int(self._acked_fd)
+
         def head_state(self) -> tuple[int, ...]:
             """Where this queue's appends reached, for ``publish_written``: position, operation
             count, records in the head chunk, records in all, and what info on disk names."""
@@ -168,7 +175,7 @@ def durable_queue_class() -> type:
             """Catch up with the appends other producers made since ours, from what they published
             (``publish_written``), instead of reopening; False when the head chunk is not exactly
             what they say (a rollover, a producer that did not publish): then reopen."""
-            state = read_written(self.dir_fd())
+            state = read_written(self.acked_fd())
             if state is None:
                 return False
             pos, ops, hcnt, size, saved_size, saved_chunk = state
@@ -182,9 +189,9 @@ def durable_queue_class() -> type:
             self.serializer.info = self.info
             return True
 
-        def pending_syncs(self) -> tuple[int, int, bool]:
-            """(data, directory, whether the directory needs a sync): the caller fdatasyncs the
-            data (and the directory when a file was created), closes both, and acknowledges.
+        def pending_syncs(self) -> tuple[int, int, int, bool]:
+            """(data, directory, acked, whether the directory needs a sync): the caller syncs the
+            directory when a file was created, then the data, closes all three, and acknowledges.
 
             One sync per acknowledgement: the data. ``info`` is only a hint of
             where the data ends (recover_head scans past it to the last record
@@ -194,10 +201,10 @@ def durable_queue_class() -> type:
             """
             dirty = bool(getattr(self, "_dir_dirty", False))
             self._dir_dirty = False
-            return os.dup(self.headf.fileno()), os.dup(self.dir_fd()), dirty
+            return os.dup(self.headf.fileno()), os.dup(self.dir_fd()), os.dup(self.acked_fd()), dirty
 
         def close(self) -> None:
-            for name in ("_dir_fd",):
+            for name in ("_acked_fd", "_dir_fd"):
                 fd = getattr(self, name, -1)
                 if fd >= 0:
                     os.close(fd)
@@ -309,7 +316,7 @@ def _raise_acked(fd: int, pos: int, ops: int | None) -> None:
         os.pwrite(fd, pos.to_bytes(8, "little") + (ops.to_bytes(8, "little") if ops is not None else b""), 0)
 
 
-def publish_written(dir_fd: int, state: tuple[int, ...]) -> None:
+def publish_written(acked_fd: int, state: tuple[int, ...]) -> None:
     """Record, under the spool lock, where every completed append has reached (``head_state``:
     position, operation count, then what the next producer needs to carry on from there).
 
@@ -319,25 +326,21 @@ def publish_written(dir_fd: int, state: tuple[int, ...]) -> None:
     it instead of reopening the queue (``follow``). Only an append that
     succeeded writes it, so a failed append cut back is never named here.
     """
-    fd = os.open(ACKED_FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE, dir_fd=dir_fd)
-    try:
-        head = os.pread(fd, 16, 0)
-        if len(head) < 16:  # none yet (position 0), or one without a count (written before counts)
-            os.pwrite(fd, head[:8].ljust(8, b"\0") + (_UNKNOWN_OPS if head else bytes(8)), 0)
-        os.pwrite(fd, b"".join(v.to_bytes(8, "little", signed=True) for v in state), 16)
-    finally:
-        os.close(fd)
+    head = os.pread(acked_fd, 16, 0)
+    if len(head) < 16:  # none yet (position 0), or one without a count (written before counts)
+        os.pwrite(acked_fd, head[:8].ljust(8, b"\0") + (_UNKNOWN_OPS if head else bytes(8)), 0)
+    os.pwrite(acked_fd, b"".join(v.to_bytes(8, "little", signed=True) for v in state), 16)
 
 
-def read_written(dir_fd: int) -> tuple[int, ...] | None:
+def read_written(acked_fd: int) -> tuple[int, ...] | None:
     """What the last completed append published (``publish_written``), or None."""
-    data = _acked_bytes(dir_fd, _WRITTEN_END)
+    data = os.pread(acked_fd, _WRITTEN_END, 0)
     if len(data) != _WRITTEN_END:
         return None
     return tuple(int.from_bytes(data[i:i + 8], "little", signed=True) for i in range(16, _WRITTEN_END, 8))
 
 
-def acknowledge(data_fd: int, dir_fd: int, pos: int, ops: int) -> bool:
+def acknowledge(data_fd: int, acked_fd: int, pos: int, ops: int) -> bool:
     """Make this append durable, sharing the sync with concurrent producers; returns whether we synced.
 
     Group commit, as a WAL does it: under ``acked``'s lock, an append whose
@@ -349,10 +352,9 @@ def acknowledge(data_fd: int, dir_fd: int, pos: int, ops: int) -> bool:
     chunk acknowledges only this append (earlier chunks were synced whole when
     persist-queue started the next one).
     """
-    fd = os.open(ACKED_FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE, dir_fd=dir_fd)
+    fcntl.flock(acked_fd, fcntl.LOCK_EX)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        data = os.pread(fd, 32, 0)
+        data = os.pread(acked_fd, 32, 0)
         if len(data) >= 8 and int.from_bytes(data[:8], "little") >= pos:
             return False  # a leader's sync covered these bytes, and acknowledged them
         line, line_ops = pos, ops
@@ -362,19 +364,19 @@ def acknowledge(data_fd: int, dir_fd: int, pos: int, ops: int) -> bool:
             if written > pos and written >> POS_SHIFT == pos >> POS_SHIFT:
                 line, line_ops = written, written_ops
         os.fdatasync(data_fd)  # the one sync an acknowledgement needs (recover_head)
-        _raise_acked(fd, line, line_ops)
+        _raise_acked(acked_fd, line, line_ops)
         return True
     finally:
-        os.close(fd)
+        fcntl.flock(acked_fd, fcntl.LOCK_UN)
 
 
-def _acked_bytes(dir_fd: int, size: int = 16) -> bytes:
+def _acked_bytes(dir_fd: int) -> bytes:
     try:
         fd = os.open(ACKED_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
     except OSError:
         return b""
     try:
-        return os.pread(fd, size, 0)
+        return os.pread(fd, 16, 0)
     finally:
         os.close(fd)
 

@@ -104,15 +104,15 @@ class Spool:
                 try:
                     for record in records:
                         queue.put(record)
-                    data_fd, dir_fd, sync_dir = queue.pending_syncs()
-                    syncs = [data_fd, dir_fd]
+                    data_fd, dir_fd, acked_fd, sync_dir = queue.pending_syncs()
+                    syncs = [data_fd, dir_fd, acked_fd]
                     head = list(queue.info["head"])
                     ops = int(queue.info.get("ops", 0))
                     if sync_dir:
                         # A chunk file (or a fresh inbox's first files) was created: its name is
                         # made durable before any producer can append, and acknowledge, past it.
                         os.fsync(dir_fd)
-                    publish_written(dir_fd, queue.head_state())
+                    publish_written(acked_fd, queue.head_state())
                 except BaseException:
                     # Not acknowledged, so not kept: whatever this append wrote is cut off
                     # here, or a later opener's recovery would adopt intact frames of it.
@@ -126,9 +126,9 @@ class Spool:
                     queue.close()
             if syncs and head is not None and ops is not None:
                 # One sync, shared with the producers whose appends it covers; then the
-                # consumer may read this far (syncs[1] is the directory we appended to,
-                # even if the inbox was claimed since).
-                acknowledge(syncs[0], syncs[1], (int(head[0]) << POS_SHIFT) | int(head[2]), ops)
+                # consumer may read this far (the acked file of the directory we appended
+                # to, even if the inbox was claimed since).
+                acknowledge(syncs[0], syncs[2], (int(head[0]) << POS_SHIFT) | int(head[2]), ops)
         except OSError as exc:
             raise SpoolError(
                 f"cannot append to spool {self.root}: {exc.strerror or exc}",
