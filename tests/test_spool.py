@@ -297,3 +297,28 @@ def test_a_producer_carries_on_from_where_another_left_the_head(paths: Paths, mo
     a.append([records[0]])
     assert len(opened) == 3  # not followed: reopened, and recovery cut the stray bytes off
     assert [r.ts for r in _records(a.inbox)] == [float(i) for i in range(40)] + [0.0]
+
+
+def test_a_torn_or_damaged_written_line_is_never_taken_for_one(tmp_path: Path) -> None:
+    """A leader reads the written line outside the spool lock: bytes that fail its checksum are ignored,
+    and the leader acknowledges only its own append."""
+    from codi_queue.queue.durable_queue import acknowledge, publish_written, read_written
+
+    folder = tmp_path / "inbox"
+    folder.mkdir(mode=0o700)
+    data = os.open(folder / "q00000", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    acked = os.open(folder / "acked", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(data, b"x" * 300)
+        publish_written(acked, (300, 9, 3, 3, 0, -1))
+        assert read_written(acked) == (300, 9, 3, 3, 0, -1)
+        os.pwrite(acked, (200).to_bytes(8, "little"), 16)  # half of a newer write, as a torn read would see it
+        assert read_written(acked) is None
+        assert acknowledge(data, acked, 100, 1) is True and read_acked_pos(acked) == 100
+    finally:
+        os.close(acked)
+        os.close(data)
+
+
+def read_acked_pos(fd: int) -> int:
+    return int.from_bytes(os.pread(fd, 8, 0), "little")

@@ -28,6 +28,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import zlib
 from typing import IO, Any
 
 from ..errors import CorruptRecord
@@ -41,7 +42,9 @@ __all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "r
 POS_SHIFT = 40  # a position is chunk << 40 | byte offset (as in segment.py)
 ACKED_FILE = "acked"  # the acknowledged position producers publish after their sync
 _UNKNOWN_OPS = b"\xff" * 8  # an acknowledged position published without its operation count
-_WRITTEN_END = 16 + 6 * 8  # acked: acknowledged (position, count), then publish_written's six numbers
+# acked: the acknowledged (position, count), then publish_written's six numbers and their CRC-32
+# (read outside the spool lock by a leader: a torn read must not pass for a line).
+_WRITTEN_END = 16 + 7 * 8
 _OFFSET_MASK = (1 << POS_SHIFT) - 1
 # Records between rewrites of ``info`` (a hint readers scan past; see _saveinfo).
 INFO_EVERY = 16
@@ -329,15 +332,20 @@ def publish_written(acked_fd: int, state: tuple[int, ...]) -> None:
     head = os.pread(acked_fd, 16, 0)
     if len(head) < 16:  # none yet (position 0), or one without a count (written before counts)
         os.pwrite(acked_fd, head[:8].ljust(8, b"\0") + (_UNKNOWN_OPS if head else bytes(8)), 0)
-    os.pwrite(acked_fd, b"".join(v.to_bytes(8, "little", signed=True) for v in state), 16)
+    body = b"".join(v.to_bytes(8, "little", signed=True) for v in state)
+    os.pwrite(acked_fd, body + zlib.crc32(body).to_bytes(8, "little"), 16)
 
 
 def read_written(acked_fd: int) -> tuple[int, ...] | None:
     """What the last completed append published (``publish_written``), or None."""
-    data = os.pread(acked_fd, _WRITTEN_END, 0)
-    if len(data) != _WRITTEN_END:
+    return _written(os.pread(acked_fd, _WRITTEN_END, 0))
+
+
+def _written(data: bytes) -> tuple[int, ...] | None:
+    body = data[16:_WRITTEN_END - 8]
+    if len(data) != _WRITTEN_END or zlib.crc32(body).to_bytes(8, "little") != data[_WRITTEN_END - 8:]:
         return None
-    return tuple(int.from_bytes(data[i:i + 8], "little", signed=True) for i in range(16, _WRITTEN_END, 8))
+    return tuple(int.from_bytes(body[i:i + 8], "little", signed=True) for i in range(0, len(body), 8))
 
 
 def acknowledge(data_fd: int, acked_fd: int, pos: int, ops: int) -> bool:
@@ -354,15 +362,13 @@ def acknowledge(data_fd: int, acked_fd: int, pos: int, ops: int) -> bool:
     """
     fcntl.flock(acked_fd, fcntl.LOCK_EX)
     try:
-        data = os.pread(acked_fd, 32, 0)
+        data = os.pread(acked_fd, _WRITTEN_END, 0)
         if len(data) >= 8 and int.from_bytes(data[:8], "little") >= pos:
             return False  # a leader's sync covered these bytes, and acknowledged them
         line, line_ops = pos, ops
-        if len(data) == 32:
-            written = int.from_bytes(data[16:24], "little", signed=True)
-            written_ops = int.from_bytes(data[24:32], "little", signed=True)
-            if written > pos and written >> POS_SHIFT == pos >> POS_SHIFT:
-                line, line_ops = written, written_ops
+        state = _written(data)
+        if state is not None and state[0] > pos and state[0] >> POS_SHIFT == pos >> POS_SHIFT:
+            line, line_ops = state[0], state[1]
         os.fdatasync(data_fd)  # the one sync an acknowledgement needs (recover_head)
         _raise_acked(acked_fd, line, line_ops)
         return True
