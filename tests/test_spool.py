@@ -301,7 +301,8 @@ def test_a_producer_carries_on_from_where_another_left_the_head(paths: Paths, mo
 
 def test_a_torn_or_damaged_written_line_is_never_taken_for_one(tmp_path: Path) -> None:
     """A leader reads the written line outside the spool lock: bytes that fail its checksum are ignored,
-    and the leader acknowledges only its own append."""
+    and the leader acknowledges only its own append. An acknowledged line past everything written is
+    damage, never a reason to skip the sync."""
     from codi_queue.queue.durable_queue import acknowledge, publish_written, read_written
 
     folder = tmp_path / "inbox"
@@ -315,6 +316,15 @@ def test_a_torn_or_damaged_written_line_is_never_taken_for_one(tmp_path: Path) -
         os.pwrite(acked, (200).to_bytes(8, "little"), 16)  # half of a newer write, as a torn read would see it
         assert read_written(acked) is None
         assert acknowledge(data, acked, 100, 1) is True and read_acked_pos(acked) == 100
+        publish_written(acked, (300, 9, 3, 3, 0, -1))
+        os.pwrite(acked, (1 << 62).to_bytes(8, "little"), 0)  # an acknowledged line past anything written
+        synced: list[int] = []
+        real = os.fdatasync
+        try:
+            os.fdatasync = lambda fd: (synced.append(fd), real(fd))[1]  # type: ignore[assignment]
+            assert acknowledge(data, acked, 300, 9) is True and synced  # not taken as covered
+        finally:
+            os.fdatasync = real
     finally:
         os.close(acked)
         os.close(data)

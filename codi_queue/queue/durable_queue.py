@@ -363,10 +363,13 @@ def acknowledge(data_fd: int, acked_fd: int, pos: int, ops: int) -> bool:
     fcntl.flock(acked_fd, fcntl.LOCK_EX)
     try:
         data = os.pread(acked_fd, _WRITTEN_END, 0)
-        if len(data) >= 8 and int.from_bytes(data[:8], "little") >= pos:
-            return False  # a leader's sync covered these bytes, and acknowledged them
-        line, line_ops = pos, ops
         state = _written(data)
+        acked = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+        # Covered: a leader's sync reached these bytes and acknowledged them. An acknowledged
+        # line never passes the written one; one that does is damage, and we sync ourselves.
+        if state is not None and pos <= acked <= state[0]:
+            return False
+        line, line_ops = pos, ops
         if state is not None and state[0] > pos and state[0] >> POS_SHIFT == pos >> POS_SHIFT:
             line, line_ops = state[0], state[1]
         os.fdatasync(data_fd)  # the one sync an acknowledgement needs (recover_head)
