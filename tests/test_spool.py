@@ -332,3 +332,29 @@ def test_a_torn_or_damaged_written_line_is_never_taken_for_one(tmp_path: Path) -
 
 def read_acked_pos(fd: int) -> int:
     return int.from_bytes(os.pread(fd, 8, 0), "little")
+
+
+@pytest.mark.parametrize("damage", ["acked", "info"])
+def test_a_position_past_every_chunk_file_is_damage_not_a_walk(paths: Paths, damage: str) -> None:
+    """An ``acked`` or ``info`` naming chunk 16,777,215 (garbage bytes, a hostile file) must not make the
+    consumer walk millions of absent chunks: it is reported, and every intact record still applies."""
+    from codi_queue.consumer.status import collect
+    from codi_queue.queue.durable_queue import read_info
+
+    for i in range(3):
+        enqueue("tool_event", {"tool_name": f"t{i}", "success": True}, home=paths.home)
+    inbox = os.path.join(paths.spool, "inbox")
+    if damage == "acked":
+        with open(os.path.join(inbox, "acked"), "r+b") as fp:
+            fp.write(b"\xff" * 16)
+    else:
+        info = read_info(inbox)
+        info["head"] = [2**24 - 1, 0, 0]
+        data = frame.encode_frame(frame.encode_meta(info), frame.KIND_META)
+        with open(os.path.join(inbox, "info"), "wb") as fp:
+            fp.write(data)
+    enqueue("tool_event", {"tool_name": "after", "success": True}, home=paths.home)  # moves the inbox aside
+    Consumer(paths).run(once=True)
+    assert sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events")) == [
+        "after", "t0", "t1", "t2"]
+    assert collect(paths)["dead_letters"] < 10

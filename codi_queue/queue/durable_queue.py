@@ -36,7 +36,7 @@ from ..fsutil import FILE_MODE, write_all
 from . import frame
 
 __all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "recover_head", "NOFOLLOW",
-           "POS_SHIFT", "ACKED_FILE", "publish_acked", "publish_written", "read_written", "acknowledge", "read_acked",
+           "POS_SHIFT", "ACKED_FILE", "chunk_files", "check_head", "publish_acked", "publish_written", "read_written", "acknowledge", "read_acked",
            "read_acked_ops"]
 
 POS_SHIFT = 40  # a position is chunk << 40 | byte offset (as in segment.py)
@@ -246,9 +246,24 @@ def read_info(path: str, dir_fd: int | None = None) -> dict[str, Any]:
     return info
 
 
+def chunk_files(dir_fd: int) -> int:
+    """How many chunk files a queue directory holds. Chunks are numbered from 0 and never
+    deleted here, so a head or an acknowledged position naming a chunk past this count is damage."""
+    return sum(1 for name in os.listdir(dir_fd) if name.startswith("q") and name[1:].isdigit())
+
+
+def check_head(info: dict[str, Any], dir_fd: int) -> None:
+    """CorruptRecord when ``info``'s head names a chunk past every chunk file."""
+    hnum = int(info["head"][0])
+    if not 0 <= hnum <= chunk_files(dir_fd):
+        raise CorruptRecord(f"info's head names chunk {hnum}, past every chunk file")
+
+
 def _check_acknowledged(info: dict[str, Any], dir_fd: int) -> None:
-    """CorruptRecord if producers acknowledged more than the data holds (damage took records):
-    raised before persist-queue would cut the directory back to the recovered head."""
+    """CorruptRecord if producers acknowledged more than the data holds (damage took records),
+    or info names a chunk past every chunk file (appending there would leave millions of
+    absent chunks before it): raised before persist-queue would cut or extend the directory."""
+    check_head(info, dir_fd)
     acked = read_acked(dir_fd)
     hnum, _, hoff = (int(x) for x in info["head"])
     if acked is not None and acked > (hnum << POS_SHIFT) | hoff:

@@ -101,15 +101,20 @@ class SegmentReader:
         self.total_ops: int | None = None  # the directory's operation count per info
         self.trusted = live and trust_info  # reading a live inbox up to info, not to what was acknowledged
         self._info_fd = -1
+        self._chunks = 0  # chunk files present: numbered from 0, never deleted, so no position lies past this
         self._dfd = os.open(path, DIR_FLAGS)
         try:
             self._bounds = self._read_bounds()
             acked = read_acked(self._dfd)
+            acked_ops = read_acked_ops(self._dfd)
+            if acked is not None and acked >> POS_SHIFT > self._chunks:
+                self.warnings.append(f"{path}: the acknowledged position {describe_pos(acked)} lies past every "
+                                     "chunk file: a damaged acked file, ignored")
+                acked, acked_ops = None, None
             # Producers publish the acknowledged position only after their data sync:
             # bytes short of it are acknowledged records that damage took (reported),
             # never an unacknowledged tail for recovery to drop silently.
             self._bounds = _reach(self._bounds, acked)
-            acked_ops = read_acked_ops(self._dfd)
             if acked_ops is not None and (self.total_ops is None or acked_ops > self.total_ops):
                 self.total_ops = acked_ops  # acknowledged operations the data no longer reaches
             self.info_end = self.end  # how far info (recovered) says; ``end`` may stop short of it (live)
@@ -169,6 +174,7 @@ class SegmentReader:
         present = sorted(
             int(m.group(1)) for n in os.listdir(self._dfd) if (m := _CHUNK.fullmatch(n))
         )
+        self._chunks = len(present)
         try:
             self._info_fd = _open_regular("info", self._dfd)
             with open(os.dup(self._info_fd), "rb") as fp:
@@ -177,7 +183,9 @@ class SegmentReader:
                 raise CorruptRecord("info is not an object")
             info = recover_head(info, self._dfd)  # info may trail what is on disk: see recover_head
             hnum, _, hoff = (int(x) for x in info["head"])
-            if hnum < 0 or not 0 <= hoff <= _OFFSET_MASK:
+            if not 0 <= hnum <= self._chunks or not 0 <= hoff <= _OFFSET_MASK:
+                # Past every chunk file (there is no deleting them in a queue directory):
+                # damage, and never a reason to walk millions of absent chunks.
                 raise CorruptRecord(f"head {info['head']} is out of range")
             ops = info.get("ops")
             self.total_ops = ops if isinstance(ops, int) and not isinstance(ops, bool) else None

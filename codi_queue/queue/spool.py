@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 from ..errors import CorruptRecord, SpoolError, UnsafePath
 from ..fsutil import DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, write_atomic
-from .durable_queue import (POS_SHIFT, acknowledge, open_queue, publish_acked, publish_written, read_acked,
+from .durable_queue import (POS_SHIFT, acknowledge, check_head, open_queue, publish_acked, publish_written, read_acked,
                             read_acked_ops, read_info)
 
 
@@ -386,8 +386,8 @@ def _inbox_looks_sound(path: str) -> bool:
     if not stat.S_ISDIR(st.st_mode) or check_private(path) is not None:
         return False
     try:
-        read_info(path)  # never through a link, and it must decode
-    except (OSError, CorruptRecord, ValueError):
+        _sound_info(path)  # never through a link, it must decode, and its head must name a chunk
+    except (OSError, CorruptRecord, ValueError, TypeError, KeyError):
         return False
     return read_dir_id(path) is not None
 
@@ -422,12 +422,21 @@ def inbox_problem(path: str) -> str | None:
     if read_dir_id(path) is None:
         return "has queued bytes but no readable id"
     try:
-        read_info(path)
+        _sound_info(path)
     except FileNotFoundError:
         return "has queued bytes but no info"
-    except (OSError, CorruptRecord, ValueError) as exc:
+    except (OSError, CorruptRecord, ValueError, TypeError, KeyError) as exc:
         return f"has an unreadable info ({exc})"
     return None
+
+
+def _sound_info(path: str) -> None:
+    """Raises unless ``path``'s info decodes and its head names a chunk the directory holds."""
+    dfd = os.open(path, DIR_FLAGS)
+    try:
+        check_head(read_info(path, dfd), dfd)
+    finally:
+        os.close(dfd)
 
 
 def _is_real_dir(path: str) -> bool:
