@@ -178,13 +178,16 @@ def durable_queue_class() -> type:
             """Catch up with the appends other producers made since ours, from what they published
             (``publish_written``), instead of reopening; False when the head chunk is not exactly
             what they say (a rollover, a producer that did not publish): then reopen."""
-            state = read_written(self.acked_fd())
-            if state is None:
-                return False
-            pos, ops, hcnt, size, saved_size, saved_chunk = state
-            hnum = int(self.info["head"][0])
-            if pos >> POS_SHIFT != hnum or os.fstat(self.headf.fileno()).st_size != pos & _OFFSET_MASK:
-                return False
+            try:
+                state = read_written(self.acked_fd())
+                if state is None:
+                    return False
+                pos, ops, hcnt, size, saved_size, saved_chunk = state
+                hnum = int(self.info["head"][0])
+                if pos >> POS_SHIFT != hnum or os.fstat(self.headf.fileno()).st_size != pos & _OFFSET_MASK:
+                    return False
+            except (OSError, ValueError):  # an acked file that will not open or read, a closed chunk
+                return False  # reopen: the open path checks and recovers the directory
             self.info["head"] = [hnum, hcnt, pos & _OFFSET_MASK]
             self.info["ops"], self.info["size"] = ops, size
             self._saved_chunk = None if saved_chunk < 0 else saved_chunk
