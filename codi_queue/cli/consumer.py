@@ -108,13 +108,18 @@ def status(args: argparse.Namespace, paths: Paths) -> int:
     if not args.watch:
         print(render())
         return EXIT_OK
+    import signal
     import threading
 
-    tick = threading.Event()  # never set: its wait is the refresh interval
-    try:  # Ctrl-C is how --watch ends, wherever in the loop it lands
-        while True:
-            sys.stdout.write("\x1b[H\x1b[2J" + render() + f"\n\n(every {args.interval:g}s; Ctrl-C to stop)\n")
-            sys.stdout.flush()
-            tick.wait(max(0.2, args.interval))
-    except KeyboardInterrupt:
-        return EXIT_OK
+    # Ctrl-C (or a TERM) only sets the flag; the refresh under way finishes and
+    # the loop ends. A KeyboardInterrupt raised wherever it lands could be
+    # swallowed ("Exception ignored in ...") if it hit a destructor inside
+    # collect(), leaving --watch running after Ctrl-C.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.is_set():
+        sys.stdout.write("\x1b[H\x1b[2J" + render() + f"\n\n(every {args.interval:g}s; Ctrl-C to stop)\n")
+        sys.stdout.flush()
+        stop.wait(max(0.2, args.interval))
+    return EXIT_OK
