@@ -206,7 +206,8 @@ def apply_items(
         for bound, spec, rows, group_items, bodies in groups:
             result.summary_error = result.summary_error or _guarded(conn, summaries.before, spec.table, bodies)
             n = _apply_group(conn, bound, spec, rows, group_items, dead)
-            summaries.after(spec.table, bodies, [i.env.id for i in group_items], n)
+            if not result.summary_error:
+                result.summary_error = _noted(summaries.after, spec.table, bodies, [i.env.id for i in group_items], n)
             if n:
                 result.applied[spec.table] = result.applied.get(spec.table, 0) + n
         if result.applied and not result.summary_error:
@@ -226,6 +227,16 @@ def apply_items(
         # its cursor has done its job.
         conn.execute("DELETE FROM cq_cursor WHERE segment < ?", (segment,))
     return result
+
+
+def _noted(step: Any, *args: Any) -> str | None:
+    """Run one in-memory summary step: whatever rows another writer left provoke, the reason
+    is reported and the batch's events still commit (the summaries wait for a recompute)."""
+    try:
+        step(*args)
+    except Exception as exc:  # noqa: BLE001 - reported by the caller; the batch's rows still commit
+        return f"summary tables not updated: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _guarded(conn: apsw.Connection, step: Any, *args: Any) -> str | None:

@@ -17,6 +17,7 @@ values are filled and counts only grow; ``daily_stats`` and
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,13 +198,28 @@ def _hourly(conn: apsw.Connection, day: str) -> None:
 # -- incremental upkeep: the batch's own rows, exact, O(batch) ---------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _day_of(day_number: int) -> str:
+    """The UTC date of a day number (seconds // 86400): a batch names few days, computed once each."""
+    return time.strftime("%Y-%m-%d", time.gmtime(day_number * 86400))
+
+
 def _day(ts: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+    return _day_of(int(ts // 86400))
+
+
+@functools.lru_cache(maxsize=1024)
+def _family_of(text: str) -> str | None:
+    low = text.lower()
+    return next((f for f in _FAMILIES if f in low), None)
 
 
 def _family(model: Any) -> str | None:
-    text = str(model or "").lower()
-    return next((f for f in _FAMILIES if f in text), None)
+    return _family_of(model if type(model) is str else str(model or ""))
+
+
+# daily_stats' columns per model family, in the order _response adds to them
+_FAMILY_COLUMNS = {f: (f"{f}_messages", f"{f}_tokens_in", f"{f}_tokens_out", f"{f}_cache_read") for f in _FAMILIES}
 
 
 class Summaries:
@@ -273,7 +289,7 @@ class Summaries:
                 if b.session_id:
                     self.session_counts.setdefault(b.session_id, [0, 0])[0] += 1
             for n, calls in per_day.items():
-                key = (_day(n * 86400), "tool_calls")
+                key = (_day_of(n), "tool_calls")
                 self.days[key] = self.days.get(key, 0) + calls
         elif table == "messages":
             for b in bodies:
@@ -291,7 +307,10 @@ class Summaries:
             new = (body.timestamp, body.model, body.input_tokens, body.output_tokens, body.cache_read_input_tokens,
                    op_id)
             if old is not None:
-                self._response(old, -1, body.session_id)
+                if isinstance(old[0], (int, float)) and not isinstance(old[0], bool):
+                    self._response(old, -1, body.session_id)
+                else:  # a timestamp another writer stored as text: the day is recomputed from the tables
+                    self.recompute.add(body)
             self._response(new, +1, body.session_id)
             state[key] = new
         if changed != written:  # not what the table did: recompute what these rows touch
@@ -299,15 +318,16 @@ class Summaries:
                 self.recompute.add(body)
 
     def _response(self, row: tuple[Any, ...], sign: int, session: str | None) -> None:
-        ts, model, tokens_in, tokens_out, cache_read = row[0], row[1], row[2], row[3], row[4]
+        # Once per token_economics row of the batch: the drain's hot path.
+        ts = row[0]
         day = _day(ts)
-        family = _family(model)
+        family = _family(row[1])
         if family is not None:
-            for column, value in (("messages", 1), ("tokens_in", tokens_in), ("tokens_out", tokens_out),
-                                  ("cache_read", cache_read)):
-                key = (day, f"{family}_{column}")
-                self.days[key] = self.days.get(key, 0) + sign * value
-        hour = (ts % 86400) // 3600
+            days = self.days
+            for column, value in zip(_FAMILY_COLUMNS[family], (1, row[2], row[3], row[4])):
+                key = (day, column)
+                days[key] = days.get(key, 0) + sign * (value or 0)  # a NULL count adds nothing, as SUM does
+        hour = int(ts % 86400) // 3600
         self.hours[(day, hour)] = self.hours.get((day, hour), 0) + sign
         if session and sign > 0:
             self.day_sessions.add((day, hour, session))

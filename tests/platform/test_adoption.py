@@ -213,3 +213,35 @@ def test_a_summary_table_shaped_otherwise_never_holds_back_the_events(tmp_path: 
     assert res.returncode == 0, res.stderr
     assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(3,)]
     assert "summary tables not updated" in Path(paths.error_log).read_text()
+
+
+def test_rows_another_writer_shaped_oddly_never_hold_back_the_drain(tmp_path: Path) -> None:
+    """token_economics rows another writer put in our table (a timestamp stored as text, an op_id
+    stored as a number) meeting our operations for the same responses: the batch commits, the
+    summaries report what they could not do, and the drain never stalls on it."""
+    db = _claude_db(tmp_path, CCC)
+    home = _home_pointing_at(tmp_path, "sessions", db)
+    paths = resolve(str(home))
+    assert run_cli(home, "run", "--once").returncode == 0  # adopts the database, creates token_economics
+    conn = sqlite3.connect(db)
+    for message, ts, op_id in (("m-text", "'yesterday'", "'0'"), ("m-number", "1768903200", "7"),
+                               ("m-blob", "1768903200", "X'07'")):
+        conn.execute("INSERT INTO token_economics (message_id, request_id, session_id, timestamp, model, input_tokens, "
+                     "output_tokens, cache_creation_input_tokens, cache_read_input_tokens, op_id) "
+                     f"VALUES ('{message}', 'r1', 's1', {ts}, 'claude-opus-4', 5, 5, 0, 0, {op_id})")
+    conn.commit()
+    conn.close()
+    for message in ("m-text", "m-number", "m-blob", "m-ours"):
+        body = {"message_id": message, "request_id": "r1", "session_id": "s1", "timestamp": 1768903260,
+                "model": "claude-opus-4", "input_tokens": 7, "output_tokens": 3}
+        assert run_cli(home, "enqueue", "token_economics", json.dumps(body)).returncode == 0
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 0, res.stderr
+    # An operation replaces only a row of an older one: "0" is older than ours; "7" (the column's
+    # text affinity made it text) and a blob (SQLite sorts blobs after text) are not.
+    assert query(paths, "sessions", "SELECT message_id, input_tokens, output_tokens FROM token_economics "
+                                    "WHERE message_id LIKE 'm-%' ORDER BY message_id") == [
+        ("m-blob", 5, 5), ("m-number", 5, 5), ("m-ours", 7, 3), ("m-text", 7, 3)]
+    assert "summary tables not updated" in Path(paths.error_log).read_text()  # the blob: reported, not fatal
+    assert query(paths, "sessions", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
+    assert json.loads(run_cli(home, "status", "--json").stdout)["pending"] == 0
