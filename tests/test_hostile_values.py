@@ -154,3 +154,31 @@ def test_import_rejects_a_malformed_last_line_with_its_number(tmp_path: Path, en
     _run(resolve(str(home)))
     (reason,) = query(resolve(str(home)), "state", "SELECT reason FROM cq_dead_letters")[0]
     assert "line 3" in reason
+
+
+def test_bodies_decoded_together_never_shift_onto_other_operations(tmp_path: Path) -> None:
+    """The consumer decodes a table's bodies in one call over them joined; a body holding two
+    values, or half of one, must not lend values to its neighbours: each is judged alone."""
+    import msgspec
+
+    from codi_queue.consumer.apply import Item, apply_items
+    from codi_queue.consumer.db import open_tier
+    from codi_queue.schemas.envelope import Envelope, new_op_id
+
+    one = msgspec.msgpack.encode({"tool_name": "Read", "success": True, "timestamp": 1768903200})
+    two = msgspec.msgpack.encode({"tool_name": "Edit", "success": False, "timestamp": 1768903201})
+    half = len(one) // 2
+
+    def items(*bodies: bytes) -> list[Item]:
+        return [Item(Envelope(new_op_id(), "tool_event", 1, 0.0, "test", msgspec.Raw(b)), 1) for b in bodies]
+
+    conn = open_tier(str(tmp_path / "sessions.db"), "sessions")
+    cases = [(one + two, b""), (one[:half], one[half:] + two), (b"", one + two)]
+    for n, bodies in enumerate(cases):
+        result = apply_items(conn, f"seg{n}", 1, items(*bodies))
+        assert len(result.dead) == 2 and not result.applied, (bodies, result)
+    assert conn.execute("SELECT count(*) FROM tool_events").fetchone() == (0,)
+    # Sound bodies in the same shape still go through the joined path, in order.
+    result = apply_items(conn, "seg9", 1, items(one, two))
+    assert result.applied == {"tool_events": 2} and not result.dead
+    assert conn.execute("SELECT tool_name FROM tool_events ORDER BY id").fetchall() == [("Read",), ("Edit",)]

@@ -41,9 +41,12 @@ _encode = msgspec.msgpack.Encoder().encode
 _encode_json = msgspec.json.Encoder().encode
 
 
-@dataclass(slots=True)
-class Item:
-    """One operation routed to a tier, with where it came from."""
+class Item(msgspec.Struct, gc=False):
+    """One operation routed to a tier, with where it came from.
+
+    A Struct, not a dataclass: one is built per operation drained, and a Struct is
+    built in C and never tracked by the cyclic collector (it holds no cycles).
+    """
 
     env: Envelope
     pos: int  # end position of its record in the segment
@@ -142,6 +145,67 @@ class _Group:
         self.items: list[Item] = []
         self.bodies: list[Any] = []
 
+    def take_all(self, items: list[Item]) -> bool:
+        """Every body decoded in one call (the drain's hot path); False if any needs ``take`` one by one."""
+        bodies = _decode_all(self.spec, items)
+        if bodies is None:
+            return False
+        row = self.bound.row
+        self.rows = [(*row(body), item.env.id) for body, item in zip(bodies, items)]
+        self.items, self.bodies = items, bodies
+        return True
+
+    def take(self, item: Item, dead: list[DeadLetter]) -> None:
+        """One operation: its row, or its dead letter."""
+        env = item.env
+        try:
+            try:
+                body = self.decode[item.body_is_json](env.body)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                if not item.body_is_json:
+                    raise
+                body = decode_body(self.spec, item)  # the value rules for a JSON body, then again
+            row = (*self.bound.row(body), env.id)
+        except (msgspec.DecodeError, RecursionError) as exc:  # nesting too deep is bad input too
+            dead.append(dead_letter(item, f"invalid body: {exc}"))
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever one body provokes, it is that op's dead letter
+            dead.append(dead_letter(item, f"invalid body: {type(exc).__name__}: {exc}"))
+            return
+        self.rows.append(row)
+        self.items.append(item)
+        self.bodies.append(body)
+
+
+_list_decoders: dict[tuple[str, bool], Any] = {}
+_raw_lists = (msgspec.msgpack.Decoder(list[msgspec.Raw]).decode, msgspec.json.Decoder(list[msgspec.Raw]).decode)
+
+
+def _decode_all(spec: OpSpec, items: list[Item]) -> list[Any] | None:
+    """The bodies of ``items`` as Structs from one decoder call over them joined as one array, or
+    None when that is not exactly what decoding each alone gives (then each is decoded alone).
+
+    Joining is only sound if every body is exactly one value: a hostile body holding two values,
+    or half of one, would shift the rest onto the wrong operations. The array is first read as
+    raw values, and each must span exactly its body's bytes.
+    """
+    is_json = items[0].body_is_json
+    if len({item.body_is_json for item in items}) != 1:
+        return None
+    bodies = [item.env.body for item in items]
+    joined = (b"[" + b",".join(bodies) + b"]") if is_json else \
+        b"\xdd" + len(bodies).to_bytes(4, "big") + b"".join(bodies)  # msgpack array 32
+    try:
+        if list(map(len, _raw_lists[is_json](joined))) != list(map(len, bodies)):
+            return None
+        decode = _list_decoders.get((spec.name, is_json))
+        if decode is None:
+            decode = _list_decoders[(spec.name, is_json)] = \
+                (msgspec.json if is_json else msgspec.msgpack).Decoder(list[spec.type]).decode  # type: ignore[name-defined]
+        return decode(joined)  # type: ignore[no-any-return]
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError, TypeError, OverflowError):
+        return None  # some body is bad: decoded alone, it becomes that op's dead letter
+
 
 def prepare(
     conn: apsw.Connection, items: Sequence[Item]
@@ -150,48 +214,39 @@ def prepare(
 
     Also counts, per ``op.field``, the values stored outside our vocabularies and scales.
     """
-    groups: dict[str, _Group] = {}
+    by_op: dict[str, list[Item]] = {}
+    for item in items:
+        run = by_op.get(item.env.op)
+        if run is None:
+            run = by_op[item.env.op] = []
+        run.append(item)
+    groups: list[_Group] = []
     unknown: dict[str, int] = {}
     dead: list[DeadLetter] = []
-    for item in items:
-        env = item.env
-        group = groups.get(env.op)
-        if group is None:
-            if env.op == REJECTED_OP:
-                dead.append(_rejected(item))
-                continue
-            spec = OPS.get(env.op)
-            if spec is None:
-                dead.append(dead_letter(item, f"unknown operation {env.op!r}"))
-                continue
-            try:
-                group = _Group(conn, spec)
-            except Exception as exc:  # noqa: BLE001 - a table that cannot take this op: its ops are dead letters
-                dead.append(dead_letter(item, f"invalid body: {type(exc).__name__}: {exc}"))
-                continue
-            groups[env.op] = group
+    for op, run in by_op.items():
+        if op == REJECTED_OP:
+            dead.extend(_rejected(item) for item in run)
+            continue
+        spec = OPS.get(op)
+        if spec is None:
+            dead.extend(dead_letter(item, f"unknown operation {op!r}") for item in run)
+            continue
         try:
-            try:
-                body = group.decode[item.body_is_json](env.body)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                if not item.body_is_json:
-                    raise
-                body = decode_body(group.spec, item)  # the value rules for a JSON body, then again
-            row = (*group.bound.row(body), env.id)
-        except (msgspec.DecodeError, RecursionError) as exc:  # nesting too deep is bad input too
-            dead.append(dead_letter(item, f"invalid body: {exc}"))
+            group = _Group(conn, spec)
+        except Exception as exc:  # noqa: BLE001 - a table that cannot take this op: its ops are dead letters
+            dead.extend(dead_letter(item, f"invalid body: {type(exc).__name__}: {exc}") for item in run)
             continue
-        except Exception as exc:  # noqa: BLE001 - whatever one body provokes, it is that op's dead letter
-            dead.append(dead_letter(item, f"invalid body: {type(exc).__name__}: {exc}"))
-            continue
+        if not group.take_all(run):
+            for item in run:
+                group.take(item, dead)
         if group.rules:
-            for name, _why in outside(group.spec.name, body):
-                key = f"{group.spec.name}.{name}"
-                unknown[key] = unknown.get(key, 0) + 1
-        group.rows.append(row)
-        group.items.append(item)
-        group.bodies.append(body)
-    return [(g.bound, g.spec, g.rows, g.items, g.bodies) for g in groups.values() if g.rows], dead, unknown
+            for body in group.bodies:
+                for name, _why in outside(op, body):
+                    key = f"{op}.{name}"
+                    unknown[key] = unknown.get(key, 0) + 1
+        if group.rows:
+            groups.append(group)
+    return [(g.bound, g.spec, g.rows, g.items, g.bodies) for g in groups], dead, unknown
 
 
 def apply_items(

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from ..schemas.envelope import Envelope
+from ..schemas.registry import OPS, STATE_TIER
 from .apply import DeadLetter, Item
 
 __all__ = ["Batch"]
+
+# Where each operation goes; an operation this code does not know is filed in the state database.
+_TIER_OF = {name: spec.tier for name, spec in OPS.items()}
 
 
 class Batch:
@@ -29,16 +36,21 @@ class Batch:
         """Whether ``tier`` is drained here and has not yet committed the record ending at ``end``."""
         return tier in self.routed and end > self.cursors[tier]
 
-    def wanting(self, end: int) -> frozenset[str]:
-        """The tiers that want the record ending at ``end``."""
-        return frozenset(t for t in self.routed if end > self.cursors[t])
-
-    def take(self, end: int, items: list[tuple[str, Item]], damaged: list[DeadLetter]) -> None:
-        """One record's operations (those ``wants`` accepted) and the dead letters it made."""
-        for tier, item in items:
-            self.routed[tier].append(item)
-        self.damaged.extend(damaged)
-        self.size += max(1, len(items))
+    def take(self, end: int, ops: Iterable[Envelope], is_json: bool, damaged: list[DeadLetter]) -> None:
+        """One record ending at ``end``: each operation to its tier if that tier wants the record,
+        and the dead letters the record made. Runs once per operation drained: kept lean."""
+        wanted = {t: items for t, items in self.routed.items() if end > self.cursors[t]}
+        n = 0
+        if wanted:
+            tier_of, state = _TIER_OF.get, STATE_TIER
+            for env in ops:
+                items = wanted.get(tier_of(env.op, state))
+                if items is not None:
+                    items.append(Item(env, end, is_json))
+                    n += 1
+        if damaged:
+            self.damaged.extend(damaged)
+        self.size += n or 1
         self.end = end
 
     def full(self, limit: int) -> bool:

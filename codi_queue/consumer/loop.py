@@ -10,6 +10,7 @@ signal lets the batch in flight commit (or roll back) and the process exit 0.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import signal
@@ -30,8 +31,8 @@ from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, describe_lost, describe_pos
 from ..queue.spool import QueueDir, Spool, dir_bytes
-from ..schemas.registry import ALL_TIERS, OPS, STATE_TIER
-from .apply import DeadLetter, Item, apply_items, get_cursor
+from ..schemas.registry import ALL_TIERS, STATE_TIER
+from .apply import DeadLetter, apply_items, get_cursor
 from .batch import Batch
 from .db import BUSY_TIMEOUT_MS, open_tier
 from .lock import ConsumerLock
@@ -57,8 +58,21 @@ HINT_GRACE_S = 1.0
 # pass. Anything else while opening or adopting a tier sets that tier aside.
 _PASSING = (apsw.BusyError, apsw.LockedError, apsw.IOError, apsw.FullError, apsw.NoMemError)
 _PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR})
-# Where each operation goes; an operation this code does not know is filed in the state database.
-_TIER_OF = {name: spec.tier for name, spec in OPS.items()}
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """A drain allocates several objects per operation, none in cycles, and the cyclic collector
+    would walk them again and again; reference counting frees them all the same. It runs again
+    (on what piled up) as soon as the queue directory is drained."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
 
 @dataclass
 class ConsumerStats:
@@ -384,15 +398,16 @@ class Consumer:
                 reader.make_durable()  # no producer vouched for these bytes: sync them before reading
             handled = 0
             batch = Batch(qd.id, cursors, tiers, start)
-            for entry in reader.entries(start):
-                self._route(batch, entry, reader)
-                if batch.full(self.batch_ops):
+            with _cyclic_gc_paused():
+                for entry in reader.entries(start):
+                    self._route(batch, entry, reader)
+                    if batch.full(self.batch_ops):
+                        handled += self._commit(batch)
+                        batch = Batch(qd.id, cursors, tiers, entry.end)
+                        if self.stopping:
+                            return handled, False
+                if batch:
                     handled += self._commit(batch)
-                    batch = Batch(qd.id, cursors, tiers, entry.end)
-                    if self.stopping:
-                        return handled, False
-            if batch:
-                handled += self._commit(batch)
         return handled, True
 
     def _route(self, batch: Batch, entry: Entry, reader: SegmentReader) -> None:
@@ -401,7 +416,7 @@ class Consumer:
         fresh = batch.wants(STATE_TIER, entry.end)  # damage not yet reported by an earlier run
         damaged: list[DeadLetter] = []
         if entry.payload is None:
-            batch.take(entry.end, [], [self._damage_letter(seg, entry, reader)] if fresh else [])
+            batch.take(entry.end, (), False, [self._damage_letter(seg, entry, reader)] if fresh else [])
             return
         if entry.lost and fresh:
             reason = f"{describe_lost(entry.lost)} just before {describe_pos(entry.start)} (their records are gone)"
@@ -418,16 +433,12 @@ class Consumer:
                 damaged.append(
                     DeadLetter(f"record:{seg}:{entry.start}", "?", reason, entry.payload, entry.start, "raw")
                 )
-            batch.take(entry.end, [], damaged)
+            batch.take(entry.end, (), False, damaged)
             return
         if replaced and fresh:
             self._report(f"segment {seg}: record at {describe_pos(entry.start)}: invalid UTF-8 or unpaired "
                          "surrogates replaced with U+FFFD")
-        end = entry.end
-        open_tiers = batch.wanting(end)  # one test per record, not per operation
-        items = [(tier, Item(env, end, is_json)) for env in record.ops
-                 if (tier := _TIER_OF.get(env.op, STATE_TIER)) in open_tiers]
-        batch.take(end, items, damaged)
+        batch.take(entry.end, record.ops, is_json, damaged)
 
     def _hint_overdue(self, seg: str) -> bool:
         """The acknowledged position has not reached what ``info`` named a grace ago: read (and sync) to ``info``."""

@@ -260,9 +260,11 @@ class Summaries:
     def after(self, table: str, bodies: list[Any], op_ids: list[str], written: int) -> None:
         if not self.active:
             return
-        for body in bodies:
-            if getattr(body, "session_id", None):
-                self.sessions.add(body.session_id)
+        if bodies and "session_id" in type(bodies[0]).__struct_fields__:  # one table: one Struct type
+            named = {body.session_id for body in bodies}
+            named.discard(None)
+            named.discard("")
+            self.sessions |= named
         if table == "token_economics":
             self._token_economics(bodies, op_ids, written)
             return
