@@ -10,7 +10,10 @@ import errno
 import json
 import os
 import time
-from typing import Any
+TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy reads this as True
+
+if TYPE_CHECKING:
+    from typing import Any
 
 from .values import clean_text
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from typing import Any
+TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy reads this as True
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["clean_text", "clean_value", "decode_text", "loads", "REPLACEMENT"]
 
 REPLACEMENT = "\ufffd"
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def clean_text(text: str) -> str:
@@ -34,7 +35,8 @@ def clean_text(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return _SURROGATE.sub(REPLACEMENT, text)
+        # Only unpaired surrogates fail to encode: each one becomes U+FFFD.
+        return "".join(REPLACEMENT if "\ud800" <= c <= "\udfff" else c for c in text)
     return text
 
 

@@ -87,8 +87,13 @@ def test_hook_path_never_imports_msgspec_or_argparse(home: Path) -> None:
         "from codi_queue.cli import main\n"
         "assert main(['hook']) == 0\n"
     )
-    heavy = ("msgspec", "argparse", "apsw", "watchdog", "sqlite3", "asyncio", "psycopg")
+    heavy = ("msgspec", "argparse", "apsw", "watchdog", "sqlite3", "asyncio", "psycopg",
+             # what persist-queue's module imports but a put never uses, and what our own
+             # modules need only for annotations or rare paths (issue 11: start-up ≤ 3×)
+             "typing", "logging", "tempfile", "shutil", "traceback", "random")
     assert modules_loaded(home, code, heavy) == []
+    enqueue = "from codi_queue.cli import main\nassert main(['enqueue', 'tool_event', '{\"tool_name\": \"Bash\", \"success\": true}']) == 0\n"
+    assert modules_loaded(home, enqueue, heavy[1:]) == []
 
 
 def test_pre_and_post_pair_by_tool_use_id(tmp_path: Path) -> None:

@@ -134,6 +134,34 @@ def test_loading_our_queue_skips_the_package_init(tmp_path: Path) -> None:
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
 
 
+def test_our_persist_queue_copy_defers_only_what_a_put_never_uses(tmp_path: Path) -> None:
+    """persist-queue's Queue is loaded with logging, tempfile and typing left unimported; a record it
+    would log still goes out once logging is in use, and the real modules stay untouched for others."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from codi_queue.queue.durable_queue import durable_queue_class, open_queue\n"
+        "cls = durable_queue_class()\n"
+        "print(sorted(m for m in ('logging', 'tempfile', 'typing') if m in sys.modules))\n"
+        f"q = open_queue({str(tmp_path / 'q')!r})\n"
+        "import logging, io\n"
+        "out = io.StringIO()\n"
+        "logging.basicConfig(stream=out, level=logging.DEBUG, format='%(name)s %(levelname)s %(message)s')\n"
+        f"q2 = open_queue({str(tmp_path / 'q2')!r})\n"
+        "print(out.getvalue().split()[:3])\n"
+        "import typing, tempfile\n"
+        "print(typing.Optional[int] == typing.Union[int, None], callable(tempfile.mkstemp))\n"
+        "import persistqueue\n"
+        "print(persistqueue.Queue is not cls.__mro__[1], issubclass(cls, sys.modules['persistqueue.queue'].Queue))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["[]", "['persistqueue.queue', 'DEBUG', 'Initializing']", "True True",
+                                       "True False"], res.stdout
+
+
 def test_our_persist_queue_copy_cannot_fall_back_to_pickle(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy reads this as True
+
+if TYPE_CHECKING:
+    from typing import Any
 
 from ..fsutil import NOFOLLOW, ensure_private_dir, read_file
 from .records import Op
@@ -50,7 +53,7 @@ _DATA_MAX = 60_000  # activity_events.data stays under the 64 KiB text limit
 _STALE_S = 24 * 3600  # markers older than this are swept whatever their session
 _STOP_GRACE_S = 10.0  # a Pre younger than this at Stop may still get its Post
 _POST_STALE_S = 60.0  # a Post waiting this long for its Pre is reported by any session's sweep
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _POST = "+post"  # "+" never occurs in a sanitised tool_use_id, nor do temporary names' "+tmp."
 
 
@@ -79,7 +82,7 @@ def _str(value: Any) -> str | None:
 
 
 def _marker_path(inflight: str, tool_use_id: str) -> str:
-    return os.path.join(inflight, _SAFE.sub("_", tool_use_id)[:128])
+    return os.path.join(inflight, "".join(c if c in _SAFE else "_" for c in tool_use_id[:128]))
 
 
 def _write_marker(path: str, data: dict[str, Any]) -> None:
@@ -195,9 +198,14 @@ def _outcome(payload: dict[str, Any]) -> tuple[bool, str | None]:
     return True, None
 
 
+def _snake(name: str) -> str:
+    """CamelCase as snake_case: ``_`` before every ASCII capital but a first one (PreCompact → pre_compact)."""
+    return "".join("_" + c if i and "A" <= c <= "Z" else c for i, c in enumerate(name)).lower()
+
+
 def _activity(event: Any, payload: dict[str, Any], session: str | None, now: float) -> dict[str, Any]:
     name = event if isinstance(event, str) and event else "unknown"
-    kind = ACTIVITY_TYPES.get(name) or re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()[:200]
+    kind = ACTIVITY_TYPES.get(name) or _snake(name)[:200]
     data = {k: _shrink(v) for k, v in payload.items() if k not in ("session_id", "hook_event_name")}
     if len(json.dumps(data, ensure_ascii=False, default=str)) > _DATA_MAX:
         data = {"truncated": True, "fields": sorted(data)[:100]}

@@ -29,7 +29,10 @@ import importlib.util
 import os
 import sys
 import zlib
-from typing import IO, Any
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 from ..errors import CorruptRecord
 from ..fsutil import FILE_MODE, write_all
@@ -73,13 +76,106 @@ def _queue_module() -> Any:
         serializers = importlib.import_module("persistqueue.serializers")  # an empty package
         refusing = sys.modules["persistqueue.serializers.pickle"] = _refusing_serializer()
         setattr(serializers, "pickle", refusing)
-        return importlib.import_module("persistqueue.queue")
+        return _exec_deferring("persistqueue.queue")
     finally:
         # Keep this copy private: a later plain ``import persistqueue`` must
         # run the real __init__ from scratch, not find half a package.
         for name in set(sys.modules) - before:
             if name == "persistqueue" or name.startswith("persistqueue."):
                 del sys.modules[name]
+
+
+# What persistqueue.queue imports but a put never uses: ``logging`` for a debug line per
+# Queue (dropped unless logging is configured), ``tempfile`` for a temporary file when no
+# ``tempdir`` is given (we always give one), and ``typing`` for its annotations only.
+# Together a third of a hook's start-up.
+_DEFERRED = frozenset({"logging", "tempfile"})
+_ANNOTATIONS_ONLY = "typing"
+
+
+def _exec_deferring(name: str) -> Any:
+    """Run module ``name`` (its parent package in sys.modules) with the imports in ``_DEFERRED``
+    bound to stand-ins that import the real module on first use. Its own builtins carry the
+    deferring ``__import__``: nothing in sys.modules changes for anyone else, and threads
+    importing ``logging`` meanwhile get the real one."""
+    import builtins
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{name} is not installed")
+    module = importlib.util.module_from_spec(spec)
+    real_import = builtins.__import__
+
+    def deferring_import(mod: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+        if level == 0 and mod not in sys.modules:
+            if not fromlist and mod in _DEFERRED:
+                return _Deferred(mod)
+            if mod == _ANNOTATIONS_ONLY:
+                return _AnnotationNames()
+        return real_import(mod, globals, locals, fromlist, level)
+
+    module.__dict__["__builtins__"] = {**vars(builtins), "__import__": deferring_import}
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Deferred:
+    """A module imported on first attribute use; ``getLogger`` answers with a ``_QuietLogger``."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._name == "logging" and attr == "getLogger":
+            return _QuietLogger
+        return getattr(importlib.import_module(self._name), attr)
+
+
+class _AnnotationNames:
+    """``from typing import Any, Optional, ...`` for a module that uses them in annotations only:
+    each name is a placeholder that takes any subscript. (Its annotations are never read.)"""
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _AnnotationPlaceholder(attr)
+
+
+class _AnnotationPlaceholder:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getitem__(self, _args: Any) -> _AnnotationPlaceholder:
+        return self
+
+    def __repr__(self) -> str:
+        return f"typing.{self.name} (not loaded)"
+
+
+class _QuietLogger:
+    """A logger that imports ``logging`` only for a record that could go anywhere: while logging
+    was never imported no handler or level can be set, and debug and info records are dropped by
+    the default WARNING level, exactly as the real logger would drop them."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _real(self) -> Any:
+        return importlib.import_module("logging").getLogger(self._name)
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        if "logging" in sys.modules:
+            self._real().debug(*args, **kwargs)
+
+    def info(self, *args: Any, **kwargs: Any) -> None:
+        if "logging" in sys.modules:
+            self._real().info(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._real(), attr)
 
 
 def _refusing_serializer() -> Any:

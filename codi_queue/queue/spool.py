@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
-import shutil
 import stat
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, NamedTuple
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy reads this as True
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from typing import Any
 
 from ..errors import CorruptRecord, SpoolError, UnsafePath
 from ..fsutil import DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, write_atomic
@@ -51,10 +51,24 @@ ID_DIGITS = 20
 ID_FILE = "id"
 
 
-class QueueDir(NamedTuple):
-    id: str
-    path: str
-    live: bool  # the inbox: producers may still append past what was read
+class QueueDir:
+    """One queue directory of the spool (a plain slotted class: a NamedTuple costs start-up)."""
+
+    __slots__ = ("id", "path", "live")
+
+    def __init__(self, id: str, path: str, live: bool) -> None:
+        self.id = id
+        self.path = path
+        self.live = live  # the inbox: producers may still append past what was read
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, QueueDir) and (self.id, self.path, self.live) == (other.id, other.path, other.live)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.path, self.live))
+
+    def __repr__(self) -> str:
+        return f"QueueDir(id={self.id!r}, path={self.path!r}, live={self.live!r})"
 
 
 class Spool:
@@ -290,6 +304,8 @@ class Spool:
             too_big = max_bytes > 0 and total > max_bytes
             if not (too_old or too_big):
                 break
+            import shutil  # only pruning needs it (and shutil pulls in bz2 and lzma)
+
             shutil.rmtree(os.path.join(self.archive, name))
             total -= sizes[name]
             removed.append(name)
@@ -315,19 +331,14 @@ class Spool:
         ensure_private_dir(self.segments)
         self._ready = True
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> _SpoolLock:
         # The descriptor is kept for the next call, but not across fork: a
         # forked child shares the open file description, and with it the flock.
         if self._owner_pid != os.getpid() or self._lock_fd < 0:
             self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE)
             self._owner_pid = os.getpid()
             self._queue, self._queue_inbox_id = None, None  # the parent's, not ours
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        return _SpoolLock(self._lock_fd)
 
     def _next_id(self) -> str:
         # Time-ordered and never reused, even if the clock steps back: the
@@ -344,12 +355,24 @@ class Spool:
         return f"{seg:0{ID_DIGITS}d}"
 
 
-_ID = re.compile(r"\d{%d}" % ID_DIGITS)
+class _SpoolLock:
+    """The spool's exclusive flock for one ``with`` (a class: contextlib costs start-up on the hook path)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *_exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
 
 
 def is_dir_id(name: str) -> bool:
     """Whether ``name`` is a queue directory's id (its creation time in nanoseconds, fixed width)."""
-    return _ID.fullmatch(name) is not None
+    return len(name) == ID_DIGITS and name.isascii() and name.isdigit()
 
 
 def list_ids(path: str) -> list[str]:
