@@ -110,7 +110,8 @@ def _outcome(paths: Any, op: str, body: dict[str, Any], op_id: str) -> tuple[boo
         if spec.is_upsert:
             where = " AND ".join(f'"{k}" = ?' for k in spec.key)
             keys = [body.get(k) for k in spec.key]
-            effect = all(isinstance(k, (str, int)) for k in keys) and conn.execute(
+            # A key SQLite cannot hold (an integer past 64 bits) cannot have been stored either.
+            effect = all(isinstance(k, str) or isinstance(k, int) and -2**63 <= k < 2**63 for k in keys) and conn.execute(
                 f'SELECT count(*) FROM "{spec.table}" WHERE {where}', keys).get > 0
         else:
             effect = conn.execute(f'SELECT count(*) FROM "{spec.table}" WHERE op_id = ?', (op_id,)).get == 1
