@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["Paths", "resolve", "DATABASE_FILES"]
+__all__ = ["Paths", "resolve", "resolve_cached", "DATABASE_FILES"]
 
 APP = "codi-queue"
 ENV_HOME = "CODI_QUEUE_HOME"
@@ -160,6 +160,43 @@ def resolve(home: str | None = None) -> Paths:
         state=platformdirs.user_state_dir(APP, appauthor=False),
         config_dir=os.path.dirname(config),
     ))
+
+
+# What platformdirs reads (Linux and macOS) when neither --home nor CODI_QUEUE_HOME is set.
+_PLATFORM_ENV = ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME")
+_resolved: dict[tuple[str | None, ...], tuple[Paths, str, bytes | None]] = {}
+
+
+def resolve_cached(home: str | None = None) -> Paths:
+    """``resolve``, remembered while nothing it reads has changed, for producers that enqueue
+    many times in one process. An absolute home (given, or from CODI_QUEUE_HOME) decides every
+    location by itself; the default also depends on platformdirs' environment and the config
+    file, which is read again each time. The Paths is shared: callers read its locations only."""
+    chosen = home or os.environ.get(ENV_HOME)
+    if chosen:
+        if not chosen.startswith("/"):  # relative or ~: the working directory or $HOME decide
+            return resolve(home)
+        key: tuple[str | None, ...] = (chosen, "--home" if home else ENV_HOME)
+    else:
+        key = (None, *(os.environ.get(name) for name in _PLATFORM_ENV))
+    hit = _resolved.get(key)
+    if hit is not None and (not hit[1] or _file_signature(hit[1]) == hit[2]):
+        return hit[0]
+    paths = resolve(home)
+    config = "" if chosen else paths.config  # the config file chose (or may yet choose) the home
+    if len(_resolved) > 64:  # a caller cycling through homes: start over rather than grow
+        _resolved.clear()
+    _resolved[key] = (paths, config, _file_signature(config) if config else None)
+    return paths
+
+
+def _file_signature(path: str) -> bytes | None:
+    # The contents, not a stat: two writes within one timestamp tick share an mtime.
+    try:
+        with open(path, "rb") as fp:
+            return fp.read()
+    except OSError:
+        return None
 
 
 def _configured_databases(config: str, home: str) -> dict[str, str]:

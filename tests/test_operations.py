@@ -17,7 +17,7 @@ from codi_queue.config import load_config
 from codi_queue.consumer.loop import Consumer
 from codi_queue.consumer.status import collect
 from codi_queue.errors import UnsafePath
-from codi_queue.paths import Paths, resolve
+from codi_queue.paths import Paths, resolve, resolve_cached
 from codi_queue.producers.api import enqueue, enqueue_many
 from codi_queue.queue.spool import Spool
 
@@ -47,6 +47,41 @@ def test_resolution_order_home_env_config_platformdirs(tmp_path: Path) -> None:
     env["CODI_QUEUE_HOME"] = str(tmp_path / "from-env")
     assert _paths_json(env)["home"] == str(tmp_path / "from-env")
     assert _paths_json(env, "--home", str(tmp_path / "flag"))["home"] == str(tmp_path / "flag")
+
+
+def test_a_long_lived_producer_follows_every_change_resolve_would_see(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API remembers where the home is, in one process, but never past a change: the
+    environment, the config file (written, rewritten, removed), the working directory."""
+    monkeypatch.delenv("CODI_QUEUE_HOME", raising=False)
+    for name, sub in (("XDG_CONFIG_HOME", "cfg"), ("XDG_DATA_HOME", "data"), ("XDG_STATE_HOME", "state")):
+        monkeypatch.setenv(name, str(tmp_path / sub))
+
+    def same() -> str:
+        cached, fresh = resolve_cached(), resolve()
+        assert (cached.home, cached.source, cached.spool) == (fresh.home, fresh.source, fresh.spool)
+        return cached.home
+
+    assert same().startswith(str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data2"))
+    assert same().startswith(str(tmp_path / "data2"))
+    config = tmp_path / "cfg" / "codi-queue" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'home = "{tmp_path / "one"}"\n')
+    assert same() == str(tmp_path / "one")
+    config.write_text(f'home = "{tmp_path / "two"}"\n')  # same size, same timestamp tick: still seen
+    assert same() == str(tmp_path / "two")
+    config.unlink()
+    assert same().startswith(str(tmp_path / "data2"))
+    monkeypatch.setenv("CODI_QUEUE_HOME", str(tmp_path / "env"))
+    assert same() == str(tmp_path / "env") and resolve_cached().source == "CODI_QUEUE_HOME"
+    assert resolve_cached(str(tmp_path / "flag")).source == "--home"
+    monkeypatch.setenv("CODI_QUEUE_HOME", "relative")
+    monkeypatch.chdir(tmp_path)
+    assert same() == str(tmp_path / "relative")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert same() == str(tmp_path / "elsewhere" / "relative")
 
 
 def test_home_inside_the_package_is_refused() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import SpoolError
-from ..paths import resolve
+from ..paths import resolve_cached
 from .records import append_records
 from .validate import encode_body, pack_records, validate
 
@@ -35,7 +35,7 @@ def enqueue_many(
     if not encoded:
         return True
     records = pack_records(op, encoded, producer)
-    paths = resolve(home)
+    paths = resolve_cached(home)
     try:
         append_records(paths, records)
     except SpoolError as exc:

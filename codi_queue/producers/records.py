@@ -40,11 +40,17 @@ Op = tuple[str, "dict[str, Any]", "str | None"]
 _RECORD_HEAD = 64
 
 
+_names: dict[tuple[str | None, str, int], str] = {}
+
+
 def producer_name(kind: str | None = None) -> str:
     """``kind@host:pid``: who wrote an operation. ``kind`` defaults to the program's name."""
-    if kind is None:
-        kind = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-    return f"{kind}@{os.uname().nodename}:{os.getpid()}"
+    argv0 = sys.argv[0] if sys.argv else ""
+    key = (kind, argv0, os.getpid())  # a forked child is another producer
+    name = _names.get(key)
+    if name is None:
+        name = _names[key] = f"{kind or os.path.basename(argv0) or 'python'}@{os.uname().nodename}:{key[2]}"
+    return name
 
 
 def batches_within(envelopes: Sequence[bytes], limit: int = MAX_RECORD_BYTES) -> list[Sequence[bytes]]:

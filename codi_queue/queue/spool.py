@@ -112,7 +112,13 @@ class Spool:
         try:
             self._prepare()
             with self._locked():
-                queue = self._cached_inbox() or self._open_inbox()
+                # The inbox id only changes under this lock (claim, a fresh inbox), so the
+                # cached queue's id, checked on the way in, still names it on the way out.
+                queue = self._cached_inbox()
+                inbox_id = self._queue_inbox_id
+                if queue is None:
+                    queue = self._open_inbox()
+                    inbox_id = read_dir_id(self.inbox)
                 self._queue, self._queue_inbox_id = None, None  # detached while in use
                 start = list(queue.info["head"])
                 try:
@@ -133,7 +139,6 @@ class Spool:
                     _cut_back(self.inbox, start, queue)
                     queue.close()
                     raise
-                inbox_id = read_dir_id(self.inbox)
                 if inbox_id is not None:
                     self._queue, self._queue_inbox_id = queue, inbox_id
                 else:
@@ -390,8 +395,10 @@ def read_dir_id(path: str) -> str | None:
         return None  # missing, or not a directory we may enter (a link)
     try:
         fd = os.open(ID_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dfd)
-        with os.fdopen(fd, "rb") as fp:
-            text = fp.read(64).decode("ascii", "replace").strip()
+        try:
+            text = os.read(fd, 64).decode("ascii", "replace").strip()  # written whole by one rename
+        finally:
+            os.close(fd)
     except OSError:
         return None
     finally:
