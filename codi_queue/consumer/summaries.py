@@ -85,6 +85,15 @@ def _iso(ts: Any) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(ts)))
 
 
+# A session's first start and last end: each batch asks for every session it touches, so both
+# must find their row through the partial indexes (sessions migration 4), not scan the session.
+FIRST_START = (
+    "SELECT json_extract(data, '$.cwd'), json_extract(data, '$.model'), json_extract(data, '$.transcript_path') "
+    "FROM activity_events WHERE session_id = ? AND event_type = 'session_start' AND json_valid(data) "
+    "ORDER BY timestamp LIMIT 1")
+LAST_END = "SELECT MAX(timestamp) FROM activity_events WHERE session_id = ? AND event_type = 'session_end'"
+
+
 def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int] | None = None) -> None:
     """The platform's row for one session; ``counts`` (tools, messages added by this batch) spares the
     count queries when the batch wrote every row it carried (None: count from the tables)."""
@@ -93,10 +102,7 @@ def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int
     start = min((s for s in starts if s is not None), default=None)
     if start is None:
         return  # nothing of ours names it yet
-    first = conn.execute(
-        "SELECT json_extract(data, '$.cwd'), json_extract(data, '$.model'), json_extract(data, '$.transcript_path') "
-        "FROM activity_events WHERE session_id = ? AND event_type = 'session_start' AND json_valid(data) "
-        "ORDER BY timestamp LIMIT 1", (sid,)).fetchone() or (None, None, None)
+    first = conn.execute(FIRST_START, (sid,)).fetchone() or (None, None, None)
     model = scalar(conn, "SELECT model FROM token_economics WHERE session_id = ? AND model IS NOT NULL "
                           "GROUP BY model ORDER BY COUNT(*) DESC LIMIT 1", (sid,)) or first[1] or "unknown"
     tokens: Any = conn.execute(
@@ -107,8 +113,7 @@ def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int
     row = {
         "project_path": first[0],
         "started_at": _iso(start),
-        "ended_at": _iso(scalar(conn, "SELECT MAX(timestamp) FROM activity_events WHERE session_id = ? "
-                                       "AND event_type = 'session_end'", (sid,))),
+        "ended_at": _iso(scalar(conn, LAST_END, (sid,))),
         "model": model,
         "message_count": None,
         "tool_count": None,

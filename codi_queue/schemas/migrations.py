@@ -577,6 +577,18 @@ def _context_columns(conn: Any) -> None:
             conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "context" TEXT')
 
 
+def _session_marker_indexes(conn: Any) -> None:
+    """Where a session starts and ends, found in O(log n): the summaries look these up for every
+    session each batch touches, and without them scanned all of that session's activity (a drain
+    slowed as sessions grew). Partial, so the common activity rows cost no index at insert."""
+    cols = {row[1] for row in conn.execute('PRAGMA table_info("activity_events")')}
+    if not {"session_id", "event_type", "timestamp"} <= cols:
+        return  # a table of someone else's shape: the summaries' own guard reports it
+    for marker in ("session_start", "session_end"):
+        conn.execute(f"CREATE INDEX IF NOT EXISTS cq_activity_{marker} ON activity_events (session_id, timestamp) "
+                     f"WHERE event_type = '{marker}'")
+
+
 def _platform_column_names(conn: Any) -> None:
     """Fresh tables get the platform's names for our columns too (the dashboards query those)."""
     from .columns import PLATFORM_NAMES
@@ -595,6 +607,7 @@ MIGRATIONS: dict[str, tuple[tuple[Step, ...], ...]] = {
         (_META, _SESSIONS_LEGACY, _adopt_legacy, _SESSIONS_NEW),
         (_SESSIONS_2,),
         (_rename_old_registry, _SESSIONS_3, _context_columns, _platform_column_names),
+        (_session_marker_indexes,),
     ),
     "project": ((_META, _PROJECT_1), (_PROJECT_2,)),
     "state": ((_META,),),

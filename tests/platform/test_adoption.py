@@ -245,3 +245,20 @@ def test_rows_another_writer_shaped_oddly_never_hold_back_the_drain(tmp_path: Pa
     assert "summary tables not updated" in Path(paths.error_log).read_text()  # the blob: reported, not fatal
     assert query(paths, "sessions", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
     assert json.loads(run_cli(home, "status", "--json").stdout)["pending"] == 0
+
+
+@pytest.mark.parametrize("schema", [None, CCC, META_VENGINE], ids=["fresh", "command-center", "meta-vengine"])
+def test_a_sessions_start_and_end_are_found_by_index_not_by_scanning_it(tmp_path: Path, schema: list[tuple[str, str]] | None) -> None:
+    """The summaries look up every touched session's first start and last end each batch: a scan
+    of the session's activity made the drain slow down as sessions grew."""
+    from codi_queue.consumer.db import open_tier
+    from codi_queue.consumer.summaries import FIRST_START, LAST_END
+
+    db = _claude_db(tmp_path, schema) if schema is not None else tmp_path / "sessions.db"
+    conn = open_tier(str(db), "sessions")
+    try:
+        for sql in (FIRST_START, LAST_END):
+            plan = " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", ("s1",)))
+            assert "USING INDEX cq_activity_session_" in plan or "USING COVERING INDEX cq_activity_session_" in plan, plan
+    finally:
+        conn.close()
