@@ -18,7 +18,8 @@ MIX = [
     ("tool_event", lambda i: {"tool_name": "Bash", "success": i % 7 != 0, "duration_ms": i % 900, "session_id": f"s{i % 50}"}),
     ("activity_event", lambda i: {"event_type": "prompt", "data": {"n": i}, "session_id": f"s{i % 50}"}),
     ("routing_metric", lambda i: {"query_id": f"q{i}", "predicted_model": "sonnet", "dq_score": 0.5, "complexity": 0.3}),
-    ("token_economics", lambda i: {"message_id": f"m{i}", "request_id": f"r{i}", "input_tokens": i, "output_tokens": 3}),
+    ("token_economics", lambda i: {"message_id": f"m{i}", "request_id": f"r{i}", "input_tokens": i, "output_tokens": 3,
+                                   "session_id": f"s{i % 50}", "model": ("claude-sonnet-4", "claude-opus-4")[i % 3 == 0]}),
     ("task", lambda i: {"task_id": f"t{i % 1000}", "title": f"task {i}", "status": "pending"}),
 ]
 

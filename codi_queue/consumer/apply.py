@@ -267,6 +267,11 @@ def apply_items(
                 result.applied[spec.table] = result.applied.get(spec.table, 0) + n
         if result.applied and not result.summary_error:
             result.summary_error = _guarded(conn, summaries.flush)
+        if result.summary_error:
+            # The events commit without their summaries: totals kept by deltas are counted again.
+            forgot = _guarded(conn, summaries.forget)
+            if forgot:
+                result.summary_error += f"; {forgot}"
         _bump_applied(conn, result.applied)
         failed = {d.op_id for d in dead}
         result.retried = [i.env.retry_of for i in items if i.env.retry_of and i.env.retry_of not in failed]

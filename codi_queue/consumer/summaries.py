@@ -19,6 +19,7 @@ from __future__ import annotations
 import calendar
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,21 +95,41 @@ FIRST_START = (
 LAST_END = "SELECT MAX(timestamp) FROM activity_events WHERE session_id = ? AND event_type = 'session_end'"
 
 
-def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int] | None = None) -> None:
+# A session's token totals (SUM(cost_usd) stays NULL when no row has a cost, as the platform
+# reads it) and how many of its rows name each model, from every token_economics row it has.
+SESSION_TOKENS = (
+    "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cache_read_input_tokens), 0), "
+    "COALESCE(SUM(cache_creation_input_tokens), 0), SUM(cost_usd), COUNT(cost_usd) FROM token_economics WHERE session_id = ?")
+_SESSION_MODELS = "FROM token_economics WHERE session_id = ? AND model IS NOT NULL GROUP BY model"
+# The most used model; a tie goes to the first name in SQLite's order, the same on both paths.
+TOP_MODEL = f"SELECT model {_SESSION_MODELS} ORDER BY COUNT(*) DESC, model LIMIT 1"
+_KEPT_TOP_MODEL = "SELECT model FROM cq_session_models WHERE session_id = ? AND n > 0 ORDER BY n DESC, model LIMIT 1"
+
+# (input, output, cache read, cache write, cost or None, most used model or None)
+TokenTotals = tuple[Any, Any, Any, Any, Any, Any]
+
+
+def _token_totals(conn: apsw.Connection, sid: Any) -> TokenTotals:
+    """From the session's token_economics rows: O(its rows)."""
+    t: Any = conn.execute(SESSION_TOKENS, (sid,)).fetchone()
+    return (*t[:5], scalar(conn, TOP_MODEL, (sid,)))
+
+
+def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int] | None = None,
+             kept_totals: Callable[[str], TokenTotals | None] | None = None) -> None:
     """The platform's row for one session; ``counts`` (tools, messages added by this batch) spares the
-    count queries when the batch wrote every row it carried (None: count from the tables)."""
+    count queries when the batch wrote every row it carried (None: count from the tables), and
+    ``kept_totals`` the token sums over all of the session's responses, for a row of ours."""
     starts = [scalar(conn, f"SELECT MIN(timestamp) FROM {t} WHERE session_id = ?", (sid,))
               for t in ("activity_events", "tool_events", "messages", "token_economics") if t in tables]
     start = min((s for s in starts if s is not None), default=None)
     if start is None:
         return  # nothing of ours names it yet
     first = conn.execute(FIRST_START, (sid,)).fetchone() or (None, None, None)
-    model = scalar(conn, "SELECT model FROM token_economics WHERE session_id = ? AND model IS NOT NULL "
-                          "GROUP BY model ORDER BY COUNT(*) DESC LIMIT 1", (sid,)) or first[1] or "unknown"
-    tokens: Any = conn.execute(
-        "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-        "COALESCE(SUM(cache_read_input_tokens), 0), COALESCE(SUM(cache_creation_input_tokens), 0), SUM(cost_usd) "
-        "FROM token_economics WHERE session_id = ?", (sid,)).fetchone()
+    owned = conn.execute("SELECT 1 FROM cq_owned_sessions WHERE id = ?", (sid,)).fetchone() is not None
+    fast = owned and counts is not None
+    tokens = (kept_totals(sid) if fast and kept_totals is not None else None) or _token_totals(conn, sid)
+    model = tokens[5] or first[1] or "unknown"
     outcome = _latest_outcome(conn, sid)
     row = {
         "project_path": first[0],
@@ -126,10 +147,9 @@ def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int
         "transcript_path": first[2],
     }
     have = {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
-    owned = conn.execute("SELECT 1 FROM cq_owned_sessions WHERE id = ?", (sid,)).fetchone() is not None
     exists = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone() is not None
     current: Any = conn.execute("SELECT tool_count, message_count FROM sessions WHERE id = ?", (sid,)).fetchone() \
-        if owned and counts is not None else None
+        if fast else None
     if current is not None and counts is not None:  # our row: add what this batch wrote
         row["tool_count"] = (current[0] or 0) + counts[0]
         row["message_count"] = (current[1] or 0) + counts[1]
@@ -248,6 +268,12 @@ class Summaries:
         self.day_sessions: set[tuple[str, int, str]] = set()  # (day, hour, session)
         self._te_before: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._owned: dict[str, bool] = {}
+        # Token totals of our sessions, kept by deltas so a batch costs O(batch), not O(session):
+        # session → [input, output, cache read, cache write, cost, rows with a cost]; (session, model) → rows
+        self.keeps_tokens = {"cq_session_tokens", "cq_session_models"} <= self.tables
+        self.session_tokens: dict[Any, list[Any]] = {}
+        self.session_models: dict[tuple[Any, Any], int] = {}
+        self._kept: dict[Any, bool] = {}
 
     def before(self, table: str, bodies: list[Any]) -> None:
         if self.active and table == "token_economics" and bodies:
@@ -259,7 +285,8 @@ class Summaries:
                 args = [v for k in part for v in k]
                 for row in self.conn.execute(
                     "SELECT message_id, request_id, timestamp, model, input_tokens, output_tokens, "
-                    f"cache_read_input_tokens, op_id FROM token_economics WHERE {where}", args):
+                    "cache_read_input_tokens, cache_creation_input_tokens, cost_usd, session_id, op_id "
+                    f"FROM token_economics WHERE {where}", args):
                     self._te_before[(row[0], row[1])] = tuple(row[2:])
 
     def after(self, table: str, bodies: list[Any], op_ids: list[str], written: int) -> None:
@@ -311,18 +338,42 @@ class Summaries:
             if old is not None and not op_id > old[-1]:
                 continue  # an older operation: the row keeps the newer one
             changed += 1
+            # (timestamp, model, input, output, cache read, cache write, cost, session, op_id): as before() reads it
             new = (body.timestamp, body.model, body.input_tokens, body.output_tokens, body.cache_read_input_tokens,
-                   op_id)
+                   body.cache_creation_input_tokens, body.cost_usd, body.session_id, op_id)
             if old is not None:
                 if isinstance(old[0], (int, float)) and not isinstance(old[0], bool):
                     self._response(old, -1, body.session_id)
                 else:  # a timestamp another writer stored as text: the day is recomputed from the tables
                     self.recompute.add(body)
+                self._session_tokens(old, -1)
+                if old[7] and old[7] != body.session_id:
+                    self.sessions.add(old[7])  # the response moved to another session: both rows change
             self._response(new, +1, body.session_id)
+            self._session_tokens(new, +1)
             state[key] = new
         if changed != written:  # not what the table did: recompute what these rows touch
             for body in bodies:
                 self.recompute.add(body)
+
+    def _session_tokens(self, row: tuple[Any, ...], sign: int) -> None:
+        # Once per token_economics row of the batch. A NULL count adds nothing, as SUM does.
+        sid = row[7]
+        if not sid:
+            return
+        totals = self.session_tokens.get(sid)
+        if totals is None:
+            totals = self.session_tokens[sid] = [0, 0, 0, 0, 0, 0]
+        totals[0] += sign * (row[2] or 0)
+        totals[1] += sign * (row[3] or 0)
+        totals[2] += sign * (row[4] or 0)
+        totals[3] += sign * (row[5] or 0)
+        if row[6] is not None:
+            totals[4] += sign * row[6]
+            totals[5] += sign
+        if row[1] is not None:
+            key = (sid, row[1])
+            self.session_models[key] = self.session_models.get(key, 0) + sign
 
     def _response(self, row: tuple[Any, ...], sign: int, session: str | None) -> None:
         # Once per token_economics row of the batch: the drain's hot path.
@@ -352,9 +403,16 @@ class Summaries:
             for tool in self.recompute.tools:
                 _tool_usage(conn, tool)
                 self._tool_state(tool)
+        self._keep_tokens()  # whether or not a sessions table is there to read them now
         if {"sessions", "cq_owned_sessions"} <= tables:
+            kept = self._kept_totals if self.keeps_tokens else None
             for sid in self.sessions:
-                _session(conn, sid, tables, self.session_counts.get(sid) if sid not in self.recompute.sessions else None)
+                if sid in self.recompute.sessions:
+                    _session(conn, sid, tables)
+                else:
+                    # Every row this batch carried was written: it added these counts (none, if it
+                    # carried only other rows of the session).
+                    _session(conn, sid, tables, self.session_counts.get(sid, [0, 0]), kept)
         if {"daily_stats", "hourly_activity", "cq_owned_days", "cq_day_sessions"} <= tables:
             self._days()
             self._hours()
@@ -364,6 +422,62 @@ class Summaries:
                     _daily(conn, day)
                 if "hourly_activity" in tables:
                     _hourly(conn, day)
+
+    def _is_kept(self, sid: Any) -> bool:
+        kept = self._kept.get(sid)
+        if kept is None:
+            kept = self._kept[sid] = self.conn.execute(
+                "SELECT 1 FROM cq_session_tokens WHERE session_id = ?", (sid,)).fetchone() is not None
+        return kept
+
+    def _keep_tokens(self) -> None:
+        """Add the batch's token deltas to the sessions whose totals are kept. A session whose
+        rows this batch did not all write as counted is forgotten, and counted again when next
+        needed; one not kept yet is counted then from its rows, this batch's included."""
+        if not self.keeps_tokens:
+            return
+        conn = self.conn
+        for sid in self.recompute.sessions:
+            self.forget(sid)
+        for sid, (inp, out, cread, cwrite, cost, costs) in self.session_tokens.items():
+            if sid in self.recompute.sessions or not self._is_kept(sid):
+                continue
+            conn.execute(
+                "UPDATE cq_session_tokens SET input = input + ?, output = output + ?, cache_read = cache_read + ?, "
+                "cache_write = cache_write + ?, cost = CASE WHEN costs + ? > 0 THEN COALESCE(cost, 0) + ? END, "
+                "costs = costs + ? WHERE session_id = ?", (inp, out, cread, cwrite, costs, cost, costs, sid))
+        for (sid, model), n in self.session_models.items():
+            if n and sid not in self.recompute.sessions and self._is_kept(sid):
+                conn.execute("INSERT INTO cq_session_models (session_id, model, n) VALUES (?, ?, ?) "
+                             "ON CONFLICT (session_id, model) DO UPDATE SET n = n + excluded.n", (sid, model, n))
+
+    def _kept_totals(self, sid: str) -> TokenTotals:
+        """A session's token totals from what is kept for it, counted from its rows the first time."""
+        conn = self.conn
+        row: Any = conn.execute("SELECT input, output, cache_read, cache_write, cost FROM cq_session_tokens "
+                                "WHERE session_id = ?", (sid,)).fetchone()
+        if row is None:
+            t: Any = conn.execute(SESSION_TOKENS, (sid,)).fetchone()
+            conn.execute("INSERT INTO cq_session_tokens (session_id, input, output, cache_read, cache_write, cost, costs) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (sid, *t))
+            conn.execute(f"INSERT INTO cq_session_models (session_id, model, n) SELECT ?, model, COUNT(*) {_SESSION_MODELS}",
+                         (sid, sid))
+            self._kept[sid] = True
+            row = t[:5]
+        return (*row, scalar(conn, _KEPT_TOP_MODEL, (sid,)))
+
+    def forget(self, sid: Any = None) -> None:
+        """Drop the kept token totals of one session, or of every session (after summaries that
+        failed part-way: the events committed, so what was kept may no longer match them)."""
+        if not self.keeps_tokens:
+            return
+        where, args = ("", ()) if sid is None else (" WHERE session_id = ?", (sid,))
+        self.conn.execute(f"DELETE FROM cq_session_tokens{where}", args)
+        self.conn.execute(f"DELETE FROM cq_session_models{where}", args)
+        if sid is None:
+            self._kept.clear()
+        else:
+            self._kept[sid] = False
 
     def _tool_delta(self, tool: str, calls: int, ok: int, failed: int, last: int, n_dur: int, sum_dur: int) -> None:
         conn = self.conn

@@ -577,6 +577,27 @@ def _context_columns(conn: Any) -> None:
             conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "context" TEXT')
 
 
+# What the summaries keep per session of ours instead of summing all of its responses again
+# each batch (consumer.summaries): token totals, and how many responses name each model.
+_SESSIONS_4 = """
+CREATE TABLE IF NOT EXISTS cq_session_tokens (
+    session_id PRIMARY KEY,
+    input INTEGER NOT NULL,
+    output INTEGER NOT NULL,
+    cache_read INTEGER NOT NULL,
+    cache_write INTEGER NOT NULL,
+    cost REAL,
+    costs INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cq_session_models (
+    session_id NOT NULL,
+    model NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (session_id, model)
+) WITHOUT ROWID;
+"""
+
+
 def _session_marker_indexes(conn: Any) -> None:
     """Where a session starts and ends, found in O(log n): the summaries look these up for every
     session each batch touches, and without them scanned all of that session's activity (a drain
@@ -607,7 +628,7 @@ MIGRATIONS: dict[str, tuple[tuple[Step, ...], ...]] = {
         (_META, _SESSIONS_LEGACY, _adopt_legacy, _SESSIONS_NEW),
         (_SESSIONS_2,),
         (_rename_old_registry, _SESSIONS_3, _context_columns, _platform_column_names),
-        (_session_marker_indexes,),
+        (_session_marker_indexes, _SESSIONS_4),
     ),
     "project": ((_META, _PROJECT_1), (_PROJECT_2,)),
     "state": ((_META,),),

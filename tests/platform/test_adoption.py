@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -262,3 +263,78 @@ def test_a_sessions_start_and_end_are_found_by_index_not_by_scanning_it(tmp_path
             assert "USING INDEX cq_activity_session_" in plan or "USING COVERING INDEX cq_activity_session_" in plan, plan
     finally:
         conn.close()
+
+
+def _session_tokens_as_summed(paths: Any, sid: str) -> tuple[Any, ...]:
+    """The oracle: a session's token columns as the platform would sum them over all its responses."""
+    from codi_queue.consumer.summaries import SESSION_TOKENS, TOP_MODEL
+
+    sums = query(paths, "sessions", SESSION_TOKENS, (sid,))[0]
+    model = query(paths, "sessions", TOP_MODEL, (sid,))
+    return (*sums[:4], model[0][0] if model else "unknown", sums[4])
+
+
+def test_our_sessions_token_totals_kept_by_deltas_match_summing_every_response(tmp_path: Path) -> None:
+    """Twelve batches of responses (new, re-counted, moved between sessions, without a model or a cost),
+    a replay, and a batch whose summaries fail part-way: after each, every session of ours shows
+    exactly what summing all of its responses shows, though a batch never sums them itself."""
+    import random
+
+    from codi_queue.consumer.loop import Consumer
+    from codi_queue.producers.api import enqueue_many
+
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    rng = random.Random(11)
+    sessions = [f"s{i}" for i in range(4)]
+    responses = [f"m{i}" for i in range(40)]
+
+    def check() -> None:
+        for sid in sessions:
+            row = query(paths, "sessions", "SELECT input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
+                                           "model, cost_estimate FROM sessions WHERE id = ?", (sid,))
+            if not row:
+                assert not query(paths, "sessions", "SELECT 1 FROM token_economics WHERE session_id = ?", (sid,))
+                continue
+            expected = _session_tokens_as_summed(paths, sid)
+            assert row[0][:5] == expected[:5], sid
+            assert row[0][5] == pytest.approx(expected[5]), sid  # float sums taken in another order
+
+    for batch in range(12):
+        bodies = []
+        for _ in range(rng.randint(1, 30)):
+            body: dict[str, Any] = {
+                "message_id": rng.choice(responses), "request_id": "r", "session_id": rng.choice(sessions),
+                "timestamp": 1768903200 + batch * 60, "input_tokens": rng.randint(0, 500),
+                "output_tokens": rng.randint(0, 50), "cache_read_input_tokens": rng.randint(0, 9),
+                "cache_creation_input_tokens": rng.randint(0, 9)}
+            if rng.random() < 0.8:
+                body["model"] = rng.choice(["claude-opus-4", "claude-sonnet-4", "claude-haiku-4"])
+            if rng.random() < 0.5:
+                body["cost_usd"] = rng.choice([0.25, 0.5, 1.0])
+            bodies.append(body)
+        if batch == 9:  # after the failed batch: every session is touched again
+            bodies += [{**bodies[0], "message_id": f"again-{sid}", "session_id": sid} for sid in sessions]
+        assert enqueue_many("token_economics", bodies, home=str(home))
+        Consumer(paths).run(once=True)
+        if batch == 8:
+            # Another writer stores an op_id the summaries cannot compare; a batch meeting that row
+            # commits its events, reports the summaries it could not update, and forgets what it kept.
+            odd = bodies[0]["message_id"]
+            conn = sqlite3.connect(paths.database("sessions"))
+            conn.execute("UPDATE token_economics SET op_id = X'07' WHERE message_id = ?", (odd,))
+            conn.commit()
+            assert enqueue_many("token_economics", [{**bodies[0], "input_tokens": 3}], home=str(home))
+            Consumer(paths).run(once=True)
+            assert "summary tables not updated" in Path(paths.error_log).read_text()
+            assert query(paths, "sessions", "SELECT count(*) FROM cq_session_tokens") == [(0,)]
+            conn.execute("UPDATE token_economics SET op_id = '0' WHERE message_id = ?", (odd,))
+            conn.commit()
+            conn.close()
+            continue
+        check()
+    kept = query(paths, "sessions", "SELECT count(*) FROM cq_session_tokens")[0][0]
+    assert kept, "no session's totals were kept: the delta path was never taken"
+    assert run_cli(home, "replay", "--from-archive").returncode == 0
+    Consumer(paths).run(once=True)
+    check()
