@@ -386,3 +386,19 @@ def test_a_position_past_every_chunk_file_is_damage_not_a_walk(paths: Paths, dam
     assert sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events")) == [
         "after", "t0", "t1", "t2"]
     assert collect(paths)["dead_letters"] < 10
+
+
+def test_a_queue_closed_after_interpreter_exit_cleared_its_module_stays_quiet(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A producer's cached queue may be collected at exit after its module's globals were set to
+    None; closing it then printed "Exception ignored ... AttributeError" to the user's terminal."""
+    from codi_queue.queue import durable_queue
+
+    queue = durable_queue.open_queue(str(tmp_path / "q"))
+    queue.put(b"x")
+    fd = queue.acked_fd()
+    monkeypatch.setattr(durable_queue, "os", None)  # what interpreter shutdown does to module globals
+    queue.close()
+    monkeypatch.undo()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # and the descriptor was released

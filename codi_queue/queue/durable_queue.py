@@ -305,11 +305,13 @@ def durable_queue_class() -> type:
             self._dir_dirty = False
             return os.dup(self.headf.fileno()), os.dup(self.dir_fd()), os.dup(self.acked_fd()), dirty
 
-        def close(self) -> None:
+        def close(self, _os_close: Any = os.close) -> None:
+            # os.close bound at definition: a queue collected at interpreter exit may be
+            # closed after this module's globals were cleared (and would print a traceback).
             for name in ("_acked_fd", "_dir_fd"):
                 fd = getattr(self, name, -1)
                 if fd >= 0:
-                    os.close(fd)
+                    _os_close(fd)
                     setattr(self, name, -1)
             for fp in (getattr(self, "headf", None), getattr(self, "tailf", None)):
                 if fp is not None and not fp.closed:
