@@ -20,7 +20,7 @@ import msgspec
 
 from ..schemas.envelope import Envelope, Rejected
 from ..schemas.registry import OPS, REJECTED_OP, Binding, OpSpec
-from ..schemas.vocab import has_rules, outside
+from ..schemas.vocab import count_outside, has_rules
 from ..values import clean_text, loads
 from .db import immediate
 from .summaries import Summaries
@@ -240,10 +240,9 @@ def prepare(
             for item in run:
                 group.take(item, dead)
         if group.rules:
-            for body in group.bodies:
-                for name, _why in outside(op, body):
-                    key = f"{op}.{name}"
-                    unknown[key] = unknown.get(key, 0) + 1
+            for name, n in count_outside(op, group.bodies).items():
+                key = f"{op}.{name}"
+                unknown[key] = unknown.get(key, 0) + n
         if group.rows:
             groups.append(group)
     return [(g.bound, g.spec, g.rows, g.items, g.bodies) for g in groups], dead, unknown

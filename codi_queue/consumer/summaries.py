@@ -229,18 +229,11 @@ def _day_of(day_number: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(day_number * 86400))
 
 
-def _day(ts: int) -> str:
-    return _day_of(int(ts // 86400))
-
-
 @functools.lru_cache(maxsize=1024)
-def _family_of(text: str) -> str | None:
-    low = text.lower()
+def _family_of(model: Any) -> str | None:
+    """The model family a response counts under in daily_stats (any value a row may hold)."""
+    low = (model if type(model) is str else str(model or "")).lower()
     return next((f for f in _FAMILIES if f in low), None)
-
-
-def _family(model: Any) -> str | None:
-    return _family_of(model if type(model) is str else str(model or ""))
 
 
 # daily_stats' columns per model family, in the order _response adds to them
@@ -331,64 +324,86 @@ class Summaries:
 
     def _token_economics(self, bodies: list[Any], op_ids: list[str], written: int) -> None:
         state = dict(self._te_before)
-        changed = 0
+        added: list[tuple[Any, ...]] = []
+        removed: list[tuple[Any, ...]] = []
         for body, op_id in zip(bodies, op_ids):
             key = (body.message_id, body.request_id)
             old = state.get(key)
             if old is not None and not op_id > old[-1]:
                 continue  # an older operation: the row keeps the newer one
-            changed += 1
             # (timestamp, model, input, output, cache read, cache write, cost, session, op_id): as before() reads it
             new = (body.timestamp, body.model, body.input_tokens, body.output_tokens, body.cache_read_input_tokens,
                    body.cache_creation_input_tokens, body.cost_usd, body.session_id, op_id)
             if old is not None:
                 if isinstance(old[0], (int, float)) and not isinstance(old[0], bool):
-                    self._response(old, -1, body.session_id)
+                    removed.append(old)
                 else:  # a timestamp another writer stored as text: the day is recomputed from the tables
                     self.recompute.add(body)
-                self._session_tokens(old, -1)
+                    removed.append((None, *old[1:]))  # its tokens still leave the session
                 if old[7] and old[7] != body.session_id:
                     self.sessions.add(old[7])  # the response moved to another session: both rows change
-            self._response(new, +1, body.session_id)
-            self._session_tokens(new, +1)
+            added.append(new)
             state[key] = new
-        if changed != written:  # not what the table did: recompute what these rows touch
+        self._responses(removed, -1)
+        self._responses(added, +1)
+        if len(added) != written:  # not what the table did: recompute what these rows touch
             for body in bodies:
                 self.recompute.add(body)
 
-    def _session_tokens(self, row: tuple[Any, ...], sign: int) -> None:
-        # Once per token_economics row of the batch. A NULL count adds nothing, as SUM does.
-        sid = row[7]
-        if not sid:
-            return
-        totals = self.session_tokens.get(sid)
-        if totals is None:
-            totals = self.session_tokens[sid] = [0, 0, 0, 0, 0, 0]
-        totals[0] += sign * (row[2] or 0)
-        totals[1] += sign * (row[3] or 0)
-        totals[2] += sign * (row[4] or 0)
-        totals[3] += sign * (row[5] or 0)
-        if row[6] is not None:
-            totals[4] += sign * row[6]
-            totals[5] += sign
-        if row[1] is not None:
-            key = (sid, row[1])
-            self.session_models[key] = self.session_models.get(key, 0) + sign
-
-    def _response(self, row: tuple[Any, ...], sign: int, session: str | None) -> None:
-        # Once per token_economics row of the batch: the drain's hot path.
-        ts = row[0]
-        day = _day(ts)
-        family = _family(row[1])
-        if family is not None:
-            days = self.days
-            for column, value in zip(_FAMILY_COLUMNS[family], (1, row[2], row[3], row[4])):
-                key = (day, column)
-                days[key] = days.get(key, 0) + sign * (value or 0)  # a NULL count adds nothing, as SUM does
-        hour = int(ts % 86400) // 3600
-        self.hours[(day, hour)] = self.hours.get((day, hour), 0) + sign
-        if session and sign > 0:
-            self.day_sessions.add((day, hour, session))
+    def _responses(self, rows: list[tuple[Any, ...]], sign: int) -> None:
+        """What ``rows`` (as ``_token_economics`` lists them) add to, or take from, the days, hours
+        and sessions. The drain's hot path: one pass summing per key, then the sign once per key."""
+        per_family: dict[tuple[Any, str], list[Any]] = {}  # (day number, family) → [responses, in, out, cache read]
+        per_hour: dict[tuple[Any, int], int] = {}
+        per_session: dict[Any, list[Any]] = {}  # session → [in, out, cache read, cache write, cost, costs]
+        per_model: dict[tuple[Any, Any], int] = {}
+        day_sessions = self.day_sessions
+        for ts, model, inp, out, cread, cwrite, cost, sid, _op_id in rows:
+            # A NULL count adds nothing, as SUM does.
+            if ts is not None:
+                day = ts // 86400
+                family = _family_of(model)
+                if family is not None:
+                    acc = per_family.get((day, family))
+                    if acc is None:
+                        acc = per_family[(day, family)] = [0, 0, 0, 0]
+                    acc[0] += 1
+                    acc[1] += inp or 0
+                    acc[2] += out or 0
+                    acc[3] += cread or 0
+                slot = (day, int(ts % 86400) // 3600)
+                per_hour[slot] = per_hour.get(slot, 0) + 1
+                if sid and sign > 0:
+                    day_sessions.add((_day_of(int(day)), slot[1], sid))
+            if sid:
+                tot = per_session.get(sid)
+                if tot is None:
+                    tot = per_session[sid] = [0, 0, 0, 0, 0, 0]
+                tot[0] += inp or 0
+                tot[1] += out or 0
+                tot[2] += cread or 0
+                tot[3] += cwrite or 0
+                if cost is not None:
+                    tot[4] += cost
+                    tot[5] += 1
+                if model is not None:
+                    per_model[(sid, model)] = per_model.get((sid, model), 0) + 1
+        days, hours = self.days, self.hours
+        for (day, family), sums in per_family.items():
+            name = _day_of(int(day))
+            for column, value in zip(_FAMILY_COLUMNS[family], sums):
+                days[(name, column)] = days.get((name, column), 0) + sign * value
+        for (day, hour), n in per_hour.items():
+            key = (_day_of(int(day)), hour)
+            hours[key] = hours.get(key, 0) + sign * n
+        for sid, sums in per_session.items():
+            kept = self.session_tokens.get(sid)
+            if kept is None:
+                kept = self.session_tokens[sid] = [0, 0, 0, 0, 0, 0]
+            for i, value in enumerate(sums):
+                kept[i] += sign * value
+        for key, n in per_model.items():
+            self.session_models[key] = self.session_models.get(key, 0) + sign * n
 
     def flush(self) -> None:
         """Apply the batch's summary changes (inside the batch transaction)."""

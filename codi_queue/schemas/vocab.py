@@ -11,13 +11,15 @@ Derived from the Structs' own JSON Schema: nothing is restated.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from .registry import OPS
 
-__all__ = ["outside", "has_rules"]
+__all__ = ["outside", "count_outside", "has_rules"]
 
 _rules: dict[str, dict[str, tuple[list[Any] | None, float | None, float | None]]] = {}
 
@@ -46,12 +48,33 @@ def has_rules(op: str) -> bool:
 def outside(op: str, item: Any) -> list[tuple[str, str]]:
     """(field, why) for each value of ``item`` (a Struct of ``op``) outside our vocabularies and scales."""
     out: list[tuple[str, str]] = []
-    for field, (enum, low, high) in _rules_for(op).items():
+    for field, rule in _rules_for(op).items():
         value = getattr(item, field, None)
-        if value is None:
+        if not _outside(rule, (value,)):
             continue
-        if enum is not None and value not in enum:
+        enum, low, high = rule
+        if enum is not None:
             out.append((field, f"Invalid enum value {value!r} (known: {', '.join(map(str, enum))})"))
-        elif low is not None and isinstance(value, (int, float)) and not low <= value <= (high if high is not None else value):
+        else:
             out.append((field, f"Expected a value in [{low}, {high}], got {value}"))
     return out
+
+
+def count_outside(op: str, items: list[Any]) -> dict[str, int]:
+    """How many of ``items`` (Structs of ``op``) hold a value outside each field's vocabulary or
+    scale: what the consumer reports in ``status``, one pass per field over a whole batch."""
+    counts: dict[str, int] = {}
+    for field, rule in _rules_for(op).items():
+        n = len(_outside(rule, map(operator.attrgetter(field), items)))
+        if n:
+            counts[field] = n
+    return counts
+
+
+def _outside(rule: tuple[list[Any] | None, float | None, float | None], values: Iterable[Any]) -> list[Any]:
+    enum, low, high = rule
+    if enum is not None:
+        return [v for v in values if v is not None and v not in enum]
+    if low is None:
+        return []
+    return [v for v in values if isinstance(v, (int, float)) and not low <= v <= (high if high is not None else v)]

@@ -275,9 +275,10 @@ def _session_tokens_as_summed(paths: Any, sid: str) -> tuple[Any, ...]:
 
 
 def test_our_sessions_token_totals_kept_by_deltas_match_summing_every_response(tmp_path: Path) -> None:
-    """Twelve batches of responses (new, re-counted, moved between sessions, without a model or a cost),
-    a replay, and a batch whose summaries fail part-way: after each, every session of ours shows
-    exactly what summing all of its responses shows, though a batch never sums them itself."""
+    """Twelve batches of responses (new, re-counted, moved between sessions and days, without a model
+    or a cost), a replay, and a batch whose summaries fail part-way: after each, every session of
+    ours, day and hour shows exactly what summing all of its responses shows, though a batch never
+    sums them itself."""
     import random
 
     from codi_queue.consumer.loop import Consumer
@@ -289,7 +290,20 @@ def test_our_sessions_token_totals_kept_by_deltas_match_summing_every_response(t
     sessions = [f"s{i}" for i in range(4)]
     responses = [f"m{i}" for i in range(40)]
 
-    def check() -> None:
+    def check(days: bool) -> None:
+        for family in ("opus", "sonnet", "haiku") if days else ():
+            kept = query(paths, "sessions", f"SELECT date, {family}_messages, {family}_tokens_in, {family}_tokens_out, "
+                                            f"{family}_cache_read FROM daily_stats WHERE {family}_messages > 0 ORDER BY date")
+            summed = query(paths, "sessions", "SELECT date(timestamp, 'unixepoch'), COUNT(*), SUM(input_tokens), "
+                                              "SUM(output_tokens), SUM(cache_read_input_tokens) FROM token_economics "
+                                              "WHERE model LIKE ? GROUP BY 1 ORDER BY 1", (f"%{family}%",))
+            assert kept == summed, family
+        if days:
+            kept = query(paths, "sessions", "SELECT date, hour, message_count FROM hourly_activity "
+                                            "WHERE message_count > 0 ORDER BY 1, 2")
+            summed = query(paths, "sessions", "SELECT date(timestamp, 'unixepoch'), timestamp % 86400 / 3600, COUNT(*) "
+                                              "FROM token_economics GROUP BY 1, 2 ORDER BY 1, 2")
+            assert kept == summed
         for sid in sessions:
             row = query(paths, "sessions", "SELECT input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
                                            "model, cost_estimate FROM sessions WHERE id = ?", (sid,))
@@ -305,7 +319,7 @@ def test_our_sessions_token_totals_kept_by_deltas_match_summing_every_response(t
         for _ in range(rng.randint(1, 30)):
             body: dict[str, Any] = {
                 "message_id": rng.choice(responses), "request_id": "r", "session_id": rng.choice(sessions),
-                "timestamp": 1768903200 + batch * 60, "input_tokens": rng.randint(0, 500),
+                "timestamp": 1768903200 + rng.randint(0, 3 * 86400), "input_tokens": rng.randint(0, 500),
                 "output_tokens": rng.randint(0, 50), "cache_read_input_tokens": rng.randint(0, 9),
                 "cache_creation_input_tokens": rng.randint(0, 9)}
             if rng.random() < 0.8:
@@ -332,9 +346,9 @@ def test_our_sessions_token_totals_kept_by_deltas_match_summing_every_response(t
             conn.commit()
             conn.close()
             continue
-        check()
+        check(days=batch < 8)  # a batch whose summaries failed leaves its days for a recompute
     kept = query(paths, "sessions", "SELECT count(*) FROM cq_session_tokens")[0][0]
     assert kept, "no session's totals were kept: the delta path was never taken"
     assert run_cli(home, "replay", "--from-archive").returncode == 0
     Consumer(paths).run(once=True)
-    check()
+    check(days=False)
