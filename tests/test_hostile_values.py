@@ -182,3 +182,49 @@ def test_bodies_decoded_together_never_shift_onto_other_operations(tmp_path: Pat
     result = apply_items(conn, "seg9", 1, items(one, two))
     assert result.applied == {"tool_events": 2} and not result.dead
     assert conn.execute("SELECT tool_name FROM tool_events ORDER BY id").fetchall() == [("Read",), ("Edit",)]
+
+
+def test_bodies_decoded_without_post_init_equal_the_operations_own_structs() -> None:
+    """The drain decodes a table's bodies into its Struct's settled twin (no __post_init__) and
+    decodes again, as the Struct, every body its producer did not normalise: the values must be
+    exactly those of decoding each body as the Struct, whatever the spool holds."""
+    import msgspec
+
+    from codi_queue.consumer.apply import Item, _decode_all, _decoder
+    from codi_queue.schemas.envelope import Envelope, new_op_id
+    from codi_queue.schemas.registry import OPS
+    from codi_queue.schemas.types import settled_type
+
+    for spec in OPS.values():
+        assert msgspec.json.schema(settled_type(spec.type)) == msgspec.json.schema(spec.type), spec.name
+    spec = OPS["activity_event"]
+    raw: list[dict[str, object]] = [
+        {"event_type": "prompt", "timestamp": 1768903200, "data": '{"settled": true}'},
+        {"event_type": "prompt", "timestamp": 1768903200.75},  # not whole seconds
+        {"event_type": "prompt", "timestamp": "2026-01-20T10:00:00Z", "data": None},
+        {"event_type": "prompt", "data": {"k": [1, 2]}},  # no timestamp, JSON not yet text
+        {"event_type": "prompt", "timestamp": 1768903200, "data": {"k": 1}},  # settled time, JSON not yet text
+        {"event_type": "prompt", "timestamp": 1768903200123},  # milliseconds
+        {"event_type": "prompt", "timestamp": True},
+    ]
+    for is_json in (False, True):
+        encode = msgspec.json.encode if is_json else msgspec.msgpack.encode
+        for order in (raw, raw[::-1], raw[:-1], raw[-2::-1], raw[:1] * 3, raw[1:2] * 3):
+            items = [Item(Envelope(new_op_id(), spec.name, 1, 0.0, "test", msgspec.Raw(encode(b))), 1, is_json)
+                     for b in order]
+            expected = []
+            for item in items:
+                try:
+                    expected.append(msgspec.to_builtins(_decoder(spec, is_json).decode(item.env.body)))
+                except (msgspec.ValidationError, ValueError):
+                    expected.append("refused")
+            got = _decode_all(spec, items)
+            if "refused" in expected:
+                assert got is None  # then each body is decoded alone, and the refused one dead-lettered
+                continue
+            assert got is not None
+            got_values = [msgspec.to_builtins(b) for b in got]
+            for body, g, e in zip(order, got_values, expected):  # no timestamp: "now", and a second may pass
+                if "timestamp" not in body and isinstance(e, dict) and isinstance(g, dict):
+                    assert abs(g.pop("timestamp") - e.pop("timestamp")) <= 2
+            assert got_values == expected

@@ -20,6 +20,7 @@ import msgspec
 
 from ..schemas.envelope import Envelope, Rejected
 from ..schemas.registry import OPS, REJECTED_OP, Binding, OpSpec
+from ..schemas.types import settled_type, unsettled
 from ..schemas.vocab import count_outside, has_rules
 from ..values import clean_text, loads
 from .db import immediate
@@ -200,9 +201,14 @@ def _decode_all(spec: OpSpec, items: list[Item]) -> list[Any] | None:
             return None
         decode = _list_decoders.get((spec.name, is_json))
         if decode is None:
+            settled = settled_type(spec.type)  # no __post_init__: one Python call less per body
             decode = _list_decoders[(spec.name, is_json)] = \
-                (msgspec.json if is_json else msgspec.msgpack).Decoder(list[spec.type]).decode  # type: ignore[name-defined]
-        return decode(joined)  # type: ignore[no-any-return]
+                (msgspec.json if is_json else msgspec.msgpack).Decoder(list[settled]).decode  # type: ignore[valid-type]
+        decoded: list[Any] = decode(joined)
+        single = _decoder(spec, is_json).decode
+        for i in unsettled(spec.type, decoded):  # a body its producer did not normalise: as the op's Struct
+            decoded[i] = single(bodies[i])
+        return decoded
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError, TypeError, OverflowError):
         return None  # some body is bad: decoded alone, it becomes that op's dead letter
 

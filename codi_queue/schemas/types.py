@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import time
 from typing import Annotated, Any, ClassVar, Union
 
@@ -27,6 +28,8 @@ __all__ = [
     "TEXT_MAX",
     "LONG_TEXT_MAX",
     "type_members",
+    "settled_type",
+    "unsettled",
 ]
 
 TEXT_MAX = 64 * 1024
@@ -104,6 +107,52 @@ class OpBase(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field
                 if len(text) > TEXT_MAX:
                     raise ValueError(f"JSON longer than {TEXT_MAX} characters - at `$.{name}`")
                 setattr(self, name, text)
+
+
+def settled_type(cls: type[OpBase]) -> type:
+    """``cls`` without ``__post_init__``, generated from its fields (the same fields, types,
+    defaults, tag and JSON schema): what the consumer decodes bodies into, since nearly every
+    body was normalised by its producer already and the hook is one Python call per operation.
+    ``unsettled`` says which decoded bodies still need it (decode those as ``cls``)."""
+    twin = _settled.get(cls)
+    if twin is None:
+        conf = cls.__struct_config__
+        fields: list[Any] = []
+        for f in msgspec.structs.fields(cls):
+            if f.default is not msgspec.NODEFAULT:
+                fields.append((f.name, f.type, f.default))
+            elif f.default_factory is not msgspec.NODEFAULT:
+                fields.append((f.name, f.type, msgspec.field(default_factory=f.default_factory)))
+            else:
+                fields.append((f.name, f.type))
+        twin = _settled[cls] = msgspec.defstruct(
+            cls.__name__, fields, kw_only=True, forbid_unknown_fields=conf.forbid_unknown_fields,
+            tag_field=conf.tag_field, tag=conf.tag, gc=False, module=cls.__module__)
+    return twin
+
+
+_settled: dict[type, type] = {}
+
+
+def unsettled(cls: type[OpBase], items: list[Any]) -> list[int]:
+    """Which of ``items`` (decoded as ``settled_type(cls)``) ``OpBase.__post_init__`` would
+    change or refuse: a timestamp that is not whole seconds yet, JSON not yet text."""
+    if not items:
+        return []
+    # Whole-list checks in C first: a batch of settled bodies costs no Python per body.
+    stamps = list(map(_TIMESTAMP, items))
+    odd: set[int] = set()
+    if set(map(type, stamps)) != {int} or min(stamps) < 0 or max(stamps) >= SECONDS_BELOW:
+        odd.update(i for i, ts in enumerate(stamps) if not (type(ts) is int and 0 <= ts < SECONDS_BELOW))
+    for name in cls.__json_fields__:
+        values = list(map(operator.attrgetter(name), items))
+        if not set(map(type, values)) <= _TEXT_OR_NONE:
+            odd.update(i for i, v in enumerate(values) if v is not None and not isinstance(v, str))
+    return sorted(odd)
+
+
+_TEXT_OR_NONE = {str, type(None)}
+_TIMESTAMP = operator.attrgetter("timestamp")
 
 
 def type_members(info: Any) -> list[Any]:
