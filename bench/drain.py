@@ -2,6 +2,9 @@
 
 The ceiling is apsw ``executemany`` inserting the same rows into the same
 migrated schema in one transaction, with no queue at all, in the same run.
+The operations are shaped as the platform's are (responses name their session
+and model), so the dashboards' summaries the consumer keeps cost what they
+cost for real.
 """
 
 from __future__ import annotations
@@ -81,8 +84,12 @@ def ceiling_rate(total: int) -> float:
 
 def run(quick: bool = False) -> list[Row]:
     total = 100_000 if quick else 1_000_000
-    rate, n = drain_rate(total)
-    ceiling = ceiling_rate(total)
+    # Interleaved rounds, each side's best: a shared VM's neighbours slow one run by up to a
+    # third, and the best of each is the run they disturbed least, on both sides alike.
+    rate, ceiling, n = 0.0, 0.0, 0
+    for _ in range(2):
+        got, n = drain_rate(total)
+        rate, ceiling = max(rate, got), max(ceiling, ceiling_rate(total))
     return [
         Row(f"drain, {n:,} mixed ops (5 op types, 2 tiers)", f"{rate:,.0f} ops/s", f"apsw executemany {ceiling:,.0f} rows/s",
             f"{rate / ceiling:.0%} of ceiling", "≥ 60% of ceiling"),

@@ -9,6 +9,7 @@ tables; upserts only move forward in id), which makes replays no-ops.
 from __future__ import annotations
 
 import json
+import operator
 import time
 import weakref
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ INFRASTRUCTURE: tuple[type[BaseException], ...] = (
 )
 
 _decoders: dict[tuple[str, bool], Any] = {}
+_ENV_ID = operator.attrgetter("env.id")
 _encode = msgspec.msgpack.Encoder().encode
 _encode_json = msgspec.json.Encoder().encode
 
@@ -151,8 +153,8 @@ class _Group:
         bodies = _decode_all(self.spec, items)
         if bodies is None:
             return False
-        row = self.bound.row
-        self.rows = [(*row(body), item.env.id) for body, item in zip(bodies, items)]
+        # (*row(body), op_id) for each, built in C: map, zip and tuple concatenation
+        self.rows = list(map(operator.add, map(self.bound.row, bodies), zip(map(_ENV_ID, items))))
         self.items, self.bodies = items, bodies
         return True
 
@@ -179,6 +181,7 @@ class _Group:
 
 
 _list_decoders: dict[tuple[str, bool], Any] = {}
+_ENV_ID = operator.attrgetter("env.id")
 _raw_lists = (msgspec.msgpack.Decoder(list[msgspec.Raw]).decode, msgspec.json.Decoder(list[msgspec.Raw]).decode)
 
 
