@@ -116,10 +116,11 @@ def _token_totals(conn: apsw.Connection, sid: Any) -> TokenTotals:
 
 
 def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int] | None = None,
-             kept_totals: Callable[[str], TokenTotals | None] | None = None) -> None:
+             kept_totals: Callable[[str], TokenTotals | None] | None = None, have: set[str] | None = None) -> None:
     """The platform's row for one session; ``counts`` (tools, messages added by this batch) spares the
     count queries when the batch wrote every row it carried (None: count from the tables), and
-    ``kept_totals`` the token sums over all of the session's responses, for a row of ours."""
+    ``kept_totals`` the token sums over all of the session's responses, for a row of ours. ``have``:
+    the sessions table's columns, when the caller has them."""
     starts = [scalar(conn, f"SELECT MIN(timestamp) FROM {t} WHERE session_id = ?", (sid,))
               for t in ("activity_events", "tool_events", "messages", "token_economics") if t in tables]
     start = min((s for s in starts if s is not None), default=None)
@@ -146,10 +147,11 @@ def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int
         "cost_estimate": tokens[4] if tokens[4] is not None else outcome.get("cost", outcome.get("cost_usd")),
         "transcript_path": first[2],
     }
-    have = {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
-    exists = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone() is not None
+    if have is None:
+        have = _columns(conn, "sessions")
     current: Any = conn.execute("SELECT tool_count, message_count FROM sessions WHERE id = ?", (sid,)).fetchone() \
         if fast else None
+    exists = current is not None or conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone() is not None
     if current is not None and counts is not None:  # our row: add what this batch wrote
         row["tool_count"] = (current[0] or 0) + counts[0]
         row["message_count"] = (current[1] or 0) + counts[1]
@@ -169,6 +171,10 @@ def _session(conn: apsw.Connection, sid: str, tables: set[str], counts: list[int
         sets = ", ".join(f"{c} = MAX(COALESCE({c}, 0), ?)" if c.endswith(("_count", "_tokens")) else
                          f"{c} = COALESCE(NULLIF({c}, ''), ?)" for c in cols)
     conn.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*values, sid))
+
+
+def _columns(conn: apsw.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
 def _latest_outcome(conn: apsw.Connection, sid: str) -> dict[str, Any]:
@@ -421,13 +427,14 @@ class Summaries:
         self._keep_tokens()  # whether or not a sessions table is there to read them now
         if {"sessions", "cq_owned_sessions"} <= tables:
             kept = self._kept_totals if self.keeps_tokens else None
+            have = _columns(conn, "sessions")
             for sid in self.sessions:
                 if sid in self.recompute.sessions:
-                    _session(conn, sid, tables)
+                    _session(conn, sid, tables, have=have)
                 else:
                     # Every row this batch carried was written: it added these counts (none, if it
                     # carried only other rows of the session).
-                    _session(conn, sid, tables, self.session_counts.get(sid, [0, 0]), kept)
+                    _session(conn, sid, tables, self.session_counts.get(sid, [0, 0]), kept, have)
         if {"daily_stats", "hourly_activity", "cq_owned_days", "cq_day_sessions"} <= tables:
             self._days()
             self._hours()
