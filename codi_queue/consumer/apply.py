@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import operator
 import time
+from itertools import groupby
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ INFRASTRUCTURE: tuple[type[BaseException], ...] = (
 
 _decoders: dict[tuple[str, bool], Any] = {}
 _ENV_ID = operator.attrgetter("env.id")
+_ITEM_OP = operator.attrgetter("env.op")
 _encode = msgspec.msgpack.Encoder().encode
 _encode_json = msgspec.json.Encoder().encode
 
@@ -182,6 +184,7 @@ class _Group:
 
 _list_decoders: dict[tuple[str, bool], Any] = {}
 _ENV_ID = operator.attrgetter("env.id")
+_ITEM_OP = operator.attrgetter("env.op")
 _raw_lists = (msgspec.msgpack.Decoder(list[msgspec.Raw]).decode, msgspec.json.Decoder(list[msgspec.Raw]).decode)
 
 
@@ -224,11 +227,12 @@ def prepare(
     Also counts, per ``op.field``, the values stored outside our vocabularies and scales.
     """
     by_op: dict[str, list[Item]] = {}
-    for item in items:
-        run = by_op.get(item.env.op)
+    for op, same in groupby(items, _ITEM_OP):  # runs of one operation (a record's batch), in C
+        run = by_op.get(op)
         if run is None:
-            run = by_op[item.env.op] = []
-        run.append(item)
+            by_op[op] = list(same)
+        else:
+            run.extend(same)
     groups: list[_Group] = []
     unknown: dict[str, int] = {}
     dead: list[DeadLetter] = []

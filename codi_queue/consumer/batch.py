@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
+from itertools import repeat
+from operator import attrgetter
 
 from ..schemas.envelope import Envelope
 from ..schemas.registry import OPS, STATE_TIER
@@ -12,6 +14,7 @@ __all__ = ["Batch"]
 
 # Where each operation goes; an operation this code does not know is filed in the state database.
 _TIER_OF = {name: spec.tier for name, spec in OPS.items()}
+_OP = attrgetter("op")
 
 
 class Batch:
@@ -36,18 +39,25 @@ class Batch:
         """Whether ``tier`` is drained here and has not yet committed the record ending at ``end``."""
         return tier in self.routed and end > self.cursors[tier]
 
-    def take(self, end: int, ops: Iterable[Envelope], is_json: bool, damaged: list[DeadLetter]) -> None:
+    def take(self, end: int, ops: Sequence[Envelope], is_json: bool, damaged: list[DeadLetter]) -> None:
         """One record ending at ``end``: each operation to its tier if that tier wants the record,
         and the dead letters the record made. Runs once per operation drained: kept lean."""
         wanted = {t: items for t, items in self.routed.items() if end > self.cursors[t]}
         n = 0
         if wanted:
             tier_of, state = _TIER_OF.get, STATE_TIER
-            for env in ops:
-                items = wanted.get(tier_of(env.op, state))
+            names = set(map(_OP, ops))
+            if len(names) == 1:  # the usual record: one operation's batch, routed whole, in C
+                items = wanted.get(tier_of(names.pop(), state))
                 if items is not None:
-                    items.append(Item(env, end, is_json))
-                    n += 1
+                    items.extend(map(Item, ops, repeat(end), repeat(is_json)))
+                    n = len(ops)
+            else:
+                for env in ops:
+                    items = wanted.get(tier_of(env.op, state))
+                    if items is not None:
+                        items.append(Item(env, end, is_json))
+                        n += 1
         if damaged:
             self.damaged.extend(damaged)
         self.size += n or 1
