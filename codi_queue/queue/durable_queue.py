@@ -40,7 +40,7 @@ from . import frame
 
 __all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "recover_head", "NOFOLLOW",
            "POS_SHIFT", "ACKED_FILE", "chunk_files", "check_head", "publish_acked", "publish_written", "read_written", "acknowledge", "read_acked",
-           "read_acked_ops"]
+           "read_acked_ops", "read_acked_state"]
 
 POS_SHIFT = 40  # a position is chunk << 40 | byte offset (as in segment.py)
 ACKED_FILE = "acked"  # the acknowledged position producers publish after their sync
@@ -508,11 +508,18 @@ def _acked_bytes(dir_fd: int) -> bytes:
 
 def read_acked(dir_fd: int) -> int | None:
     """The acknowledged position a producer published in this directory, or None."""
-    data = _acked_bytes(dir_fd)
-    return int.from_bytes(data[:8], "little") if len(data) >= 8 else None
+    return read_acked_state(dir_fd)[0]
 
 
 def read_acked_ops(dir_fd: int) -> int | None:
     """The operation count published with the acknowledged position, or None."""
+    return read_acked_state(dir_fd)[1]
+
+
+def read_acked_state(dir_fd: int) -> tuple[int | None, int | None]:
+    """The acknowledged position and its operation count, read together: they are published
+    in one write, and read apart a producer could move them in between."""
     data = _acked_bytes(dir_fd)
-    return int.from_bytes(data[8:], "little") if len(data) == 16 and data[8:] != _UNKNOWN_OPS else None
+    pos = int.from_bytes(data[:8], "little") if len(data) >= 8 else None
+    ops = int.from_bytes(data[8:], "little") if len(data) == 16 and data[8:] != _UNKNOWN_OPS else None
+    return pos, ops

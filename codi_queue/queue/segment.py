@@ -39,7 +39,7 @@ from typing import NamedTuple
 from ..errors import CorruptRecord
 from ..fsutil import DIR_FLAGS, NOFOLLOW
 from . import frame
-from .durable_queue import read_acked, read_acked_ops, recover_head
+from .durable_queue import read_acked_state, recover_head
 
 __all__ = ["Entry", "SegmentReader", "POS_SHIFT", "describe_pos", "QUARANTINE_INLINE"]
 
@@ -105,8 +105,7 @@ class SegmentReader:
         self._dfd = os.open(path, DIR_FLAGS)
         try:
             self._bounds = self._read_bounds()
-            acked = read_acked(self._dfd)
-            acked_ops = read_acked_ops(self._dfd)
+            acked, acked_ops = read_acked_state(self._dfd)
             if acked is not None and acked >> POS_SHIFT > self._chunks:
                 self.warnings.append(f"{path}: the acknowledged position {describe_pos(acked)} lies past every "
                                      "chunk file: a damaged acked file, ignored")
@@ -120,6 +119,10 @@ class SegmentReader:
             self.info_end = self.end  # how far info (recovered) says; ``end`` may stop short of it (live)
             if live and not trust_info:
                 self._bounds = _clip(self._bounds, acked)
+                if self.end < self.info_end:
+                    # Read only to the acknowledged position: info, recovered past it, also counts
+                    # records written and not yet acknowledged, which would read as operations lost.
+                    self.total_ops = acked_ops
         except BaseException:
             self.close()
             raise
