@@ -191,10 +191,11 @@ def resolve_cached(home: str | None = None) -> Paths:
 
 
 def _file_signature(path: str) -> bytes | None:
-    # The contents, not a stat: two writes within one timestamp tick share an mtime.
+    # The contents, not a stat: two writes within one timestamp tick share an mtime. A config
+    # file is small; one that is not (a link to a device) is told apart by its first MiB.
     try:
         with open(path, "rb") as fp:
-            return fp.read()
+            return fp.read(1 << 20)
     except OSError:
         return None
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import operator
 import time
-from itertools import groupby
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
 import apsw
@@ -183,8 +183,6 @@ class _Group:
 
 
 _list_decoders: dict[tuple[str, bool], Any] = {}
-_ENV_ID = operator.attrgetter("env.id")
-_ITEM_OP = operator.attrgetter("env.op")
 _raw_lists = (msgspec.msgpack.Decoder(list[msgspec.Raw]).decode, msgspec.json.Decoder(list[msgspec.Raw]).decode)
 
 
