@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import ROOT, Row, median, ms, pct, tmpdir  # noqa: E402
 
 PRODUCERS = 16
+LANE_CONTROL = "codi-queue-1-lane"  # the same with CODI_QUEUE_LANES=1: what lanes change
 SCHEMA = ("CREATE TABLE IF NOT EXISTS tool_events (id INTEGER PRIMARY KEY, timestamp INT NOT NULL, "
           "tool_name TEXT NOT NULL, success INT NOT NULL, duration_ms INT, error_message TEXT, context TEXT)")
 
@@ -78,7 +79,11 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
     go = os.path.join(work, "go")
     home = os.path.join(work, "home")
     default_sync = 2  # codi-queue acknowledges after its fsyncs
-    if method == "codi-queue":
+    ours = method.startswith("codi-queue")
+    worker_env = dict(os.environ)
+    if method == LANE_CONTROL:
+        worker_env["CODI_QUEUE_LANES"] = "1"  # every producer behind the one lock, as before lanes
+    if ours:
         from codi_queue.paths import resolve
 
         db = resolve(home).database("sessions")
@@ -109,8 +114,9 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
         drain = threading.Thread(target=_ackqueue_drain, args=(target, db, stop_drain))
         drain.start()
     outs = [os.path.join(work, f"out-{i}.json") for i in range(PRODUCERS)]
-    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "storm_worker.py"), method, target,
-                               str(per_producer), outs[i], go]) for i in range(PRODUCERS)]
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "storm_worker.py"),
+                               "codi-queue" if ours else method, target, str(per_producer), outs[i], go],
+                              env=worker_env) for i in range(PRODUCERS)]
     time.sleep(0.5)  # let every worker import and wait at the gate
     t0 = time.perf_counter()
     open(go, "w").close()
@@ -131,6 +137,8 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
     if consumer is not None:
         consumer.send_signal(signal.SIGTERM)
         consumer.wait(timeout=60)
+    lanes = len([n for n in os.listdir(os.path.join(home, "spool")) if n.startswith("inbox")
+                 and not n.endswith(".lock")]) if ours else 0
     lat = [x for r in results for x in r["lat"]]
     errors = sum(len(r["errors"]) for r in results)
     stored = _count(db, column)
@@ -139,12 +147,12 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
             "sample_error": next((e for r in results for e in r["errors"]), ""),
             # synchronous=FULL (2) commits fsync the WAL (or journal) before returning; NORMAL (1) in WAL
             # mode does not. codi-queue acknowledges after its fsyncs; SQLiteAckQueue commits with FULL.
-            "durable": sync_level >= 2, "synchronous": sync_level}
+            "durable": sync_level >= 2, "synchronous": sync_level, "lanes": lanes}
 
 
 def run(quick: bool = False) -> list[Row]:
     per = 40 if quick else 150
-    methods = ["codi-queue", "direct-wal", "direct-wal-full", "direct-wal-normal", "direct-rollback",
+    methods = ["codi-queue", LANE_CONTROL, "direct-wal", "direct-wal-full", "direct-wal-normal", "direct-rollback",
                "retry-immediate", "sqliteackqueue"]
     res = {m: run_method(m, per) for m in methods}
     ours = res["codi-queue"]
@@ -153,8 +161,9 @@ def run(quick: bool = False) -> list[Row]:
         r = res[m]
         ratio = "" if m == "codi-queue" else f"{float(r['p99']) / float(ours['p99']):.1f}× ours"  # type: ignore[arg-type]
         durable = "durable on return" if r["durable"] else "NOT durable on return"
+        used = f", {r['lanes']} lanes used" if r["lanes"] else ""
         rows.append(Row(
-            f"storm {PRODUCERS}×{per}: {m} (synchronous={r['synchronous']}, {durable})",
+            f"storm {PRODUCERS}×{per}: {m} (synchronous={r['synchronous']}, {durable}{used})",
             f"p50 {ms(r['p50'])}, p99 {ms(r['p99'])}, max {ms(r['max'])}",  # type: ignore[arg-type]
             f"errors {r['errors']}, lost {r['lost']}/{r['attempted']}, queryable {r['queryable_s']:.1f} s",
             ratio,

@@ -260,9 +260,12 @@ def prepare(
 
 
 def apply_items(
-    conn: apsw.Connection, segment: str, end_pos: int, items: Sequence[Item], extra_dead: Sequence[DeadLetter] = ()
+    conn: apsw.Connection, segment: str, end_pos: int, items: Sequence[Item], extra_dead: Sequence[DeadLetter] = (),
+    keep: Sequence[str] = (),
 ) -> TierResult:
-    """Apply ``items`` and advance this tier's cursor for ``segment`` to ``end_pos``, atomically."""
+    """Apply ``items`` and advance this tier's cursor for ``segment`` to ``end_pos``, atomically.
+
+    ``keep``: the directories still pending (claimed or live), whose cursors stay."""
     with immediate(conn):
         groups, dead, unknown = prepare(conn, items)
         dead.extend(extra_dead)
@@ -293,9 +296,11 @@ def apply_items(
             "ON CONFLICT(segment) DO UPDATE SET pos = max(pos, excluded.pos)",
             (segment, end_pos),
         )
-        # Segments are drained in id order, so every older one is archived:
-        # its cursor has done its job.
-        conn.execute("DELETE FROM cq_cursor WHERE segment < ?", (segment,))
+        # An older directory that is not pending any more is archived: its cursor
+        # has done its job. Another lane's live inbox can be older than this
+        # directory and is still being read.
+        conn.execute("DELETE FROM cq_cursor WHERE segment < ? AND segment NOT IN (SELECT value FROM json_each(?))",
+                     (segment, json.dumps(list(keep))))
     return result
 
 

@@ -121,6 +121,7 @@ class Consumer:
         # inbox id → (the info position the acknowledged one must reach, since when)
         self._hint_lag: dict[str, tuple[int, float]] = {}
         self._once = False
+        self._pending_ids: list[str] = []  # directories not archived, as last listed: their cursors stay
         self._cursors: dict[str, dict[str, int]] = {}
         self.tailers = Tailers(paths, config, self._report) if config is not None else None
         self.metrics = Metrics(paths.metrics)
@@ -306,15 +307,17 @@ class Consumer:
         """Pass over the spool until a pass finds nothing new; the number of operations handled."""
         if not self._conns or self.unavailable and time.monotonic() >= self._retry_tiers_at:
             self._open_databases()
+        self._pending_ids = [qd.id for qd in self.spool.queue_dirs()]  # before a refill commits anything
         self._check_databases()
         total = passes = 0
         while not self.stopping and (max_passes is None or passes < max_passes):
             passes += 1
             handled = 0
-            rescued = self.spool.rescue_inbox()
-            if rescued:
+            for rescued in self.spool.rescue_inboxes():
                 self._report(rescued)
-            for qd in list(self.spool.queue_dirs()):
+            dirs = list(self.spool.queue_dirs())
+            self._pending_ids = [qd.id for qd in dirs]
+            for qd in dirs:
                 n, complete = self._drain_dir(qd)
                 handled += n
                 if self.stopping or not complete:
@@ -349,6 +352,7 @@ class Consumer:
     def apply_journal(self, dirs: list[QueueDir], progress: Callable[[int], None] | None = None) -> ConsumerStats:
         """Apply queue directories in order without claiming or archiving anything (a rebuild)."""
         self._once = True  # the inbox too, up to its info: no producer's acknowledgement to wait for
+        self._pending_ids = [qd.id for qd in self.spool.queue_dirs()]
         self._open_databases()
         try:
             for n, qd in enumerate(dirs, 1):
@@ -498,7 +502,7 @@ class Consumer:
             extra = batch.damaged if tier == STATE_TIER else []
             if not items and not extra or tier not in self._conns:
                 continue
-            result = apply_items(self._conns[tier], seg, end, items, extra)
+            result = apply_items(self._conns[tier], seg, end, items, extra, keep=self._pending_ids)
             cursors[tier] = end  # committed: a retry after a later tier's failure skips these
             self.stats.operations += len(items)
             self.stats.applied += sum(result.applied.values())
@@ -568,8 +572,8 @@ class Consumer:
         except (FileNotFoundError, ValueError):
             return  # claimed by a producer's corruption recovery meanwhile
         if big or age >= self.rotate_age_s:
-            if self.spool.claim(qd.id):
-                log.info("claimed inbox %s as a segment", qd.id)
+            if self.spool.claim(qd.id, qd.lane):
+                log.info("claimed inbox %s (lane %d) as a segment", qd.id, qd.lane)
 
     def _report(self, message: str) -> None:
         log.warning("%s", message)

@@ -29,14 +29,18 @@ from .db import open_readonly
 from .records import decode_record
 
 __all__ = ["read_progress", "save_progress", "home_id", "retention_hold", "note_error", "PULLED_PREFIX",
-           "Applied", "Moved", "journal_ops", "left_out", "backlog", "pushed_mark"]
+           "Applied", "Moved", "Mark", "journal_ops", "left_out", "backlog", "pushed_marks"]
 
 # The producer name of operations ``sync pull`` enqueued: never pushed back.
 PULLED_PREFIX = "sync-pull:"
 
 
+Mark = tuple[str, int]  # (segment, position): a place in one lane's journal
+
+
 def read_progress(paths: Paths) -> dict[str, Any]:
-    """``{"tiers": {tier: {"segment", "pos", "pushed_at", "operations"}}, "last_push", "last_error"}`` ({} if none)."""
+    """``{"tiers": {tier: {"segment", "pos", "lanes", "pushed_at", "operations"}}, "last_push", "last_error"}``
+    ({} if none). ``segment``/``pos`` are lane 0's mark; ``lanes`` holds the others (``{"1": [segment, pos]}``)."""
     try:
         data = json.loads(read_file(paths.sync_push_file, 1024 * 1024))
     except (OSError, ValueError):
@@ -44,7 +48,7 @@ def read_progress(paths: Paths) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def save_progress(paths: Paths, tier: str, segment: str, pos: int, operations: int) -> None:
+def save_progress(paths: Paths, tier: str, marks: dict[int, Mark], operations: int) -> None:
     data = read_progress(paths)
     tiers = data.setdefault("tiers", {})
     if not isinstance(tiers, dict):
@@ -53,7 +57,9 @@ def save_progress(paths: Paths, tier: str, segment: str, pos: int, operations: i
     if not isinstance(previous, dict):
         previous = {}
     now = time.time()
+    segment, pos = marks.get(0, ("", 0))
     tiers[tier] = {"segment": segment, "pos": pos, "pushed_at": now,
+                   "lanes": {str(lane): list(mark) for lane, mark in sorted(marks.items()) if lane},
                    "operations": int(previous.get("operations", 0)) + operations}
     data["last_push"] = now
     data["last_error"] = None
@@ -68,30 +74,37 @@ def note_error(paths: Paths, reason: str) -> None:
     _write(paths, data)
 
 
-def pushed_mark(entry: Any) -> tuple[str, int]:
-    """(segment, position) of a progress entry; the start of the journal if it is not one."""
+def pushed_marks(entry: Any) -> dict[int, Mark]:
+    """Each lane's (segment, position) in a progress entry; a lane it does not name starts at the beginning."""
     if not isinstance(entry, dict):
-        return "", 0
-    segment, pos = entry.get("segment"), entry.get("pos")
+        return {}
+    marks: dict[int, Mark] = {}
+    zero = _mark(entry.get("segment"), entry.get("pos"))
+    if zero is not None:
+        marks[0] = zero
+    lanes = entry.get("lanes")
+    for key, value in lanes.items() if isinstance(lanes, dict) else ():
+        mark = _mark(*value) if isinstance(value, list) and len(value) == 2 else None
+        if mark is not None and isinstance(key, str) and key.isascii() and key.isdigit():
+            marks[int(key)] = mark
+    return marks
+
+
+def _mark(segment: Any, pos: Any) -> Mark | None:
     if not isinstance(segment, str) or not isinstance(pos, int) or isinstance(pos, bool) or pos < 0:
-        return "", 0
+        return None
     return segment, pos
 
 
-def retention_hold(paths: Paths, tiers: tuple[str, ...]) -> str | None:
-    """The oldest segment some pushed tier still needs: None holds nothing (no tier is pushed),
-    "" holds every segment (a tier never pushed yet)."""
+def retention_hold(paths: Paths, tiers: tuple[str, ...]) -> dict[int, str] | None:
+    """Per lane, the oldest segment some pushed tier still needs. None holds nothing (no tier is
+    pushed); a lane left out, or held at "", keeps every segment (some tier never pushed it)."""
     if not tiers:
         return None
     progress = read_progress(paths).get("tiers")
-    if not isinstance(progress, dict):
-        return ""
-    held = []
-    for tier in tiers:
-        entry = progress.get(tier)
-        segment = entry.get("segment") if isinstance(entry, dict) else None
-        held.append(segment if isinstance(segment, str) else "")
-    return min(held)
+    per_tier = [pushed_marks(progress.get(t)) if isinstance(progress, dict) else {} for t in tiers]
+    lanes = set().union(*per_tier)
+    return {lane: min(marks.get(lane, ("", 0))[0] for marks in per_tier) for lane in lanes}
 
 
 def home_id(paths: Paths) -> str:
@@ -117,36 +130,46 @@ def _write(paths: Paths, data: dict[str, Any]) -> None:
 
 @dataclass
 class Applied:
-    """How far the consumer has applied one tier, and how far it has read the journal at all."""
+    """How far the consumer has applied one tier, and how far it has read the journal at all.
 
-    own: tuple[str, int] = ("", 0)  # this tier's cursor: its operations up to here are applied
-    read: tuple[str, int] = ("", 0)  # the furthest cursor of any tier: records past it are unread
+    Per directory: the cursors the consumer commits with the rows. Within a
+    lane directories are applied in order, so a lane's furthest cursor marks it."""
+
+    own: dict[str, int] = field(default_factory=dict)  # this tier's cursors: operations up to here are applied
+    read: dict[str, int] = field(default_factory=dict)  # the furthest cursor of any tier: past it is unread
     dead: set[str] = field(default_factory=set)  # operation ids that are dead letters in this tier
 
     @classmethod
     def read_all(cls, paths: Paths, tiers: tuple[str, ...]) -> dict[str, Applied]:
-        """Each tier's mark, reading every database once."""
-        marks: dict[str, tuple[str, int]] = {}
+        """Each tier's cursors, reading every database once."""
+        cursors: dict[str, dict[str, int]] = {}
         dead: dict[str, set[str]] = {}
         for name in (*TIERS, STATE_TIER):
             conn = open_readonly(paths.database(name))
             if conn is None:
                 continue
             try:
-                row = conn.execute("SELECT segment, pos FROM cq_cursor ORDER BY segment DESC LIMIT 1").fetchone()
+                rows: list[Any] = conn.execute("SELECT segment, pos FROM cq_cursor").fetchall()
                 if name in tiers:
                     dead[name] = {r[0] for r in conn.execute("SELECT op_id FROM cq_dead_letters")}
             except apsw.SQLError:
                 continue  # not migrated yet: nothing applied there
             finally:
                 conn.close()
-            marks[name] = (str(row[0]), int(row[1])) if row else ("", 0)
-        furthest = max(marks.values(), default=("", 0))
-        return {t: cls(marks.get(t, ("", 0)), furthest, dead.get(t, set())) for t in tiers}
+            cursors[name] = {str(seg): int(pos) for seg, pos in rows}
+        furthest: dict[str, int] = {}
+        for tier_cursors in cursors.values():
+            for seg, pos in tier_cursors.items():
+                furthest[seg] = max(pos, furthest.get(seg, 0))
+        return {t: cls(cursors.get(t, {}), furthest, dead.get(t, set())) for t in tiers}
 
     @classmethod
     def read_from(cls, paths: Paths, tier: str) -> Applied:
         return cls.read_all(paths, (tier,))[tier]
+
+
+def _lane_mark(cursors: dict[str, int], lane_of: dict[str, int], lane: int) -> Mark:
+    return max(((seg, pos) for seg, pos in cursors.items() if lane_of.get(seg) == lane), default=("", 0))
 
 
 class Moved(Exception):
@@ -154,26 +177,43 @@ class Moved(Exception):
 
 
 def journal_ops(
-    paths: Paths, tier: str, start: tuple[str, int], applied: Applied, unreadable: list[str] | None = None
-) -> Iterator[tuple[str, int, list[tuple[Any, Item]]]]:
-    """(segment, record end, [(spec, item)] of ``tier``) for each applied record after ``start``.
+    paths: Paths, tier: str, start: dict[int, Mark], applied: Applied, unreadable: list[str] | None = None
+) -> Iterator[tuple[int, str, int, list[tuple[Any, Item]]]]:
+    """(lane, segment, record end, [(spec, item)] of ``tier``) for each applied record past ``start``,
+    one lane after another.
 
     An archived segment is applied whole. Past that, a record is applied for
-    this tier if it lies within the tier's own cursor, or holds nothing for the
-    tier and lies within what the consumer has read (another tier's cursor): a
-    tier that rarely gets operations still moves on, so retention can let old
-    segments go. A record with nothing for the tier is yielded too (its
-    position moves the push cursor). An archived directory that cannot be read
-    as one (a link, a file, no permission) is passed over and named in
-    ``unreadable``: it must not hold every later segment back forever.
+    this tier if it lies within the tier's own cursor in its lane, or holds
+    nothing for the tier and lies within what the consumer has read there
+    (another tier's cursor): a tier that rarely gets operations still moves
+    on, so retention can let old segments go. A record with nothing for the
+    tier is yielded too (its position moves the push cursor). An archived
+    directory that cannot be read as one (a link, a file, no permission) is
+    passed over and named in ``unreadable``: it must not hold every later
+    segment back forever.
     """
     spool = Spool(paths.spool, paths.archive)
-    archived = {qd.id for qd in spool.archived_dirs()}
-    for qd in spool.journal():
+    archived = spool.archived_dirs()
+    journal = archived + list(spool.queue_dirs())
+    lanes: dict[int, list[QueueDir]] = {}
+    for qd in journal:
+        lanes.setdefault(qd.lane, []).append(qd)
+    lane_of = {qd.id: qd.lane for qd in journal}
+    archived_ids = {qd.id for qd in archived}
+    for lane in sorted(lanes):
+        own, read = _lane_mark(applied.own, lane_of, lane), _lane_mark(applied.read, lane_of, lane)
+        for seg, end, found in _lane_ops(lanes[lane], archived_ids, tier, start.get(lane, ("", 0)), own, read,
+                                         unreadable):
+            yield lane, seg, end, found
+
+
+def _lane_ops(dirs: list[QueueDir], archived: set[str], tier: str, start: Mark, own: Mark, read: Mark,
+              unreadable: list[str] | None) -> Iterator[tuple[str, int, list[tuple[Any, Item]]]]:
+    for qd in dirs:
         if qd.id < start[0]:
             continue
         pending = qd.id not in archived
-        if pending and qd.id > applied.read[0]:
+        if pending and qd.id > read[0]:
             return  # not read by the consumer yet
         try:
             reader = SegmentReader(qd.path, live=qd.live, trust_info=True)
@@ -186,7 +226,7 @@ def journal_ops(
                 unreadable.append(f"{qd.path}: {exc.strerror or exc}")
             continue
         for seg, end, found in _dir_ops(qd, reader, tier, start[1] if qd.id == start[0] else 0):
-            if pending and (seg, end) > applied.own and (found or (seg, end) > applied.read):
+            if pending and (seg, end) > own and (found or (seg, end) > read):
                 return  # this tier has not applied it yet
             yield seg, end, found
 
@@ -209,14 +249,14 @@ def _dir_ops(qd: QueueDir, reader: SegmentReader, tier: str, start: int
             yield qd.id, entry.end, found
 
 
-def backlog(paths: Paths, tier: str, start: tuple[str, int]) -> int:
+def backlog(paths: Paths, tier: str, start: dict[int, Mark]) -> int:
     """Operations of ``tier`` applied here and not yet pushed (counted, bodies not decoded)."""
     for _attempt in range(10):
         applied = Applied.read_from(paths, tier)
         try:
             return sum(
                 1
-                for _seg, _end, found in journal_ops(paths, tier, start, applied)
+                for _lane, _seg, _end, found in journal_ops(paths, tier, start, applied)
                 for _spec, item in found
                 if not left_out(item, applied)
             )

@@ -95,7 +95,7 @@ def _sync(paths: Paths, count_backlog: bool = True) -> dict[str, Any] | None:
     counted here from the journal (None: no [sync] and never pushed from this home)."""
     from ..config import ConfigError, load_config
     from ..errors import SyncError
-    from .pushed import backlog, pushed_mark, read_progress
+    from .pushed import backlog, pushed_marks, read_progress
 
     progress = read_progress(paths)
     try:
@@ -113,7 +113,7 @@ def _sync(paths: Paths, count_backlog: bool = True) -> dict[str, Any] | None:
             counts[tier] = None
             continue
         try:
-            counts[tier] = backlog(paths, tier, pushed_mark(marks.get(tier)))
+            counts[tier] = backlog(paths, tier, pushed_marks(marks.get(tier)))
         except (OSError, SyncError, apsw.Error):
             counts[tier] = None  # the journal moved under us or the mark is unreadable: not counted
     return {
@@ -212,6 +212,6 @@ def _pending(paths: Paths, conns: dict[str, Any]) -> tuple[int, float | None]:
                 except (msgspec.DecodeError, RecursionError):
                     continue  # damaged records are the consumer's to report
                 count += head.n
-                if oldest is None:
+                if oldest is None or head.ts < oldest:  # each lane's inbox is in order; lanes are not
                     oldest = head.ts
     return count, oldest

@@ -5,11 +5,18 @@ Layout under the spool root::
     inbox.lock          flock held by a producer for open+put+fsync+close,
                         and by the consumer for the rename that claims the inbox
     inbox/              a persist-queue Queue directory (q00000.., info) plus ``id``
+    inbox-<n>.lock      lanes 1..: more inboxes, each with its own lock, so
+    inbox-<n>/          concurrent producers do not queue behind one lock
+                        (their directories also hold ``lane``)
     segments/<id>/      claimed inboxes, owned by the consumer alone
+    ids.lock            flock around issuing a directory id
     last_segment        the highest directory id ever issued (ids never repeat)
 
-persist-queue's Queue is only safe with one process per directory: the lock
-serialises producers on the inbox. The consumer reads the live inbox without
+persist-queue's Queue is only safe with one process per directory: each
+lane's lock serialises the producers on its inbox. A process takes the first
+lane whose lock is free at its first append (lane 0 when nothing contends)
+and keeps it, so one producer's records stay in order; records of different
+producers have no order between them (op ids carry time). The consumer reads the live inbox without
 the lock, but only up to the head pointer in ``info``, which a producer
 renames into place after the bytes it names are on disk; producers only
 append, and only ever truncate bytes past that head. When the inbox is fully
@@ -44,22 +51,61 @@ from .durable_queue import (POS_SHIFT, acknowledge, check_head, open_queue, publ
                             read_acked_ops, read_info)
 
 
-__all__ = ["Spool", "QueueDir", "ID_DIGITS", "read_dir_id", "dir_bytes", "list_ids", "is_dir_id", "inbox_problem",
+__all__ = ["Spool", "QueueDir", "ID_DIGITS", "LANES", "lane_count", "read_dir_id", "read_dir_lane", "dir_bytes", "list_ids", "is_dir_id", "inbox_problem",
            "publish_acked", "read_acked", "read_acked_ops"]
 
 ID_DIGITS = 20
 ID_FILE = "id"
+LANE_FILE = "lane"  # in the directories of lanes 1..: which lane's journal they belong to
+LANES = 4  # inboxes producers spread over (CODI_QUEUE_LANES overrides)
+MAX_LANES = 64  # the consumer drains every lane up to this, whatever a producer's setting
+
+
+def lane_count() -> int:
+    """How many lanes this process's producers spread over: ``CODI_QUEUE_LANES`` (1-64) or ``LANES``."""
+    try:
+        n = int(os.environ.get("CODI_QUEUE_LANES", LANES))
+    except ValueError:
+        return LANES
+    return min(max(n, 1), MAX_LANES)
+
+
+def lane_inbox(root: str, lane: int) -> str:
+    return os.path.join(root, "inbox" if lane == 0 else f"inbox-{lane}")
+
+
+def lane_lock(root: str, lane: int) -> str:
+    return os.path.join(root, "inbox.lock" if lane == 0 else f"inbox-{lane}.lock")
+
+
+def lane_of_name(name: str) -> int | None:
+    """The lane whose inbox is named ``name`` in the spool root, or None."""
+    if name == "inbox":
+        return 0
+    if name.startswith("inbox-") and name[6:].isascii() and name[6:].isdigit():
+        lane = int(name[6:])
+        if 0 < lane < MAX_LANES and name == f"inbox-{lane}":
+            return lane
+    return None
 
 
 class QueueDir:
     """One queue directory of the spool (a plain slotted class: a NamedTuple costs start-up)."""
 
-    __slots__ = ("id", "path", "live")
+    __slots__ = ("id", "path", "live", "_lane")
 
-    def __init__(self, id: str, path: str, live: bool) -> None:
+    def __init__(self, id: str, path: str, live: bool, lane: int | None = None) -> None:
         self.id = id
         self.path = path
         self.live = live  # the inbox: producers may still append past what was read
+        self._lane = lane
+
+    @property
+    def lane(self) -> int:
+        """The lane whose journal this directory belongs to (read from it once, when asked)."""
+        if self._lane is None:
+            self._lane = read_dir_lane(self.path)
+        return self._lane
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, QueueDir) and (self.id, self.path, self.live) == (other.id, other.path, other.live)
@@ -72,12 +118,14 @@ class QueueDir:
 
 
 class Spool:
-    def __init__(self, root: str, archive: str | None = None) -> None:
+    def __init__(self, root: str, archive: str | None = None, lane: int | None = None) -> None:
+        """``lane`` pins this object to one lane; by default a producer takes a free one at its first append."""
         self.root = root
-        self.inbox = os.path.join(root, "inbox")
         self.segments = os.path.join(root, "segments")
         self.archive = archive or os.path.join(os.path.dirname(root), "archive")
-        self.lock_path = os.path.join(root, "inbox.lock")
+        self._pinned = lane is not None
+        self._set_lane(lane or 0)
+        self._lanes: dict[int, Spool] = {}  # consumer side: one pinned Spool per lane it claims or rescues
         self._ready = False
         # A producer that appends repeatedly keeps its persist-queue Queue open
         # between calls, but only while the inbox is byte for byte what it left
@@ -87,7 +135,13 @@ class Spool:
         self._queue_inbox_id: str | None = None  # the inbox id the cached Queue appends to
         self._owner_pid = 0
         self._lock_fd = -1
+        self._lane_pid = 0  # the process that took this object's lane (a forked child takes its own)
         self.home = os.path.dirname(os.path.abspath(root))
+
+    def _set_lane(self, lane: int) -> None:
+        self.lane = lane
+        self.inbox = lane_inbox(self.root, lane)
+        self.lock_path = lane_lock(self.root, lane)
 
     # -- producer side --------------------------------------------------------------
 
@@ -111,7 +165,8 @@ class Spool:
         ops: int | None = None
         try:
             self._prepare()
-            with self._locked():
+            lock = self._locked() if self._pinned or self._lane_pid == os.getpid() else self._take_lane()
+            with lock:
                 # The inbox id only changes under this lock (claim, a fresh inbox), so the
                 # cached queue's id, checked on the way in, still names it on the way out.
                 queue = self._cached_inbox()
@@ -206,17 +261,31 @@ class Spool:
     def _ensure_inbox_locked(self) -> None:
         ensure_private_dir(self.inbox)
         if read_dir_id(self.inbox) is None:
+            if self.lane:  # before the id: a directory with an id always says its lane
+                write_atomic(os.path.join(self.inbox, LANE_FILE), str(self.lane).encode())
             write_atomic(os.path.join(self.inbox, ID_FILE), self._next_id().encode())
 
     # -- consumer side --------------------------------------------------------------
 
+    def lanes(self) -> list[int]:
+        """The lanes whose inbox exists, in order."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(lane for lane in map(lane_of_name, names) if lane is not None)
+
     def queue_dirs(self) -> Iterator[QueueDir]:
-        """Every directory that may hold unapplied records, oldest first (claimed, then inbox)."""
+        """Every directory that may hold unapplied records: claimed ones oldest first, then each lane's inbox.
+
+        A lane's own directories come in the order it wrote them."""
         for name in list_ids(self.segments):
             yield QueueDir(name, os.path.join(self.segments, name), False)
-        inbox_id = read_dir_id(self.inbox)
-        if inbox_id is not None:
-            yield QueueDir(inbox_id, self.inbox, True)
+        for lane in self.lanes():
+            path = lane_inbox(self.root, lane)
+            inbox_id = read_dir_id(path)
+            if inbox_id is not None:
+                yield QueueDir(inbox_id, path, True, lane)
 
     def archived_dirs(self) -> list[QueueDir]:
         """Applied segments kept for replay and sync, oldest first."""
@@ -225,11 +294,28 @@ class Spool:
         return [QueueDir(name, os.path.join(self.archive, name), False) for name in list_ids(self.archive)]
 
     def journal(self, archived: bool = True, pending: bool = True) -> list[QueueDir]:
-        """Every record still on disk, in the order it was written: archived, claimed, then the inbox."""
+        """Every record still on disk: archived, claimed, then the inboxes (each lane in the order it was written)."""
         return (self.archived_dirs() if archived else []) + (list(self.queue_dirs()) if pending else [])
 
+    def rescue_inboxes(self) -> list[str]:
+        """``rescue_inbox`` for every lane: what was wrong with each inbox moved aside."""
+        found = []
+        for lane in self.lanes():
+            why = self._lane(lane).rescue_inbox()
+            if why is not None:
+                found.append(why)
+        return found
+
+    def _lane(self, lane: int) -> Spool:
+        if lane == self.lane and self._pinned:
+            return self
+        pinned = self._lanes.get(lane)
+        if pinned is None:
+            pinned = self._lanes[lane] = Spool(self.root, self.archive, lane)
+        return pinned
+
     def rescue_inbox(self) -> str | None:
-        """Move an inbox no producer could have left as it is to ``segments/``; what was wrong, or None.
+        """Move this lane's inbox to ``segments/`` if no producer could have left it as it is; what was wrong, or None.
 
         The consumer calls this on every pass: it reads a live inbox only up
         to an acknowledged head, so without it a lost ``id`` or ``info`` would
@@ -237,16 +323,21 @@ class Spool:
         """
         if _inbox_looks_sound(self.inbox) or inbox_problem(self.inbox) is None:
             return None
+        if not self._pinned and self._lane_pid != os.getpid():
+            return self._lane(self.lane).rescue_inbox()  # no lane taken yet: never take one here
         self._prepare()
         with self._locked():
             why = inbox_problem(self.inbox)  # a producer may have been mid-way through its first record
             if why is None:
                 return None
             seg = self._claim_locked()
-        return f"inbox {why}: moved to segments/{seg} to be read in full"
+        name = os.path.basename(self.inbox)
+        return f"{name} {why}: moved to segments/{seg} to be read in full"
 
-    def claim(self, expected_id: str) -> bool:
-        """Move the inbox to ``segments/`` if it is still the one with ``expected_id``."""
+    def claim(self, expected_id: str, lane: int = 0) -> bool:
+        """Move ``lane``'s inbox to ``segments/`` if it is still the one with ``expected_id``."""
+        if not (self._pinned and lane == self.lane):
+            return self._lane(lane).claim(expected_id, lane)
         self._prepare()
         with self._locked():
             if read_dir_id(self.inbox) != expected_id:
@@ -288,16 +379,21 @@ class Spool:
         return dest
 
     def prune_archive(
-        self, max_age_s: float, max_bytes: int, now: float | None = None, keep_from: str | None = None
+        self, max_age_s: float, max_bytes: int, now: float | None = None, keep_from: dict[int, str] | None = None
     ) -> list[str]:
         """Delete the oldest archived segments beyond the age or total-size limit (0 = none).
 
-        Segments from ``keep_from`` on are never deleted: someone (a push to the
-        team database) has not read them yet.
+        A lane's segments from ``keep_from[lane]`` on are never deleted: someone
+        (a push to the team database) has not read them yet; a lane missing
+        from ``keep_from`` keeps all of its segments.
         """
+        def held(name: str) -> bool:
+            if keep_from is None:
+                return False
+            return name >= keep_from.get(read_dir_lane(os.path.join(self.archive, name)), "")
+
         # Only real directories: a link planted under the archive is never followed or removed through.
-        names = [n for n in list_ids(self.archive)
-                 if (keep_from is None or n < keep_from) and _is_real_dir(os.path.join(self.archive, n))]
+        names = [n for n in list_ids(self.archive) if not held(n) and _is_real_dir(os.path.join(self.archive, n))]
         if not names:
             return []
         now = time.time() if now is None else now
@@ -345,9 +441,45 @@ class Spool:
             self._queue, self._queue_inbox_id = None, None  # the parent's, not ours
         return _SpoolLock(self._lock_fd)
 
+    def _take_lane(self) -> _SpoolLock:
+        """This process's first append: the first lane whose lock is free, held; kept from then on.
+
+        Uncontended, that is lane 0 at the cost of the one flock it always took.
+        When every lane is busy the process waits on one picked by its pid.
+        """
+        pid = os.getpid()
+        self._lane_pid = pid
+        self._owner_pid, self._lock_fd = pid, -1
+        self._queue, self._queue_inbox_id = None, None  # another lane's (or the parent's)
+        lanes = lane_count()
+        for lane in range(lanes):
+            fd = os.open(lane_lock(self.root, lane), os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            self._set_lane(lane)
+            self._lock_fd = fd
+            return _SpoolLock(fd, held=True)
+        self._set_lane(pid % lanes)
+        return self._locked()
+
     def _next_id(self) -> str:
         # Time-ordered and never reused, even if the clock steps back: the
-        # databases' cursors are keyed by these ids.
+        # databases' cursors are keyed by these ids. Lanes issue ids under
+        # their own locks, so issuing takes one more, shared by all of them.
+        fd = os.open(os.path.join(self.root, "ids.lock"), os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE)
+        try:
+            with _SpoolLock(fd):
+                return self._issue_id()
+        finally:
+            os.close(fd)
+
+    def _issue_id(self) -> str:
         marker = os.path.join(self.root, "last_segment")
         try:
             fd = os.open(marker, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
@@ -363,13 +495,15 @@ class Spool:
 class _SpoolLock:
     """The spool's exclusive flock for one ``with`` (a class: contextlib costs start-up on the hook path)."""
 
-    __slots__ = ("fd",)
+    __slots__ = ("fd", "held")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, held: bool = False) -> None:
         self.fd = fd
+        self.held = held  # already taken (a lane's lock, tried without waiting)
 
     def __enter__(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        if not self.held:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def __exit__(self, *_exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -404,6 +538,26 @@ def read_dir_id(path: str) -> str | None:
     finally:
         os.close(dfd)
     return text if is_dir_id(text) else None
+
+
+def read_dir_lane(path: str) -> int:
+    """The lane a queue directory was written in: its ``lane`` file, 0 without one (lane 0, or older
+    than lanes). The file is written before the directory's id and never changes."""
+    try:
+        dfd = os.open(path, DIR_FLAGS)
+    except OSError:
+        return 0
+    try:
+        fd = os.open(LANE_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dfd)
+        try:
+            text = os.read(fd, 8).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+    except OSError:
+        return 0
+    finally:
+        os.close(dfd)
+    return int(text) if text.isascii() and text.isdigit() and int(text) < MAX_LANES else 0
 
 
 def _inbox_looks_sound(path: str) -> bool:

@@ -167,6 +167,11 @@ def ddl() -> list[str]:
         # Which home pushes under this machine name: a second home under the same name
         # would read its journal from the first one's position, so it is refused.
         f'ALTER TABLE "{SYNC_SCHEMA}".push_cursors ADD COLUMN IF NOT EXISTS home_id TEXT',
+        # The journal's lanes 1.. (lane 0 is push_cursors' own segment and pos): each lane
+        # is written in order, lanes are not, so each is pushed from its own place.
+        f'CREATE TABLE IF NOT EXISTS "{SYNC_SCHEMA}".push_lanes ('
+        "machine TEXT NOT NULL, tier TEXT NOT NULL, lane INTEGER NOT NULL, segment TEXT NOT NULL DEFAULT '', "
+        "pos BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (machine, tier, lane))",
         f'CREATE TABLE IF NOT EXISTS "{SYNC_SCHEMA}".schema_fingerprint ('
         "singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton), fingerprint TEXT NOT NULL, "
         "migrated_at TIMESTAMPTZ NOT NULL DEFAULT now())",

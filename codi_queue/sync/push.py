@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import SyncConfig
 from ..consumer.apply import Item, decode_body
-from ..consumer.pushed import PULLED_PREFIX, Applied, Moved, home_id, journal_ops, left_out, save_progress
+from ..consumer.pushed import PULLED_PREFIX, Applied, Mark, Moved, home_id, journal_ops, left_out, save_progress
 from ..errors import SyncError
 from ..paths import Paths
 from ..schemas.postgres import SYNC_SCHEMA, PgTable, tables
@@ -39,8 +39,15 @@ class TierPush:
     operations: int = 0  # operations sent
     batches: int = 0
     skipped: int = 0  # dead letters and pulled rows, left out
-    segment: str = ""  # pushed up to here
-    pos: int = 0
+    lanes: dict[int, Mark] = field(default_factory=dict)  # each lane pushed up to here
+
+    @property
+    def segment(self) -> str:
+        return self.lanes.get(0, ("", 0))[0]
+
+    @property
+    def pos(self) -> int:
+        return self.lanes.get(0, ("", 0))[1]
 
 
 class Pusher:
@@ -125,7 +132,7 @@ class Pusher:
             if moved:
                 result.operations += sent
                 result.batches += 1
-                save_progress(self.paths, tier, result.segment, result.pos, sent)
+                save_progress(self.paths, tier, result.lanes, sent)
             if exhausted:
                 self._caught_up[tier] = applied
                 break
@@ -155,14 +162,21 @@ class Pusher:
                 raise SyncError(
                     f"machine name {self.sync.machine!r} is already pushed to by another codi-queue home; give this "
                     "one its own name ([sync] machine in the config file): two journals cannot share one cursor")
-            result.segment, result.pos = segment, pos
+            # Lane 0's place is the cursor row's own; each further lane has a row of its own.
+            cursors: dict[int, Mark] = {0: (segment, pos)}
+            for lane, lane_segment, lane_pos in conn.execute(
+                f'SELECT lane, segment, pos FROM "{SYNC_SCHEMA}".push_lanes WHERE machine = %s AND tier = %s',
+                (self.sync.machine, tier),
+            ):
+                cursors[int(lane)] = (lane_segment, int(lane_pos))
+            result.lanes = dict(cursors)
             rows: dict[str, list[tuple[Any, ...]]] = {}
             sent = skipped = 0
-            end = (segment, pos)
+            ends = dict(cursors)
             trace = (self.sync.machine, batch + 1)
             exhausted = True
             unreadable: list[str] = []
-            for seg, rec_end, found in journal_ops(self.paths, tier, (segment, pos), applied, unreadable):
+            for lane, seg, rec_end, found in journal_ops(self.paths, tier, cursors, applied, unreadable):
                 for spec, item in found:
                     row = self._row(spec, item, applied, trace)
                     if row is None:
@@ -170,21 +184,30 @@ class Pusher:
                         continue
                     rows.setdefault(spec.name, []).append(row)
                     sent += 1
-                end = (seg, rec_end)
+                ends[lane] = (seg, rec_end)
                 if sent >= self.batch_ops:
                     exhausted = False
                     break
             self._report_unreadable(unreadable)
-            if end == (segment, pos):
+            moved = {lane: end for lane, end in ends.items() if end != cursors.get(lane)}
+            if not moved:
                 return 0, skipped, False, True
             for op, batch_rows in rows.items():
                 self._merge(conn, tables()[op], batch_rows)
             conn.execute(
                 f'UPDATE "{SYNC_SCHEMA}".push_cursors SET segment = %s, pos = %s, batch = batch + 1, '
                 "operations = operations + %s, pushed_at = now() WHERE machine = %s AND tier = %s",
-                (end[0], end[1], sent, self.sync.machine, tier),
+                (*ends[0], sent, self.sync.machine, tier),
             )
-        result.segment, result.pos = end
+            for lane, end in moved.items():
+                if lane:
+                    conn.execute(
+                        f'INSERT INTO "{SYNC_SCHEMA}".push_lanes (machine, tier, lane, segment, pos) '
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (machine, tier, lane) DO UPDATE "
+                        "SET segment = EXCLUDED.segment, pos = EXCLUDED.pos",
+                        (self.sync.machine, tier, lane, *end),
+                    )
+        result.lanes = ends
         return sent, skipped, True, exhausted
 
     def _report_unreadable(self, found: list[str]) -> None:

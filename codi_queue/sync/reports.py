@@ -66,7 +66,7 @@ def _migrate(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
 
 def _status(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
     """What PostgreSQL says (when reachable) beside what this machine counts."""
-    from ..consumer.pushed import backlog, pushed_mark, read_progress
+    from ..consumer.pushed import backlog, pushed_marks, read_progress
 
     local = read_progress(paths)
     remote: dict[str, Any] = {}
@@ -79,14 +79,18 @@ def _status(paths: Paths, sync: SyncConfig, _batch: int = 0) -> dict[str, Any]:
     for tier in sync.push:
         local_tiers = local.get("tiers")
         mark = remote.get(tier) or (local_tiers.get(tier) if isinstance(local_tiers, dict) else None) or {}
-        start = pushed_mark(mark)
-        tiers[tier] = {"segment": start[0], "pos": start[1], "backlog": backlog(paths, tier, start),
+        start = pushed_marks(mark)
+        zero = start.get(0, ("", 0))
+        tiers[tier] = {"segment": zero[0], "pos": zero[1], "backlog": backlog(paths, tier, start),
+                       "lanes": {str(lane): {"segment": m[0], "pos": m[1]} for lane, m in sorted(start.items())},
                        "operations": mark.get("operations"), "pushed_at": mark.get("pushed_at")}
     lines = [f"machine {sync.machine}, team database "
              + ("reachable" if error is None else f"not reachable: {error}")]
     for tier, t in tiers.items():
         lines.append(f"  {tier:<9} backlog {t['backlog']:>8}  pushed {t['operations'] or 0} operations"
-                     + (f", up to segment {t['segment']} @ {t['pos']}" if t["segment"] else ", nothing yet"))
+                     + (f", up to segment {t['segment']} @ {t['pos']}" if t["segment"] else
+                        ", nothing yet" if len(t["lanes"]) < 2 else "")
+                     + (f" (and {len(t['lanes']) - 1} more lanes)" if len(t["lanes"]) > 1 else ""))
     if local.get("last_error"):
         lines.append(f"  last error: {local['last_error']}")
     return {"summary": "\n".join(lines), "machine": sync.machine, "reachable": error is None, "error": error,
@@ -105,15 +109,23 @@ def _remote_cursors(sync: SyncConfig) -> dict[str, dict[str, Any]]:
             f'SELECT tier, segment, pos, operations, extract(epoch FROM pushed_at)::float8 FROM "{SYNC_SCHEMA}".push_cursors '
             "WHERE machine = %s", (sync.machine,),
         ).fetchall()
+        lanes = conn.execute(
+            f'SELECT tier, lane, segment, pos FROM "{SYNC_SCHEMA}".push_lanes WHERE machine = %s', (sync.machine,),
+        ).fetchall() if rows else []
     except psycopg.errors.UndefinedTable:
-        return {}  # never pushed to: nothing there yet
+        return {}  # never pushed to (by this version): nothing there yet
     except psycopg.Error as exc:
         from ..errors import SyncError
 
         raise SyncError(describe(exc, sync)) from None
     finally:
         conn.close()
-    return {r[0]: {"segment": r[1], "pos": r[2], "operations": r[3], "pushed_at": r[4]} for r in rows}
+    found: dict[str, dict[str, Any]] = {
+        r[0]: {"segment": r[1], "pos": r[2], "operations": r[3], "pushed_at": r[4], "lanes": {}} for r in rows}
+    for tier, lane, segment, pos in lanes:
+        if tier in found:
+            found[tier]["lanes"][str(lane)] = [segment, pos]
+    return found
 
 
 ACTIONS: dict[str, Callable[[Paths, SyncConfig, int], dict[str, Any]]] = {

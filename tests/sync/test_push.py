@@ -164,7 +164,7 @@ def test_retention_keeps_what_is_not_pushed(home: Path, team: str) -> None:
     assert run_cli(home, "sync", "push").returncode == 0
     hold = retention_hold(paths, ("platform", "org", "sessions", "project"))
     removed = spool.prune_archive(1e-9, 0, keep_from=hold)
-    assert removed and all(seg < hold for seg in removed)
+    assert removed and all(seg < hold[0] for seg in removed)
     assert team_rows(team, "SELECT count(*) FROM sessions.tool_events") == [(15,)]
 
 
@@ -192,3 +192,44 @@ def test_hostile_journal_and_state_files_never_stall_a_push(home: Path, tmp_path
 
     _Spool(paths.spool, paths.archive).prune_archive(1e-9, 0)
     assert os.path.islink(os.path.join(paths.archive, "0" * 20)) and elsewhere.is_dir()
+
+
+def test_each_lane_is_pushed_from_its_own_place(home: Path, team: str) -> None:
+    """A lane's live inbox can be older than another lane's newest segment: one place in one
+    ordered journal would pass over what it receives after that segment was pushed."""
+    from tests.test_lanes import in_lane
+
+    paths = configure(home, team, "alice")
+
+    def events(lane: int, tag: str, n: int) -> None:
+        with in_lane(paths, lane):
+            enqueue_many("tool_event", [{"tool_name": "Bash", "success": True, "tool_use_id": f"{tag}-{i}"}
+                                        for i in range(n)], home=str(home))
+
+    events(0, "a", 30)  # lane 0's inbox: the oldest directory, live throughout
+    events(1, "b", 20)
+    _drain(paths)
+    Spool(paths.spool, paths.archive).claim(
+        next(qd.id for qd in Spool(paths.spool).queue_dirs() if qd.lane == 1), 1)
+    events(1, "c", 10)  # a newer lane-1 inbox
+    _drain(paths)
+    first = run_cli(home, "sync", "push", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["tiers"]["sessions"]["operations"] == 60
+    events(0, "d", 7)  # behind lane 1's newest directory in id order
+    events(2, "e", 3)
+    _drain(paths)
+    second = run_cli(home, "sync", "push", "--json")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["tiers"]["sessions"]["operations"] == 10
+    local = {r[0] for r in query(paths, "sessions", "SELECT op_id FROM tool_events")}
+    assert team_rows(team, "SELECT count(*), count(DISTINCT op_id) FROM sessions.tool_events") == [(70, 70)]
+    assert {r[0] for r in team_rows(team, "SELECT op_id FROM sessions.tool_events")} == local
+    lanes = team_rows(team, "SELECT lane FROM codi_queue.push_lanes WHERE machine = 'alice' AND tier = 'sessions' "
+                            "ORDER BY lane")
+    assert lanes == [(1,), (2,)]
+    # Nothing is left behind or sent again, and status counts no backlog in any lane.
+    again = run_cli(home, "sync", "push")
+    assert again.returncode == 0 and again.stdout.startswith("pushed 0 operations"), again.stdout + again.stderr
+    status = json.loads(run_cli(home, "sync", "status", "--json").stdout)
+    assert status["tiers"]["sessions"]["backlog"] == 0 and set(status["tiers"]["sessions"]["lanes"]) == {"0", "1", "2"}
