@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from codi_queue.paths import Paths, resolve
+from codi_queue.queue.spool import Spool, lane_inbox, lane_lock
 
 from .conftest import cli_env, query, run_cli
 
@@ -25,16 +26,28 @@ ROUNDS = int(os.environ.get("CODI_CRASH_ROUNDS", "1"))
 
 
 def _spawn_producers(home: Path, tmp: Path, n: int, count: int) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+    """Producers that spread over lanes: lane 0 is held until one of them has taken lane 1."""
+    from .test_lanes import held
+
     procs = {}
-    for i in range(n):
-        ack = tmp / f"ack-{i}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.procs", "producer", str(home), str(i), str(count), str(ack)],
-            env=cli_env(home),
-            stderr=subprocess.PIPE,
-        )
-        procs[str(i)] = (proc, ack)
+    spool = resolve(str(home)).spool
+    os.makedirs(spool, mode=0o700, exist_ok=True)
+    with held(lane_lock(spool, 0)):
+        for i in range(n):
+            ack = tmp / f"ack-{i}"
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.procs", "producer", str(home), str(i), str(count), str(ack)],
+                env=cli_env(home),
+                stderr=subprocess.PIPE,
+            )
+            procs[str(i)] = (proc, ack)
+        while not os.path.exists(lane_inbox(spool, 1)) and all(p.poll() is None for p, _ in procs.values()):
+            time.sleep(0.001)
     return procs
+
+
+def _lanes_used(paths: Paths) -> int:
+    return len({qd.lane for qd in Spool(paths.spool, paths.archive).journal()})
 
 
 def _start_consumer(home: Path) -> subprocess.Popen[bytes]:
@@ -122,7 +135,8 @@ def test_consumer_killed_in_a_loop_while_eight_producers_enqueue(tmp_path: Path,
     acked = {i: _acks(ack) for i, (_, ack) in procs.items()}
     assert all(len(a[0]) == count for a in acked.values())
     assert _check_exactly_once(paths, acked, count, set()) == 8 * count
-    print(f"crash-consumer: {kills} consumer SIGKILLs, {8 * count} acknowledged, lost 0, duplicates 0")
+    print(f"crash-consumer: {kills} consumer SIGKILLs, {8 * count} acknowledged over {_lanes_used(paths)} lanes, "
+          "lost 0, duplicates 0")
     status = run_cli(home, "status", "--json")
     assert '"pending": 0' in status.stdout and '"dead_letters": 0' in status.stdout
 
@@ -144,7 +158,8 @@ def test_producers_and_consumer_killed_at_random(tmp_path: Path, home: Path, pat
     rows = _check_exactly_once(paths, acked, count, {str(k) for k in killed})
     assert query(paths, "sessions", "SELECT count(*) FROM tool_events WHERE tool_name = 'after'") == [(1,)]
     total = sum(len(a[0]) for a in acked.values())
-    print(f"crash-both: {kills} consumer SIGKILLs, {len(killed)} producer SIGKILLs, {total} acknowledged, "
+    print(f"crash-both: {kills} consumer SIGKILLs, {len(killed)} producer SIGKILLs, {total} acknowledged over "
+          f"{_lanes_used(paths)} lanes, "
           f"{rows} rows, lost 0, duplicates 0")
     assert query(paths, "state", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
 

@@ -90,14 +90,21 @@ def test_every_crash_state_of_an_enqueue_into_an_existing_inbox(tmp_path: Path, 
     print(f"crash-states enqueue-existing-inbox: {checked} states recovered, lost 0, duplicates 0")
 
 
-def test_every_crash_state_of_an_enqueue_that_starts_a_fresh_inbox(tmp_path: Path, home: Path) -> None:
+# The same enqueue while another producer holds lane 0: it starts lane 1's inbox (its lane file too).
+IN_LANE_1 = ("import fcntl, os, sys; fd = os.open(os.path.join(sys.argv[1], 'spool', 'inbox.lock'), os.O_RDWR); "
+             "fcntl.flock(fd, fcntl.LOCK_EX); ")
+
+
+@pytest.mark.parametrize("lane", [0, 1])
+def test_every_crash_state_of_an_enqueue_that_starts_a_fresh_inbox(tmp_path: Path, home: Path, lane: int) -> None:
     enqueue("tool_event", {"tool_name": "one", "success": True}, home=str(home))
     Consumer(resolve(str(home)), rotate_bytes=1).run(once=True)  # claimed and archived: no inbox now
     assert not (home / "spool" / "inbox").exists()
-    argv = [sys.executable, "-c", ENQUEUE.format(name="two"), str(home)]
+    argv = [sys.executable, "-c", (IN_LANE_1 if lane else "") + ENQUEUE.format(name="two"), str(home)]
     checked = _run(tmp_path, home, argv, ["one"], "two")
+    assert (home / "spool" / ("inbox-1" if lane else "inbox")).exists()
     assert checked >= 25  # mkdir, id file, last_segment, chunk, info: many crash points
-    print(f"crash-states enqueue-fresh-inbox: {checked} states recovered, lost 0, duplicates 0")
+    print(f"crash-states enqueue-fresh-inbox (lane {lane}): {checked} states recovered, lost 0, duplicates 0")
 
 
 def test_every_crash_state_of_a_claim_and_archive(tmp_path: Path, home: Path) -> None:

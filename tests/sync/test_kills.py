@@ -14,8 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from codi_queue.queue.spool import Spool, lane_inbox, lane_lock
 from tests.conftest import cli_env, query, run_cli, wait_until
 from tests.pgserver import PgServer
+from tests.test_lanes import held
 
 from .conftest import configure, team_rows
 
@@ -38,11 +40,20 @@ def test_pushers_killed_at_random_moments_lose_and_duplicate_nothing(
     )
     count = 1500 + 40 * KILLS
     producers = []
-    for i in range(2):
+
+    def start(i: int) -> None:
         ack = tmp_path / f"ack-{i}"
         proc = subprocess.Popen([sys.executable, "-m", "tests.procs", "producer", str(home), str(i), str(count), str(ack)],
                                 env=cli_env(home), stderr=subprocess.PIPE)
         producers.append((proc, ack))
+
+    # Two lanes, each pushed from its own place: the first producer finds lane 0 busy and
+    # takes lane 1; the second finds lane 0 free.
+    os.makedirs(paths.spool, mode=0o700, exist_ok=True)
+    with held(lane_lock(paths.spool, 0)):
+        start(0)
+        wait_until(lambda: os.path.exists(lane_inbox(paths.spool, 1)), 60, "the first producer to take lane 1")
+    start(1)
     kills = finished = 0
     try:
         while kills < KILLS:
@@ -81,7 +92,9 @@ def test_pushers_killed_at_random_moments_lose_and_duplicate_nothing(
     assert sent == [(len(acked),)]
     local_tasks = sorted(query(paths, "project", "SELECT task_id, title, op_id FROM tasks"))
     assert sorted(team_rows(team, "SELECT task_id, title, op_id FROM project.tasks")) == local_tasks
-    print(f"\nsync kills: {kills} pushers killed, {finished} finished, {len(acked)} acknowledged, "
+    lanes = {qd.lane for qd in Spool(paths.spool, paths.archive).journal()}
+    assert lanes == {0, 1}
+    print(f"\nsync kills: {kills} pushers killed, {finished} finished, {len(acked)} acknowledged in 2 lanes, "
           f"{len(rows)} rows in PostgreSQL, 0 lost, 0 duplicated")
 
 
