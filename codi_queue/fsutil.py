@@ -92,16 +92,17 @@ def read_file(path: str, limit: int = 64 * 1024 * 1024) -> bytes:
         return fp.read(limit)
 
 
-def read_private_file(path: str, home: str) -> bytes:
+def read_private_file(path: str, home: str | None) -> bytes:
     """A configuration file's bytes, refused (``UnsafePath``) when another user could have written it.
 
     Under the home it is never read through a link; elsewhere (the platform's
-    config directory, often a dotfiles link) the file it names must be ours
-    and writable by no one else, like the directory holding it.
+    config directory, often a dotfiles link; ``home`` None: no home yet) the
+    file it names must be ours and writable by no one else, like the directory
+    holding it. Never blocks (a FIFO is refused, not waited on); at most 1 MiB.
     """
     from .errors import UnsafePath
 
-    under_home = os.path.abspath(path).startswith(os.path.abspath(home) + os.sep)
+    under_home = home is not None and os.path.abspath(path).startswith(os.path.abspath(home) + os.sep)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (NOFOLLOW if under_home else os.O_CLOEXEC))
     with os.fdopen(fd, "rb") as fp:
         st = os.fstat(fp.fileno())

@@ -11,6 +11,7 @@ lives there.
 from __future__ import annotations
 
 import os
+import stat
 
 __all__ = ["Paths", "resolve", "resolve_cached", "DATABASE_FILES"]
 
@@ -194,10 +195,17 @@ def _file_signature(path: str) -> bytes | None:
     # The contents, not a stat: two writes within one timestamp tick share an mtime. A config
     # file is small; one that is not (a link to a device) is told apart by its first MiB.
     try:
-        with open(path, "rb") as fp:
-            return fp.read(1 << 20)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block a producer
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b"\0not a regular file"  # resolve reports it
+        return os.read(fd, 1 << 20)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _configured_databases(config: str, home: str) -> dict[str, str]:
@@ -228,11 +236,15 @@ def _home_from(config: str) -> str | None:
     import tomllib
 
     from .errors import CodiQueueError
+    from .fsutil import read_private_file
 
     try:
-        with open(config, "rb") as fp:
-            home = tomllib.load(fp).get("home")
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        # The file may name the home: one another user could write (or a FIFO that would
+        # hang every producer) is refused, as load_config refuses it.
+        home = tomllib.loads(read_private_file(config, None).decode("utf-8")).get("home")
+    except CodiQueueError:
+        raise
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CodiQueueError(f"{config}: {exc}") from None
     if home is not None and not isinstance(home, str):
         raise CodiQueueError(f"{config}: home: expected a path")

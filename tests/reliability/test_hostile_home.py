@@ -192,3 +192,34 @@ def test_of_three_consumers_started_at_once_one_runs_and_the_others_name_it(tmp_
             if p.poll() is None:
                 p.terminate()
                 p.wait(timeout=60)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "group-writable"])
+def test_a_default_config_file_no_producer_can_safely_read_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    """The platform config directory's file names the home. A FIFO there must not hang every
+    hook and API call, a link to a device must not be read without end, and a file another
+    user could write must not choose where operations go."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "CODI_QUEUE_HOME"}
+    env.update(PYTHONPATH=str(root), XDG_CONFIG_HOME=str(tmp_path / "cfg"), XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_STATE_HOME=str(tmp_path / "state"), HOME=str(tmp_path))
+    folder = tmp_path / "cfg" / "codi-queue"
+    folder.mkdir(parents=True)
+    config = folder / "config.toml"
+    if kind == "fifo":
+        os.mkfifo(config, 0o600)
+    elif kind == "device":
+        os.symlink("/dev/zero", config)
+    else:
+        config.write_text(f'home = "{tmp_path / "elsewhere"}"\n')
+        os.chmod(config, 0o664)
+    reason = "not a regular file" if kind == "fifo" else "writable by group or others"  # /dev/zero is, too
+    hook = subprocess.run([sys.executable, "-m", "codi_queue", "enqueue", "tool_event",
+                           '{"tool_name": "Bash", "success": true}'], env=env, capture_output=True, text=True, timeout=30)
+    assert hook.returncode != 0 and reason in hook.stderr and "Traceback" not in hook.stderr, hook.stderr
+    # The API raises (there is no safe home to log to), at once rather than hanging.
+    api = subprocess.run([sys.executable, "-c", "from codi_queue import enqueue; from codi_queue.errors import "
+                          "UnsafePath\ntry:\n enqueue('tool_event', {'tool_name': 'Bash', 'success': True})\n"
+                          "except UnsafePath as exc:\n print(exc)"], env=env, capture_output=True, text=True, timeout=30)
+    assert api.returncode == 0 and reason in api.stdout, api.stderr
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "data").exists()
