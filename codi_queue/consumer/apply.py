@@ -28,7 +28,7 @@ from ..values import clean_text, loads
 from .db import immediate
 from .summaries import Summaries
 
-__all__ = ["Item", "DeadLetter", "decode_body", "TierResult", "apply_items", "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
+__all__ = ["Item", "DeadLetter", "decode_body", "decode_bodies", "TierResult", "apply_items", "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
 
 # Errors of the database or the disk, not of one operation: the batch rolls
 # back and is retried with backoff, never dead-lettered. Anything else raised
@@ -215,6 +215,23 @@ def _decode_all(spec: OpSpec, items: list[Item]) -> list[Any] | None:
         return decoded
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError, TypeError, OverflowError):
         return None  # some body is bad: decoded alone, it becomes that op's dead letter
+
+
+def decode_bodies(spec: OpSpec, items: list[Item]) -> tuple[list[Any], list[int]]:
+    """The bodies of ``items`` as Structs (joined, as the drain decodes them), and the positions of
+    those that cannot be decoded (None there: each is a dead letter where it was applied)."""
+    decoded = _decode_all(spec, items) if items else []
+    if decoded is not None:
+        return decoded, []
+    bodies: list[Any] = []
+    bad: list[int] = []
+    for n, item in enumerate(items):
+        try:
+            bodies.append(decode_body(spec, item))
+        except Exception:  # noqa: BLE001 - whatever a hostile body provokes; the caller leaves it out
+            bodies.append(None)
+            bad.append(n)
+    return bodies, bad
 
 
 def prepare(

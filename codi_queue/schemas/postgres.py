@@ -114,8 +114,9 @@ class PgTable:
         cols = ", ".join(f'"{n}" {self.types[n]}' for n in self.columns)
         return f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ({cols}) ON COMMIT DELETE ROWS"
 
-    def copy_stage(self) -> str:
-        names = ", ".join(f'"{n}"' for n in self.columns)
+    def copy_stage(self, leave_out: tuple[str, ...] = ()) -> str:
+        """COPY into the stage; columns left out arrive as NULL (private text not shared)."""
+        names = ", ".join(f'"{n}"' for n in self.columns if n not in leave_out)
         return f"COPY {self.stage} ({names}) FROM STDIN"
 
     def merge(self) -> str:

@@ -15,12 +15,13 @@ cursor where its rows are; two pushers for one machine take turns.
 from __future__ import annotations
 
 import operator
+from itertools import chain, repeat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import SyncConfig
-from ..consumer.apply import Item, decode_body
+from ..consumer.apply import Item, decode_bodies
 from ..consumer.pushed import PULLED_PREFIX, Applied, Mark, Moved, home_id, journal_ops, left_out, save_progress
 from ..errors import SyncError
 from ..paths import Paths
@@ -31,6 +32,7 @@ __all__ = ["Pusher", "TierPush", "PULLED_PREFIX"]
 
 BATCH_OPS = 20_000  # operations per PostgreSQL transaction
 _NUL = "\x00"
+_ENV_ID = operator.attrgetter("env.id")
 
 
 @dataclass
@@ -59,7 +61,7 @@ class Pusher:
         self.batch_ops = batch_ops
         self._conn: Any = None
         self._staged: set[str] = set()
-        self._getters: dict[str, Callable[[Any], tuple[Any, ...]]] = {}
+        self._getters: dict[str, Callable[[list[Any]], list[tuple[Any, ...]]]] = {}
         self._home_id: str | None = None  # made on first push (it writes a state file)
         # Per tier, the applied marks a push last caught up with: unchanged marks mean nothing new.
         self._caught_up: dict[str, Applied] = {}
@@ -170,7 +172,7 @@ class Pusher:
             ):
                 cursors[int(lane)] = (lane_segment, int(lane_pos))
             result.lanes = dict(cursors)
-            rows: dict[str, list[tuple[Any, ...]]] = {}
+            by_op: dict[str, tuple[Any, list[Item]]] = {}
             sent = skipped = 0
             ends = dict(cursors)
             trace = (self.sync.machine, batch + 1)
@@ -178,11 +180,13 @@ class Pusher:
             unreadable: list[str] = []
             for lane, seg, rec_end, found in journal_ops(self.paths, tier, cursors, applied, unreadable):
                 for spec, item in found:
-                    row = self._row(spec, item, applied, trace)
-                    if row is None:
+                    if left_out(item, applied):
                         skipped += 1
                         continue
-                    rows.setdefault(spec.name, []).append(row)
+                    group = by_op.get(spec.name)
+                    if group is None:
+                        group = by_op[spec.name] = (spec, [])
+                    group[1].append(item)
                     sent += 1
                 ends[lane] = (seg, rec_end)
                 if sent >= self.batch_ops:
@@ -192,8 +196,12 @@ class Pusher:
             moved = {lane: end for lane, end in ends.items() if end != cursors.get(lane)}
             if not moved:
                 return 0, skipped, False, True
-            for op, batch_rows in rows.items():
-                self._merge(conn, tables()[op], batch_rows)
+            for op, (spec, items) in by_op.items():
+                batch_rows = self._rows(spec, items, trace)
+                sent -= len(items) - len(batch_rows)  # bodies the consumer could not apply: dead letters there
+                skipped += len(items) - len(batch_rows)
+                if batch_rows:
+                    self._merge(conn, tables()[op], batch_rows)
             conn.execute(
                 f'UPDATE "{SYNC_SCHEMA}".push_cursors SET segment = %s, pos = %s, batch = batch + 1, '
                 "operations = operations + %s, pushed_at = now() WHERE machine = %s AND tier = %s",
@@ -219,41 +227,49 @@ class Pusher:
                 self._reported.add(why)
                 record_error(self.paths.error_log, "sync", f"archived segment not pushed, it cannot be read: {why}")
 
-    def _row(self, spec: Any, item: Item, applied: Applied, trace: tuple[str, int]) -> tuple[Any, ...] | None:
-        if left_out(item, applied):
-            return None
-        try:
-            body = decode_body(spec, item)
-        except Exception:  # noqa: BLE001 - a body the consumer could not apply is a dead letter there
-            return None
-        getter = self._getters.get(spec.name)
-        if getter is None:
-            getter = self._getters[spec.name] = self._getter(tables()[spec.name])
-        return (*getter(body), item.env.id, *trace)
+    def _rows(self, spec: Any, items: list[Item], trace: tuple[str, int]) -> list[tuple[Any, ...]]:
+        """The team rows of one operation's items: the body's values, then op_id, machine, batch."""
+        bodies, bad = decode_bodies(spec, items)
+        if bad:
+            dropped = set(bad)
+            items = [item for n, item in enumerate(items) if n not in dropped]
+            bodies = [body for n, body in enumerate(bodies) if n not in dropped]
+        values = self._values(tables()[spec.name])(bodies)
+        return list(map(operator.add, values, zip(map(_ENV_ID, items), repeat(trace[0]), repeat(trace[1]))))
 
-    def _getter(self, table: PgTable) -> Callable[[Any], tuple[Any, ...]]:
-        """The row values of a body: private text left out unless shared, NUL made U+FFFD."""
-        get = operator.attrgetter(*table.fields)
-        hidden = () if self.sync.share_private else tuple(table.fields.index(n) for n in table.private)
-        names = [n for n in table.fields if table.types[n] == "TEXT"] + ["timestamp"]  # ≥ 2 names: a tuple
+    def _values(self, table: PgTable) -> Callable[[list[Any]], list[tuple[Any, ...]]]:
+        made = self._getters.get(table.spec.name)
+        if made is None:
+            made = self._getters[table.spec.name] = self._value_maker(table)
+        return made
+
+    def _value_maker(self, table: PgTable) -> Callable[[list[Any]], list[tuple[Any, ...]]]:
+        """The row values of a batch of bodies, in ``_copied`` order: private text left out unless
+        shared (those columns are not copied: NULL), NUL made U+FFFD."""
+        fields = [n for n in table.fields if n not in self._left_out(table)]
+        get = operator.attrgetter(*fields)
+        one = len(fields) == 1  # attrgetter of one name gives the value, not a tuple
+        names = [n for n in fields if table.types[n] == "TEXT"] + ["timestamp"]  # ≥ 2 names: a tuple
         text = operator.attrgetter(*names)
 
-        def row(body: Any) -> tuple[Any, ...]:
-            values = get(body)
+        def values(bodies: list[Any]) -> list[tuple[Any, ...]]:
+            rows: list[tuple[Any, ...]] = [(v,) for v in map(get, bodies)] if one else list(map(get, bodies))
             # PostgreSQL text cannot hold NUL (SQLite can): U+FFFD, the rule for text we cannot keep.
-            if _NUL in "".join(v for v in text(body) if type(v) is str):
-                values = tuple(v.replace(_NUL, "\ufffd") if type(v) is str else v for v in values)
-            if hidden:
-                values = tuple(None if i in hidden else v for i, v in enumerate(values))
-            return values
+            # One look over the whole batch; rows are rewritten only when some value holds one.
+            if _NUL in "".join(map(str, chain.from_iterable(map(text, bodies)))):
+                rows = [tuple(v.replace(_NUL, "\ufffd") if type(v) is str else v for v in row) for row in rows]
+            return rows
 
-        return row
+        return values
+
+    def _left_out(self, table: PgTable) -> tuple[str, ...]:
+        return () if self.sync.share_private else table.private
 
     def _merge(self, conn: Any, table: PgTable, rows: list[tuple[Any, ...]]) -> None:
         if table.stage not in self._staged:
             conn.execute(table.create_stage())
             self._staged.add(table.stage)
-        with conn.cursor().copy(table.copy_stage()) as copy:
+        with conn.cursor().copy(table.copy_stage(self._left_out(table))) as copy:
             for row in rows:
                 copy.write_row(row)
         conn.execute(table.merge())  # one merge per table per transaction: ON COMMIT empties the stage
