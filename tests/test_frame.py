@@ -137,3 +137,26 @@ def test_record_ops_reads_the_count_from_either_encoding() -> None:
         assert frame.record_ops(packed, frame.KIND_RECORD) == n
         assert frame.record_ops(msgspec.json.encode(Record(n, 1.0, [])), frame.KIND_JSON_RECORD) == n
     assert frame.record_ops(b"garbage", frame.KIND_JSON_RECORD) == 0
+
+
+def test_unstuffing_from_a_chunk_equals_the_two_replaces_it_took_before() -> None:
+    """Payloads are unstuffed straight from the mapped chunk in one copy; on any bytes (leads
+    followed by anything, at either end, in a mapping or not) that equals the earlier
+    ``replace(FE 01, FF).replace(FE 00, FE)``, and undoes stuffing exactly."""
+    import mmap
+    import random
+
+    def before(data: bytes) -> bytes:
+        return data.replace(b"\xfe\x01", b"\xff").replace(b"\xfe\x00", b"\xfe")
+
+    rng = random.Random(3)
+    for _ in range(20000):
+        data = bytes(rng.choice([0, 1, 0xFE, 0xFF, 0x41]) for _ in range(rng.randint(0, 14)))
+        pad = bytes(rng.randint(0, 3) * [0xFE])
+        buf = pad + data + pad
+        assert frame._unstuffed(buf, len(pad), len(pad) + len(data)) == before(data)
+        assert frame._unstuff(frame._stuff(data)) == data
+    big = frame._stuff(bytes(rng.randrange(256) for _ in range(1 << 16)))
+    with mmap.mmap(-1, len(big)) as mapped:  # a mapping, as chunks are read: it must close after
+        mapped.write(big)
+        assert frame._unstuffed(mapped, 0, len(big)) == before(big)

@@ -95,11 +95,33 @@ def _stuff(payload: bytes) -> bytes:
 
 
 def _unstuff(data: bytes) -> bytes:
-    # Every 0xFE is an escape lead, so left-to-right replacement is exact;
-    # FE 01 first, or FE 00 01 (a literal FE 01) would turn into FF.
-    if b"\xfe" in data:
-        return data.replace(b"\xfe\x01", b"\xff").replace(b"\xfe\x00", b"\xfe")
-    return data
+    return _unstuffed(data, 0, len(data))
+
+
+def _unstuffed(buf: Any, start: int, stop: int) -> bytes:
+    """``buf[start:stop]`` (bytes or a mapped chunk) without its stuffing, copied once.
+
+    Every 0xFE is an escape lead (FE 00 is FE, FE 01 is FF), so reading the byte after each
+    is exact; a lead followed by anything else (never written) stays as it is. A payload of
+    several MiB holds few leads: the bytes between them are joined from views, not copied
+    by two whole-payload replaces and a slice as before."""
+    i = buf.find(b"\xfe", start, stop)
+    if i < 0:
+        return bytes(buf[start:stop])
+    view = memoryview(buf)
+    out: list[Any] = []
+    pos = start
+    while i >= 0:
+        out.append(view[pos:i])
+        after = buf[i + 1] if i + 1 < stop else -1
+        out.append(b"\xff" if after == 1 else b"\xfe")
+        pos = i + 2 if after in (0, 1) else i + 1
+        i = buf.find(b"\xfe", pos, stop)
+    out.append(view[pos:stop])
+    joined = b"".join(out)
+    out.clear()  # the views go before the chunk's mapping may be closed
+    view.release()
+    return joined
 
 
 def encode_frame(payload: bytes, kind: int = KIND_RECORD, seq: int = 0, nops: int = 0) -> bytes:
@@ -270,9 +292,9 @@ def scan(buf: Buffer, start: int = 0, limit: int | None = None, legacy: bool = F
         if not isinstance(got, str):
             if _crc_ok(buf, pos, got):
                 stop = pos + got.size + got.length
-                body = bytes(buf[pos + got.size : stop])
-                if got.seq is not None:
-                    body = _unstuff(body)
+                # Version 2 is stuffed: unstuffed straight from the chunk, one copy.
+                body = bytes(buf[pos + got.size : stop]) if got.seq is None else \
+                    _unstuffed(buf, pos + got.size, stop)
                 yield Frame(pos, stop, got.kind, body, got.seq, got.nops)
                 pos = stop
                 continue
