@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from codi_queue.queue.spool import Spool, lane_inbox, lane_lock, read_dir_id, re
 from codi_queue.consumer.records import decode_record
 from codi_queue.queue.frame import KIND_JSON_RECORD
 
-from .conftest import cli_env, query
+from .conftest import cli_env, query, run_cli
 
 
 @contextmanager
@@ -156,6 +157,9 @@ def test_an_older_live_lane_keeps_its_cursor_when_a_newer_directory_commits(path
     cursors = {r[0] for r in query(paths, "sessions", "SELECT segment FROM cq_cursor")}
     assert live <= cursors and len(live) == 2  # the archived segment's row goes with the next commit
     assert query(paths, "sessions", "SELECT count(*), count(DISTINCT tool_use_id) FROM tool_events") == [(20, 20)]
+    status = run_cli(Path(paths.home), "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["lanes"] == [0, 1] and '"pending": 0' in status.stdout
+    assert "2 lanes in use" in run_cli(Path(paths.home), "status").stdout
 
 
 def test_every_lane_is_claimed_and_archived_with_its_lane(paths: Paths) -> None:
@@ -185,3 +189,16 @@ def test_retention_holds_each_lane_from_its_own_mark(paths: Paths) -> None:
     assert removed == [by_lane[0][0]]
     assert spool.prune_archive(1e-9, 0, keep_from={0: by_lane[0][1], 1: ""}) == []
     assert spool.prune_archive(1e-9, 0, keep_from={1: by_lane[1][1]}) == [by_lane[1][0]]
+
+
+def test_a_lane_whose_lock_is_a_planted_link_is_passed_over(paths: Paths, tmp_path: Path) -> None:
+    """A link where a lane's lock should be is never opened through; the producer takes the next lane."""
+    os.makedirs(paths.spool, mode=0o700, exist_ok=True)
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    os.symlink(victim, lane_lock(paths.spool, 1))
+    spool = Spool(paths.spool, paths.archive)
+    with held(lane_lock(paths.spool, 0)):
+        spool.append(_record_bytes("x"))
+    assert spool.lane == 2 and victim.read_text() == "untouched"
+    assert _tool_use_ids(lane_inbox(paths.spool, 2)) == ["x"]

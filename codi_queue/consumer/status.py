@@ -60,7 +60,8 @@ def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
     running = pid is not None
     metrics = read_metrics(paths.metrics) or {}
     live = running and metrics.get("pid") == pid
-    segments, archive_bytes = Spool(paths.spool, paths.archive).archive_bytes()
+    spool = Spool(paths.spool, paths.archive)
+    segments, archive_bytes = spool.archive_bytes()
     wal = 0
     for tier in (*TIERS, STATE_TIER):
         try:
@@ -69,6 +70,7 @@ def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
             continue
     return {
         "pending": pending,
+        "lanes": spool.lanes(),  # the inboxes producers are writing (lane 0 is spool/inbox)
         "oldest_pending_age_s": None if oldest is None else round(max(0.0, time.time() - oldest), 3),
         "dead_letters": dead,
         "consumer": {
@@ -130,7 +132,8 @@ def render_human(report: dict[str, Any], home: str) -> str:
     lines = [
         f"home             {home}",
         "consumer         " + (f"running, pid {consumer['pid']}" if consumer["running"] else "not running"),
-        f"pending          {report['pending']}" + (f" (lag: oldest {age:.1f}s)" if age is not None else ""),
+        f"pending          {report['pending']}" + (f" (lag: oldest {age:.1f}s)" if age is not None else "")
+        + (f"; {len(report['lanes'])} lanes in use" if len(report.get("lanes") or ()) > 1 else ""),
         f"throughput       {report['throughput_1m_ops_s']:.1f} ops/s over the last minute, "
         f"{report['batches']} batches since start",
         f"dead letters     {report['dead_letters']}",

@@ -452,12 +452,17 @@ class Spool:
         self._owner_pid, self._lock_fd = pid, -1
         self._queue, self._queue_inbox_id = None, None  # another lane's (or the parent's)
         lanes = lane_count()
+        usable = []
         for lane in range(lanes):
-            fd = os.open(lane_lock(self.root, lane), os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE)
+            try:
+                fd = os.open(lane_lock(self.root, lane), os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE)
+            except OSError:
+                continue  # a lock that cannot be opened (a link planted there): another lane serves
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
+                usable.append(lane)
                 continue
             except BaseException:
                 os.close(fd)
@@ -465,7 +470,7 @@ class Spool:
             self._set_lane(lane)
             self._lock_fd = fd
             return _SpoolLock(fd, held=True)
-        self._set_lane(pid % lanes)
+        self._set_lane(usable[pid % len(usable)] if usable else 0)  # none usable: lane 0's error is reported
         return self._locked()
 
     def _next_id(self) -> str:
