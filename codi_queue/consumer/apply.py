@@ -288,6 +288,7 @@ def apply_items(
         dead.extend(extra_dead)
         result = TierResult(dead=dead, outside=unknown)
         summaries = Summaries(conn)  # the dashboards' summary tables, kept in this same transaction
+        result.summary_error = _repay(conn, summaries)
         for bound, spec, rows, group_items, bodies in groups:
             result.summary_error = result.summary_error or _guarded(conn, summaries.before, spec.table, bodies)
             n = _apply_group(conn, bound, spec, rows, group_items, dead)
@@ -298,10 +299,12 @@ def apply_items(
         if result.applied and not result.summary_error:
             result.summary_error = _guarded(conn, summaries.flush)
         if result.summary_error:
-            # The events commit without their summaries: totals kept by deltas are counted again.
-            forgot = _guarded(conn, summaries.forget)
-            if forgot:
-                result.summary_error += f"; {forgot}"
+            # The events commit without their summaries: totals kept by deltas are counted again,
+            # and what the batch touched is owed, to be recomputed by a later batch.
+            for step, args in ((summaries.forget, ()), (summaries.owe, ([b for g in groups for b in g[4]],))):
+                why = _guarded(conn, step, *args)
+                if why:
+                    result.summary_error += f"; {why}"
         _bump_applied(conn, result.applied)
         failed = {d.op_id for d in dead}
         result.retried = [i.env.retry_of for i in items if i.env.retry_of and i.env.retry_of not in failed]
@@ -319,6 +322,22 @@ def apply_items(
         conn.execute("DELETE FROM cq_cursor WHERE segment < ? AND segment NOT IN (SELECT value FROM json_each(?))",
                      (segment, json.dumps(list(keep))))
     return result
+
+
+_repay_after: weakref.WeakKeyDictionary[apsw.Connection, float] = weakref.WeakKeyDictionary()
+REPAY_RETRY_S = 60.0  # a repayment that failed (a row no recompute can read) is tried again this much later
+
+
+def _repay(conn: apsw.Connection, summaries: Summaries) -> str | None:
+    """Recompute the summary rows an earlier batch owes, before this batch's own: an error, or None."""
+    if time.monotonic() < _repay_after.get(conn, 0.0) or not summaries.owed():
+        return None
+    failed = _guarded(conn, summaries.repay)
+    if failed is None:
+        _repay_after.pop(conn, None)
+        return None
+    _repay_after[conn] = time.monotonic() + REPAY_RETRY_S
+    return f"owed {failed[len('summary tables not updated: '):]} (tried again in {REPAY_RETRY_S:.0f} s)"
 
 
 def _noted(step: Any, *args: Any) -> str | None:

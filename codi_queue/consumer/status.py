@@ -41,13 +41,15 @@ def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
     conns = {t: _open(paths, t, unreadable) for t in (*TIERS, STATE_TIER)}
     try:
         pending, oldest = _pending(paths, conns)
-        dead = 0
+        dead = owed = 0
         applied: dict[str, int] = {}
         for tier, conn in conns.items():
             try:
                 if conn is None or not _has_table(conn, "cq_applied"):
                     continue
                 dead += int(conn.execute("SELECT count(*) FROM cq_dead_letters").get)
+                if _has_table(conn, "cq_summary_debt"):
+                    owed += int(conn.execute("SELECT count(*) FROM cq_summary_debt").get)
                 for table, n in conn.execute("SELECT tbl, n FROM cq_applied ORDER BY tbl"):
                     applied[table] = applied.get(table, 0) + int(n)
             except apsw.Error as exc:
@@ -73,6 +75,8 @@ def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
         "lanes": spool.lanes(),  # the inboxes producers are writing (lane 0 is spool/inbox)
         "oldest_pending_age_s": None if oldest is None else round(max(0.0, time.time() - oldest), 3),
         "dead_letters": dead,
+        # summary rows (days, sessions, tools) a batch could not update, until a later batch recomputes them
+        "summaries_owed": owed,
         "consumer": {
             "running": running,
             "pid": pid if pid and pid > 0 else None,
@@ -137,6 +141,8 @@ def render_human(report: dict[str, Any], home: str) -> str:
         f"throughput       {report['throughput_1m_ops_s']:.1f} ops/s over the last minute, "
         f"{report['batches']} batches since start",
         f"dead letters     {report['dead_letters']}",
+        *([f"summaries owed   {report['summaries_owed']} rows, recomputed by the next batch"]
+          if report.get("summaries_owed") else []),
         f"producer errors  {report['producer_errors']}",
         f"wal              {report['wal_bytes']} bytes",
         f"archive          {report['archive']['segments']} segments, {report['archive']['bytes']} bytes",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import calendar
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,7 +186,9 @@ def _latest_outcome(conn: apsw.Connection, sid: str) -> dict[str, Any]:
     return {n: v for n, v in zip(names, row) if v is not None}
 
 
-def _daily(conn: apsw.Connection, day: str) -> None:
+def _daily(conn: apsw.Connection, day: str, exact: bool = False) -> None:
+    """The day's row from the event tables. A row the platform's tools wrote only grows; ``exact``
+    (a day of ours, repaid after a batch that could not update it) is set to what the tables say."""
     lo = calendar.timegm(time.strptime(day, "%Y-%m-%d"))
     hi = lo + 86400
     values: dict[str, Any] = {}
@@ -197,26 +199,36 @@ def _daily(conn: apsw.Connection, day: str) -> None:
             "WHERE timestamp >= ? AND timestamp < ? AND model LIKE ?", (lo, hi, f"%{family}%")).fetchone()
         values.update({f"{family}_messages": r[0], f"{family}_tokens_in": r[1], f"{family}_tokens_out": r[2],
                        f"{family}_cache_read": r[3]})
-    values["session_count"] = scalar(conn, "SELECT COUNT(DISTINCT session_id) FROM token_economics "
-                                            "WHERE timestamp >= ? AND timestamp < ?", (lo, hi)) or 0
+    values["session_count"] = scalar(
+        conn, "SELECT COUNT(DISTINCT session_id) FROM cq_day_sessions WHERE date = ?", (day,)) or 0 if exact else \
+        scalar(conn, "SELECT COUNT(DISTINCT session_id) FROM token_economics WHERE timestamp >= ? AND timestamp < ?",
+               (lo, hi)) or 0
     values["tool_calls"] = scalar(conn, "SELECT COUNT(*) FROM tool_events WHERE timestamp >= ? AND timestamp < ?",
                                    (lo, hi)) or 0
     values["cost_estimate"] = scalar(conn, "SELECT COALESCE(SUM(cost_usd), 0) FROM token_economics "
                                             "WHERE timestamp >= ? AND timestamp < ?", (lo, hi)) or 0
     cols = list(values)
+    rule = "excluded.{c}" if exact else "MAX(COALESCE({c}, 0), excluded.{c})"
     conn.execute(
         f"INSERT INTO daily_stats (date, {', '.join(cols)}) VALUES (?, {', '.join('?' * len(cols))}) "
-        f"ON CONFLICT(date) DO UPDATE SET {', '.join(f'{c} = MAX(COALESCE({c}, 0), excluded.{c})' for c in cols)}, "
+        f"ON CONFLICT(date) DO UPDATE SET {', '.join(f'{c} = ' + rule.format(c=c) for c in cols)}, "
         "updated_at = CURRENT_TIMESTAMP",
         (day, *values.values()),
     )
 
 
-def _hourly(conn: apsw.Connection, day: str) -> None:
+def _hourly(conn: apsw.Connection, day: str, exact: bool = False) -> None:
     lo = calendar.timegm(time.strptime(day, "%Y-%m-%d"))
-    rows: Any = conn.execute(
-        "SELECT (timestamp - ?) / 3600, COUNT(DISTINCT session_id), COUNT(*) FROM token_economics "
-        "WHERE timestamp >= ? AND timestamp < ? GROUP BY 1", (lo, lo, lo + 86400)).fetchall()
+    if exact:  # a day of ours: its hours are what the tables say, sessions as the batches keep them
+        conn.execute("DELETE FROM hourly_activity WHERE date = ?", (day,))
+        rows: Any = conn.execute(
+            "SELECT (timestamp - ?) / 3600 AS h, (SELECT COUNT(*) FROM cq_day_sessions WHERE date = ? AND hour = "
+            "(timestamp - ?) / 3600), COUNT(*) FROM token_economics WHERE timestamp >= ? AND timestamp < ? GROUP BY 1",
+            (lo, day, lo, lo, lo + 86400)).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT (timestamp - ?) / 3600, COUNT(DISTINCT session_id), COUNT(*) FROM token_economics "
+            "WHERE timestamp >= ? AND timestamp < ? GROUP BY 1", (lo, lo, lo + 86400)).fetchall()
     for hour, sessions, messages in rows:
         conn.execute(
             "INSERT INTO hourly_activity (date, hour, session_count, message_count) VALUES (?, ?, ?, ?) "
@@ -444,6 +456,62 @@ class Summaries:
                     _daily(conn, day)
                 if "hourly_activity" in tables:
                     _hourly(conn, day)
+
+    # -- what a failed batch owes, repaid from the event tables ---------------------------------
+
+    def owe(self, bodies: Iterable[Any]) -> None:
+        """This batch's events commit without their summary rows: note the tools, sessions and
+        days they touch, repaid by a later batch (``repay``) and reported meanwhile."""
+        if not self.active or "cq_summary_debt" not in self.tables:
+            return
+        touched = Touched()
+        for body in bodies:
+            touched.add(body)
+        now = time.time()
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO cq_summary_debt (kind, key, since) VALUES (?, ?, ?)",
+            [*(("tool", t, now) for t in touched.tools), *(("session", sid, now) for sid in touched.sessions),
+             *(("day", d, now) for d in touched.days)])
+
+    def owed(self) -> bool:
+        return self.active and "cq_summary_debt" in self.tables and \
+            self.conn.execute("SELECT 1 FROM cq_summary_debt LIMIT 1").fetchone() is not None
+
+    def repay(self) -> int:
+        """Recompute every summary row owed from the event tables, and clear the debt: a day of
+        ours is set to what the tables say (its sessions per hour rebuilt), a day the platform's
+        tools wrote only grows, as always. Runs before the batch's own summaries. Returns how many."""
+        conn, tables = self.conn, self.tables
+        debt: list[Any] = conn.execute("SELECT kind, key FROM cq_summary_debt").fetchall()
+        owed = Touched()
+        for kind, key in debt:
+            {"tool": owed.tools, "session": owed.sessions, "day": owed.days}.get(kind, set()).add(key)
+        if "tool_usage" in tables and "tool_events" in tables:
+            for tool in owed.tools:
+                _tool_usage(conn, tool)
+                self._tool_state(tool)
+        if {"sessions", "cq_owned_sessions"} <= tables:
+            have = _columns(conn, "sessions")
+            for sid in owed.sessions:
+                self.forget(sid)
+                _session(conn, sid, tables, have=have)
+        if "token_economics" in tables:
+            for day in owed.days:
+                mine = {"cq_owned_days", "cq_day_sessions"} <= tables and conn.execute(
+                    "SELECT 1 FROM cq_owned_days WHERE date = ?", (day,)).fetchone() is not None
+                if mine:
+                    lo = calendar.timegm(time.strptime(day, "%Y-%m-%d"))
+                    conn.execute("DELETE FROM cq_day_sessions WHERE date = ?", (day,))
+                    conn.execute(
+                        "INSERT OR IGNORE INTO cq_day_sessions (date, hour, session_id) SELECT ?, (timestamp - ?) / "
+                        "3600, session_id FROM token_economics WHERE timestamp >= ? AND timestamp < ? "
+                        "AND session_id IS NOT NULL AND session_id != ''", (day, lo, lo, lo + 86400))
+                if "daily_stats" in tables:
+                    _daily(conn, day, exact=mine)
+                if "hourly_activity" in tables:
+                    _hourly(conn, day, exact=mine)
+        conn.execute("DELETE FROM cq_summary_debt")
+        return len(debt)
 
     def _is_kept(self, sid: Any) -> bool:
         kept = self._kept.get(sid)

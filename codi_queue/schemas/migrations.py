@@ -598,6 +598,18 @@ CREATE TABLE IF NOT EXISTS cq_session_models (
 """
 
 
+# Summary rows a batch could not update (its events committed without them): what is owed,
+# repaid from the event tables by a later batch (consumer.summaries.repay).
+_SESSIONS_5 = """
+CREATE TABLE IF NOT EXISTS cq_summary_debt (
+    kind TEXT NOT NULL,
+    key NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+"""
+
+
 def _session_marker_indexes(conn: Any) -> None:
     """Where a session starts and ends, found in O(log n): the summaries look these up for every
     session each batch touches, and without them scanned all of that session's activity (a drain
@@ -629,6 +641,7 @@ MIGRATIONS: dict[str, tuple[tuple[Step, ...], ...]] = {
         (_SESSIONS_2,),
         (_rename_old_registry, _SESSIONS_3, _context_columns, _platform_column_names),
         (_session_marker_indexes, _SESSIONS_4),
+        (_SESSIONS_5,),
     ),
     "project": ((_META, _PROJECT_1), (_PROJECT_2,)),
     "state": ((_META,),),

@@ -342,13 +342,57 @@ def test_our_sessions_token_totals_kept_by_deltas_match_summing_every_response(t
             Consumer(paths).run(once=True)
             assert "summary tables not updated" in Path(paths.error_log).read_text()
             assert query(paths, "sessions", "SELECT count(*) FROM cq_session_tokens") == [(0,)]
+            owed = query(paths, "sessions", "SELECT kind, count(*) FROM cq_summary_debt GROUP BY 1 ORDER BY 1")
+            assert owed == [("day", 1), ("session", 1)], owed  # repaid by the next batch, checked below
             conn.execute("UPDATE token_economics SET op_id = '0' WHERE message_id = ?", (odd,))
             conn.commit()
             conn.close()
             continue
-        check(days=batch < 8)  # a batch whose summaries failed leaves its days for a recompute
+        check(days=True)  # after a batch whose summaries failed, the next one repaid what it owed
+        assert query(paths, "sessions", "SELECT count(*) FROM cq_summary_debt") == [(0,)]
     kept = query(paths, "sessions", "SELECT count(*) FROM cq_session_tokens")[0][0]
     assert kept, "no session's totals were kept: the delta path was never taken"
     assert run_cli(home, "replay", "--from-archive").returncode == 0
     Consumer(paths).run(once=True)
-    check(days=False)
+    check(days=True)
+
+
+def test_summary_rows_a_failed_batch_could_not_update_are_repaid_exactly_by_the_next(tmp_path: Path) -> None:
+    """A batch whose summaries fail (another writer's row they cannot read) commits its events and
+    owes the summary rows it touched; status shows the debt, and the next batch recomputes them from
+    the tables: a day of ours is set to what they say (a re-counted response lowered it), not kept
+    at the larger stale value."""
+    from codi_queue.consumer.loop import Consumer
+    from codi_queue.producers.api import enqueue, enqueue_many
+
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    day = 1768903200  # 2026-01-20 10:00 UTC, a day no platform tool wrote: ours
+    responses = [{"message_id": f"m{i}", "request_id": "r", "session_id": "s1", "model": "claude-sonnet-4",
+                  "timestamp": day + 3600 * i, "input_tokens": 100, "output_tokens": 1} for i in range(3)]
+    assert enqueue_many("token_economics", responses, home=str(home))
+    Consumer(paths).run(once=True)
+    daily = "SELECT sonnet_messages, sonnet_tokens_in, session_count FROM daily_stats WHERE date = '2026-01-20'"
+    assert query(paths, "sessions", daily) == [(3, 300, 1)]
+    conn = sqlite3.connect(paths.database("sessions"))
+    conn.execute("UPDATE token_economics SET op_id = X'07' WHERE message_id = 'm2'")  # another writer's op_id
+    conn.commit()
+    # m0 re-counted lower (its row is rewritten); m2 meets the row the summaries cannot compare.
+    assert enqueue_many("token_economics", [{**responses[0], "input_tokens": 10}, {**responses[2], "input_tokens": 50}],
+                        home=str(home))
+    Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT input_tokens FROM token_economics WHERE message_id = 'm0'") == [(10,)]
+    assert query(paths, "sessions", daily) == [(3, 300, 1)]  # not updated: owed
+    status = json.loads(run_cli(home, "status", "--json").stdout)
+    assert status["summaries_owed"] == 2  # the day and the session
+    assert "summaries owed   2 rows" in run_cli(home, "status").stdout
+    conn.execute("UPDATE token_economics SET op_id = '0' WHERE message_id = 'm2'")
+    conn.commit()
+    conn.close()
+    assert enqueue("tool_event", {"tool_name": "Bash", "success": True, "timestamp": day + 60}, home=str(home))
+    Consumer(paths).run(once=True)
+    assert query(paths, "sessions", daily) == [(3, 210, 1)]
+    assert query(paths, "sessions", "SELECT hour, session_count, message_count FROM hourly_activity "
+                                    "WHERE date = '2026-01-20' ORDER BY hour") == [(10, 1, 1), (11, 1, 1), (12, 1, 1)]
+    assert query(paths, "sessions", "SELECT input_tokens FROM sessions WHERE id = 's1'") == [(210,)]
+    assert json.loads(run_cli(home, "status", "--json").stdout)["summaries_owed"] == 0
