@@ -70,6 +70,15 @@ def _kill_consumer_until_done(home: Path, producers: list[subprocess.Popen[bytes
     """
     kills = 0
     killed_producers: set[int] = set()
+    if kill_producers:
+        # One producer dies mid-enqueue in every round, early, while all are writing: with lanes they
+        # no longer queue on one lock, and most rounds finished before the kills below reached one.
+        time.sleep(rng.uniform(0.0, 0.12))
+        alive = [i for i, p in enumerate(producers) if p.poll() is None]
+        if alive:
+            victim = rng.choice(alive)
+            producers[victim].send_signal(signal.SIGKILL)
+            killed_producers.add(victim)
     while kills < MIN_KILLS or any(p.poll() is None for p in producers):
         assert time.monotonic() < deadline, "crash loop ran out of time"
         consumer = _start_consumer(home)
@@ -144,7 +153,7 @@ def test_consumer_killed_in_a_loop_while_eight_producers_enqueue(tmp_path: Path,
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_producers_and_consumer_killed_at_random(tmp_path: Path, home: Path, paths: Paths, round_: int) -> None:
     rng = random.Random(round_ * 104729 + os.getpid())
-    count = 150
+    count = 600  # producers must still be writing when the kills start (lanes made 150 finish first)
     procs = _spawn_producers(home, tmp_path, 8, count)
     popens = [p for p, _ in procs.values()]
     kills, killed = _kill_consumer_until_done(home, popens, rng, time.monotonic() + 240, kill_producers=True)
