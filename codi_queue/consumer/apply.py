@@ -28,7 +28,7 @@ from ..values import clean_text, loads
 from .db import immediate
 from .summaries import Summaries
 
-__all__ = ["Item", "DeadLetter", "decode_body", "decode_bodies", "TierResult", "apply_items", "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
+__all__ = ["Item", "DeadLetter", "decode_body", "decode_bodies", "repay_owed", "TierResult", "apply_items", "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
 
 # Errors of the database or the disk, not of one operation: the batch rolls
 # back and is retried with backoff, never dead-lettered. Anything else raised
@@ -338,6 +338,16 @@ def _repay(conn: apsw.Connection, summaries: Summaries) -> str | None:
         return None
     _repay_after[conn] = time.monotonic() + REPAY_RETRY_S
     return f"owed {failed[len('summary tables not updated: '):]} (tried again in {REPAY_RETRY_S:.0f} s)"
+
+
+def repay_owed(conn: apsw.Connection) -> str | None:
+    """Repay what earlier batches owe in a transaction of its own (an idle home's housekeeping:
+    no next batch comes to do it); an error, or None."""
+    summaries = Summaries(conn)
+    if not summaries.owed():
+        return None
+    with immediate(conn):
+        return _repay(conn, summaries)
 
 
 def _noted(step: Any, *args: Any) -> str | None:

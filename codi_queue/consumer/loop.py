@@ -32,7 +32,7 @@ from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, describe_lost, describe_pos
 from ..queue.spool import QueueDir, Spool, dir_bytes
 from ..schemas.registry import ALL_TIERS, STATE_TIER
-from .apply import DeadLetter, apply_items, get_cursor
+from .apply import DeadLetter, apply_items, get_cursor, repay_owed
 from .batch import Batch
 from .db import BUSY_TIMEOUT_MS, open_tier
 from .lock import ConsumerLock
@@ -542,6 +542,7 @@ class Consumer:
         self._housekeeping_at = now
         self._flush_metrics(force=True)
         ensure_reserve(self.paths.logs)
+        self._repay_summaries()
         if self.config is None:
             return
         sync = self.config.sync
@@ -558,6 +559,16 @@ class Consumer:
                 write_textfile(self.config.prometheus_textfile, prometheus_text(collect(self.paths, count_backlog=False)))
             except (OSError, apsw.Error) as exc:
                 self._report(f"could not write {self.config.prometheus_textfile}: {exc}")
+
+    def _repay_summaries(self) -> None:
+        """Summary rows a failed batch owes, recomputed even when no next batch comes."""
+        for tier, conn in self._conns.items():
+            try:
+                failed = repay_owed(conn)
+            except (apsw.Error, OSError) as exc:
+                failed = f"{type(exc).__name__}: {exc}"
+            if failed:
+                self._report(f"{tier}: {failed}")
 
     def _poll_sources(self) -> None:
         if self.tailers:

@@ -141,7 +141,7 @@ def render_human(report: dict[str, Any], home: str) -> str:
         f"throughput       {report['throughput_1m_ops_s']:.1f} ops/s over the last minute, "
         f"{report['batches']} batches since start",
         f"dead letters     {report['dead_letters']}",
-        *([f"summaries owed   {report['summaries_owed']} rows, recomputed by the next batch"]
+        *([f"summaries owed   {report['summaries_owed']} rows, recomputed by the next batch or within a minute"]
           if report.get("summaries_owed") else []),
         f"producer errors  {report['producer_errors']}",
         f"wal              {report['wal_bytes']} bytes",

@@ -342,8 +342,9 @@ def test_our_sessions_token_totals_kept_by_deltas_match_summing_every_response(t
             Consumer(paths).run(once=True)
             assert "summary tables not updated" in Path(paths.error_log).read_text()
             assert query(paths, "sessions", "SELECT count(*) FROM cq_session_tokens") == [(0,)]
-            owed = query(paths, "sessions", "SELECT kind, count(*) FROM cq_summary_debt GROUP BY 1 ORDER BY 1")
-            assert owed == [("day", 1), ("session", 1)], owed  # repaid by the next batch, checked below
+            # What it owed was repaid by the same run's housekeeping (the next batch's own path is
+            # test_summary_rows_a_failed_batch_could_not_update_are_repaid_exactly_by_the_next).
+            assert query(paths, "sessions", "SELECT count(*) FROM cq_summary_debt") == [(0,)]
             conn.execute("UPDATE token_economics SET op_id = '0' WHERE message_id = ?", (odd,))
             conn.commit()
             conn.close()
@@ -357,13 +358,11 @@ def test_our_sessions_token_totals_kept_by_deltas_match_summing_every_response(t
     check(days=True)
 
 
-def test_summary_rows_a_failed_batch_could_not_update_are_repaid_exactly_by_the_next(tmp_path: Path) -> None:
-    """A batch whose summaries fail (another writer's row they cannot read) commits its events and
-    owes the summary rows it touched; status shows the debt, and the next batch recomputes them from
-    the tables: a day of ours is set to what they say (a re-counted response lowered it), not kept
-    at the larger stale value."""
+def _owing_home(tmp_path: Path) -> tuple[Path, Any, str]:
+    """A home whose last batch's summaries failed: a re-counted response lowered a day of ours
+    from 300 to 210 input tokens, and another writer's row kept the summaries from following."""
     from codi_queue.consumer.loop import Consumer
-    from codi_queue.producers.api import enqueue, enqueue_many
+    from codi_queue.producers.api import enqueue_many
 
     home = tmp_path / "home"
     paths = resolve(str(home))
@@ -382,17 +381,42 @@ def test_summary_rows_a_failed_batch_could_not_update_are_repaid_exactly_by_the_
                         home=str(home))
     Consumer(paths).run(once=True)
     assert query(paths, "sessions", "SELECT input_tokens FROM token_economics WHERE message_id = 'm0'") == [(10,)]
+    assert "summary tables not updated" in Path(paths.error_log).read_text()
+    conn.execute("UPDATE token_economics SET op_id = '0' WHERE message_id = 'm2'")
+    conn.commit()
+    conn.close()
+    return home, paths, daily
+
+
+def test_summary_rows_a_failed_batch_could_not_update_are_repaid_exactly_by_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose summaries fail (another writer's row they cannot read) commits its events and
+    owes the summary rows it touched; status shows the debt, and the next batch recomputes them from
+    the tables: a day of ours is set to what they say (a re-counted response lowered it), not kept
+    at the larger stale value."""
+    from codi_queue.consumer.loop import Consumer
+    from codi_queue.producers.api import enqueue
+
+    monkeypatch.setattr(Consumer, "_repay_summaries", lambda self: None)  # the next batch's path alone
+    home, paths, daily = _owing_home(tmp_path)
+    day = 1768903200
     assert query(paths, "sessions", daily) == [(3, 300, 1)]  # not updated: owed
     status = json.loads(run_cli(home, "status", "--json").stdout)
     assert status["summaries_owed"] == 2  # the day and the session
     assert "summaries owed   2 rows" in run_cli(home, "status").stdout
-    conn.execute("UPDATE token_economics SET op_id = '0' WHERE message_id = 'm2'")
-    conn.commit()
-    conn.close()
     assert enqueue("tool_event", {"tool_name": "Bash", "success": True, "timestamp": day + 60}, home=str(home))
     Consumer(paths).run(once=True)
     assert query(paths, "sessions", daily) == [(3, 210, 1)]
     assert query(paths, "sessions", "SELECT hour, session_count, message_count FROM hourly_activity "
                                     "WHERE date = '2026-01-20' ORDER BY hour") == [(10, 1, 1), (11, 1, 1), (12, 1, 1)]
     assert query(paths, "sessions", "SELECT input_tokens FROM sessions WHERE id = 's1'") == [(210,)]
+    assert json.loads(run_cli(home, "status", "--json").stdout)["summaries_owed"] == 0
+
+
+def test_summary_rows_owed_by_an_idle_homes_last_batch_are_repaid_by_housekeeping(tmp_path: Path) -> None:
+    """No next batch comes: the consumer's housekeeping (once a minute, and at the end of a
+    ``run --once``) repays the debt on its own."""
+    home, paths, daily = _owing_home(tmp_path)  # the failed batch's run ended with its housekeeping
+    assert query(paths, "sessions", daily) == [(3, 210, 1)]
+    assert query(paths, "sessions", "SELECT count(*) FROM cq_summary_debt") == [(0,)]
     assert json.loads(run_cli(home, "status", "--json").stdout)["summaries_owed"] == 0
