@@ -20,7 +20,7 @@ import pytest
 from codi_queue.paths import Paths, resolve
 from codi_queue.queue.spool import Spool, lane_inbox, lane_lock
 
-from .conftest import cli_env, query, run_cli
+from .conftest import cli_env, query, run_cli, wait_until
 
 ROUNDS = int(os.environ.get("CODI_CRASH_ROUNDS", "1"))
 
@@ -41,8 +41,8 @@ def _spawn_producers(home: Path, tmp: Path, n: int, count: int) -> dict[str, tup
                 stderr=subprocess.PIPE,
             )
             procs[str(i)] = (proc, ack)
-        while not os.path.exists(lane_inbox(spool, 1)) and all(p.poll() is None for p, _ in procs.values()):
-            time.sleep(0.001)
+        wait_until(lambda: os.path.exists(lane_inbox(spool, 1)) or any(p.poll() is not None for p, _ in procs.values()),
+                   60, "a producer to take lane 1", interval=0.001)
     return procs
 
 

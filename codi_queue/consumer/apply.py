@@ -28,7 +28,8 @@ from ..values import clean_text, loads
 from .db import immediate
 from .summaries import Summaries
 
-__all__ = ["Item", "DeadLetter", "decode_body", "decode_bodies", "repay_owed", "TierResult", "apply_items", "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
+__all__ = ["Item", "DeadLetter", "decode_body", "decode_bodies", "repay_owed", "TierResult", "apply_items",
+           "record_dead_letters", "get_cursor", "INFRASTRUCTURE"]
 
 # Errors of the database or the disk, not of one operation: the batch rolls
 # back and is retried with backoff, never dead-lettered. Anything else raised

@@ -16,8 +16,8 @@ persist-queue's Queue is only safe with one process per directory: each
 lane's lock serialises the producers on its inbox. A process takes the first
 lane whose lock is free at its first append (lane 0 when nothing contends)
 and keeps it, so one producer's records stay in order; records of different
-producers have no order between them (op ids carry time). The consumer reads the live inbox without
-the lock, but only up to the head pointer in ``info``, which a producer
+producers have no order between them (op ids carry time). The consumer reads
+the live inbox without the lock, but only up to the head pointer in ``info``, which a producer
 renames into place after the bytes it names are on disk; producers only
 append, and only ever truncate bytes past that head. When the inbox is fully
 applied and large or old enough, the consumer claims it (one rename under the
@@ -51,8 +51,9 @@ from .durable_queue import (POS_SHIFT, acknowledge, check_head, open_queue, publ
                             read_acked_ops, read_info)
 
 
-__all__ = ["Spool", "QueueDir", "ID_DIGITS", "LANES", "lane_count", "read_dir_id", "read_dir_lane", "dir_bytes", "list_ids", "is_dir_id", "inbox_problem",
-           "publish_acked", "read_acked", "read_acked_ops"]
+__all__ = ["Spool", "QueueDir", "ID_DIGITS", "LANES", "lane_count", "lane_inbox", "lane_lock", "read_dir_id",
+           "read_dir_lane", "dir_bytes", "list_ids", "is_dir_id", "inbox_problem", "publish_acked", "read_acked",
+           "read_acked_ops"]
 
 ID_DIGITS = 20
 ID_FILE = "id"
