@@ -202,3 +202,33 @@ def test_a_lane_whose_lock_is_a_planted_link_is_passed_over(paths: Paths, tmp_pa
         spool.append(_record_bytes("x"))
     assert spool.lane == 2 and victim.read_text() == "untouched"
     assert _tool_use_ids(lane_inbox(paths.spool, 2)) == ["x"]
+
+
+def test_hostile_lane_files_and_locks_never_hang_mislead_or_get_written_through(paths: Paths, tmp_path: Path) -> None:
+    """The files lanes added, in every state someone could leave them: a ``lane`` file that is garbage,
+    huge, a FIFO or a link reads as lane 0 (never blocking, never followed); an ``ids.lock`` that is a
+    link or a directory refuses the append (the API reports it) instead of writing through it."""
+    from codi_queue.producers.api import enqueue
+
+    victim = tmp_path / "victim"
+    victim.write_text("7")
+    for n, plant in enumerate(("garbage", "huge", "fifo", "link", "99")):
+        d = tmp_path / f"seg{n}"
+        d.mkdir(mode=0o700)
+        lane = d / "lane"
+        if plant == "fifo":
+            os.mkfifo(lane, 0o600)
+        elif plant == "link":
+            os.symlink(victim, lane)
+        else:
+            lane.write_bytes({"garbage": b"\xff\xfe-1", "huge": b"1" * (1 << 20), "99": b"99"}[plant])
+        assert read_dir_lane(str(d)) == 0, plant
+    os.makedirs(paths.spool, mode=0o700, exist_ok=True)
+    os.symlink(victim, os.path.join(paths.spool, "ids.lock"))
+    assert enqueue("tool_event", {"tool_name": "Bash", "success": True}, home=paths.home) is False
+    assert victim.read_text() == "7"
+    assert "cannot append to spool" in Path(paths.error_log).read_text()
+    os.remove(os.path.join(paths.spool, "ids.lock"))
+    os.mkdir(os.path.join(paths.spool, "ids.lock"))
+    records._spools.pop(paths.spool, None)
+    assert enqueue("tool_event", {"tool_name": "Bash", "success": True}, home=paths.home) is False
