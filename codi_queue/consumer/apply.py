@@ -77,6 +77,7 @@ class TierResult:
     # "op.field" → values stored that are outside our vocabularies and scales (the platform's words)
     outside: dict[str, int] = field(default_factory=dict)
     summary_error: str | None = None  # why the platform's summary tables were left as they were
+    repay_error: str | None = None  # why rows an earlier batch owes are still owed (this batch's own went on)
 
 
 def _decoder(spec: OpSpec, json: bool) -> Any:
@@ -289,7 +290,11 @@ def apply_items(
         dead.extend(extra_dead)
         result = TierResult(dead=dead, outside=unknown)
         summaries = Summaries(conn)  # the dashboards' summary tables, kept in this same transaction
-        result.summary_error = _repay(conn, summaries)
+        result.repay_error = _repay(conn, summaries)
+        if result.repay_error:
+            # Rolled back, and no reason to hold back this batch's own summaries: they start afresh
+            # (the failed repayment may have changed what the object remembers of kept totals).
+            summaries = Summaries(conn)
         for bound, spec, rows, group_items, bodies in groups:
             result.summary_error = result.summary_error or _guarded(conn, summaries.before, spec.table, bodies)
             n = _apply_group(conn, bound, spec, rows, group_items, dead)

@@ -510,8 +510,9 @@ class Consumer:
                 if dead.op != "?":
                     self._report(f"dead letter {dead.op_id} ({dead.op}): {dead.reason}")
             self.stats.dead_letters += len(result.dead)
-            if result.summary_error:
-                self._report(f"{tier}: {result.summary_error}")
+            for problem in (result.repay_error, result.summary_error):
+                if problem:
+                    self._report(f"{tier}: {problem}")
             for key, n in result.outside.items():
                 self.metrics.outside[key] = self.metrics.outside.get(key, 0) + n
             self.metrics.batch(len(items) + len(extra), sum(result.applied.values()), len(result.dead))

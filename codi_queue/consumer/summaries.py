@@ -186,6 +186,13 @@ def _latest_outcome(conn: apsw.Connection, sid: str) -> dict[str, Any]:
     return {n: v for n, v in zip(names, row) if v is not None}
 
 
+def _is_date(day: Any) -> bool:
+    try:
+        return isinstance(day, str) and time.strftime("%Y-%m-%d", time.strptime(day, "%Y-%m-%d")) == day
+    except ValueError:
+        return False
+
+
 def _daily(conn: apsw.Connection, day: str, exact: bool = False) -> None:
     """The day's row from the event tables. A row the platform's tools wrote only grows; ``exact``
     (a day of ours, repaid after a batch that could not update it) is set to what the tables say."""
@@ -497,6 +504,8 @@ class Summaries:
                 _session(conn, sid, tables, have=have)
         if "token_economics" in tables:
             for day in owed.days:
+                if not _is_date(day):
+                    continue  # not a key this code wrote: nothing to recompute, and it goes with the rest
                 mine = {"cq_owned_days", "cq_day_sessions"} <= tables and conn.execute(
                     "SELECT 1 FROM cq_owned_days WHERE date = ?", (day,)).fetchone() is not None
                 if mine:

@@ -110,18 +110,19 @@ def _unstuffed(buf: Any, start: int, stop: int) -> bytes:
         return bytes(buf[start:stop])
     view = memoryview(buf)
     out: list[Any] = []
-    pos = start
-    while i >= 0:
-        out.append(view[pos:i])
-        after = buf[i + 1] if i + 1 < stop else -1
-        out.append(b"\xff" if after == 1 else b"\xfe")
-        pos = i + 2 if after in (0, 1) else i + 1
-        i = buf.find(b"\xfe", pos, stop)
-    out.append(view[pos:stop])
-    joined = b"".join(out)
-    out.clear()  # the views go before the chunk's mapping may be closed
-    view.release()
-    return joined
+    try:
+        pos = start
+        while i >= 0:
+            out.append(view[pos:i])
+            after = buf[i + 1] if i + 1 < stop else -1
+            out.append(b"\xff" if after == 1 else b"\xfe")
+            pos = i + 2 if after in (0, 1) else i + 1
+            i = buf.find(b"\xfe", pos, stop)
+        out.append(view[pos:stop])
+        return b"".join(out)
+    finally:
+        out.clear()  # the views go before the chunk's mapping may be closed, whatever happened
+        view.release()
 
 
 def encode_frame(payload: bytes, kind: int = KIND_RECORD, seq: int = 0, nops: int = 0) -> bytes:

@@ -15,9 +15,9 @@ cursor where its rows are; two pushers for one machine take turns.
 from __future__ import annotations
 
 import operator
-from itertools import chain, repeat
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain, repeat
 from typing import Any
 
 from ..config import SyncConfig

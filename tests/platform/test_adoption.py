@@ -420,3 +420,38 @@ def test_summary_rows_owed_by_an_idle_homes_last_batch_are_repaid_by_housekeepin
     assert query(paths, "sessions", daily) == [(3, 210, 1)]
     assert query(paths, "sessions", "SELECT count(*) FROM cq_summary_debt") == [(0,)]
     assert json.loads(run_cli(home, "status", "--json").stdout)["summaries_owed"] == 0
+
+
+def test_a_repayment_that_fails_holds_back_neither_the_batch_nor_its_own_summaries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is owed stays owed (and reported) when recomputing it fails; the batch that tried still
+    writes its own events and summary rows, and a malformed owed day is dropped, not retried forever."""
+    from codi_queue.consumer import apply
+    from codi_queue.consumer.loop import Consumer
+    from codi_queue.consumer.summaries import Summaries
+    from codi_queue.producers.api import enqueue
+
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    assert enqueue("tool_event", {"tool_name": "Read", "success": True}, home=str(home))
+    Consumer(paths).run(once=True)
+    conn = sqlite3.connect(paths.database("sessions"))
+    conn.executemany("INSERT INTO cq_summary_debt (kind, key, since) VALUES (?, ?, 0)",
+                     [("tool", "Read"), ("day", "not a day")])
+    conn.commit()
+
+    def broken(self: Summaries) -> int:
+        raise ValueError("a row no recompute can read")
+
+    monkeypatch.setattr(Summaries, "repay", broken)
+    monkeypatch.setattr(apply, "_repay_after", type(apply._repay_after)())
+    assert enqueue("tool_event", {"tool_name": "Bash", "success": True}, home=str(home))
+    Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT total_calls FROM tool_usage WHERE tool_name = 'Bash'") == [(1,)]
+    assert query(paths, "sessions", "SELECT count(*) FROM cq_summary_debt") == [(2,)]
+    assert "owed ValueError: a row no recompute can read" in Path(paths.error_log).read_text()
+    monkeypatch.undo()
+    Consumer(paths).run(once=True)  # housekeeping repays: the tool recomputed, the malformed day dropped
+    assert query(paths, "sessions", "SELECT count(*) FROM cq_summary_debt") == [(0,)]
+    assert query(paths, "sessions", "SELECT total_calls FROM tool_usage WHERE tool_name = 'Read'") == [(1,)]
+    conn.close()
