@@ -25,6 +25,10 @@ from bench.common import ROOT, Row, median, ms, pct, tmpdir  # noqa: E402
 
 PRODUCERS = 16
 LANE_CONTROL = "codi-queue-1-lane"  # the same with CODI_QUEUE_LANES=1: what lanes change
+# Our floor on this machine: the same producers with no consumer running (every operation waits in
+# the spool; one `run --once` applies them after the last producer returns). What the producers'
+# own CPU and syncs cost when 16 of them share the cores, with nothing else running.
+PRODUCERS_ALONE = "codi-queue-producers-alone"
 SCHEMA = ("CREATE TABLE IF NOT EXISTS tool_events (id INTEGER PRIMARY KEY, timestamp INT NOT NULL, "
           "tool_name TEXT NOT NULL, success INT NOT NULL, duration_ms INT, error_message TEXT, context TEXT)")
 
@@ -90,8 +94,9 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
         target = home
         env = dict(os.environ, CODI_QUEUE_HOME=home)
         subprocess.run([sys.executable, "-m", "codi_queue", "run", "--once"], env=env, check=True, capture_output=True)
-        consumer = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "0.5"], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        consumer = None if method == PRODUCERS_ALONE else subprocess.Popen(
+            [sys.executable, "-m", "codi_queue", "run", "--poll", "0.5"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         column = "tool_use_id"
     else:
         db = os.path.join(work, "sessions.db")
@@ -125,6 +130,8 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
     attempted = PRODUCERS * per_producer
     results = [json.load(open(o)) for o in outs]
     acked = sum(r["acked"] for r in results)
+    if method == PRODUCERS_ALONE:
+        subprocess.run([sys.executable, "-m", "codi_queue", "run", "--once"], env=env, check=True, capture_output=True)
     deadline = time.monotonic() + 300
     while _count(db, column) < acked and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -152,7 +159,7 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
 
 def run(quick: bool = False) -> list[Row]:
     per = 40 if quick else 150
-    methods = ["codi-queue", LANE_CONTROL, "direct-wal", "direct-wal-full", "direct-wal-normal", "direct-rollback",
+    methods = ["codi-queue", LANE_CONTROL, PRODUCERS_ALONE, "direct-wal", "direct-wal-full", "direct-wal-normal", "direct-rollback",
                "retry-immediate", "sqliteackqueue"]
     res = {m: run_method(m, per) for m in methods}
     ours = res["codi-queue"]
