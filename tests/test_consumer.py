@@ -246,6 +246,54 @@ def test_a_move_out_of_the_spool_never_holds_back_the_next_wake(tmp_path: Path) 
     assert statistics.median(took) < 0.25, took
 
 
+def test_reading_what_is_watched_never_wakes_the_consumer(tmp_path: Path) -> None:
+    """On Linux inotify reports every open and close of a watched file, the consumer's own reads
+    included: each pass over the spool (or a tailed source) woke the next, and an idle consumer
+    with a live inbox spun at 60% of a core for ever. Only changes wake it now."""
+    from codi_queue.consumer.wake import Waker
+
+    spool, source = tmp_path / "spool", tmp_path / "source"
+    for d in (spool, source):
+        d.mkdir()
+        (d / "data").write_bytes(b"x" * 100)
+    with Waker(str(spool), poll_interval=1.0, extra=[(str(source), False)]) as waker:
+        waker.event.clear()
+        for _ in range(50):
+            for d in (spool, source):
+                with open(d / "data", "rb") as f:
+                    f.read()
+                os.listdir(d)
+        assert not waker.wait(), "woken by reads alone"
+        for d in (spool, source):
+            with open(d / "data", "ab") as f:
+                f.write(b"y")
+            assert waker.wait(), f"not woken by a write in {d.name}"
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc (Linux, where inotify "
+                    "reports reads; macOS's FSEvents never did)")
+def test_an_idle_consumer_with_a_live_inbox_uses_no_cpu(home: Path, paths: Paths) -> None:
+    """The same defect seen from outside: a real consumer, idle with a live inbox, used 1.9 s of
+    CPU in 3 s; now it sleeps until something changes or the poll comes."""
+    enqueue("tool_event", {"tool_name": "one", "success": True}, home=str(home))
+    proc = _start_consumer(home, "--poll", "30")
+    try:
+        wait_until(lambda: (read_metrics(paths.metrics) or {}).get("pid") == proc.pid, 30, "first pass")
+        wait_until(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 1, 30, "drain")
+        before = _cpu_ticks(proc.pid)
+        threading.Event().wait(3.0)
+        used = (_cpu_ticks(proc.pid) - before) / os.sysconf("SC_CLK_TCK")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert used < 0.3, f"an idle consumer used {used:.2f} s of CPU in 3 s"
+
+
 def test_cli_quick_start_example(home: Path, paths: Paths) -> None:
 
     body = (
