@@ -270,6 +270,88 @@ def test_reading_what_is_watched_never_wakes_the_consumer(tmp_path: Path) -> Non
             assert waker.wait(), f"not woken by a write in {d.name}"
 
 
+def test_a_directory_the_kernel_will_not_watch_is_polled_and_retried(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """inotify has per-user limits (128 instances by default; editors and containers use them).
+    The consumer exited 1 on "inotify instance limit reached" and its service manager restarted
+    it into the same error for ever: nothing was applied. Now each directory the kernel will not
+    watch is named, polled often, and watched again once the kernel allows it."""
+    import errno
+
+    from watchdog.observers.api import BaseObserver
+
+    from codi_queue.consumer import wake
+
+    real_schedule = BaseObserver.schedule
+    refused: set[str] = set()
+
+    def schedule(self: BaseObserver, handler: object, path: str, **kw: object) -> object:
+        if path in refused:
+            raise OSError(errno.EMFILE, "inotify instance limit reached")
+        return real_schedule(self, handler, path, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BaseObserver, "schedule", schedule)
+    monkeypatch.setattr(wake, "RETRY_WATCH_S", 0.2)
+    spool, source = tmp_path / "spool", tmp_path / "source"
+    spool.mkdir()
+    source.mkdir()
+    refused.update({str(spool), str(source)})
+    with wake.Waker(str(spool), poll_interval=30, extra=[(str(source), False)]) as waker:
+        assert waker.unwatched == [f"{spool}: inotify instance limit reached", f"{source}: inotify instance limit reached"]
+        start = time.monotonic()
+        waker.wait()
+        assert time.monotonic() - start < wake.UNWATCHED_POLL_S + 1.0, "waited for the 30 s poll"
+        refused.clear()  # the kernel has room again
+        wait_until(lambda: (waker.wait(), waker.unwatched)[1] == [], 10, "both watched again")
+        waker.event.clear()
+        (spool / "acked").write_bytes(b"1")
+        assert waker.wait(), "a watched spool wakes it again"
+
+
+_HOLD_INOTIFY = """
+import ctypes, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+libc = ctypes.CDLL(None, use_errno=True)
+n = 0
+while n < hard - 16 and libc.inotify_init() >= 0:
+    n += 1
+print("fd limit" if n >= hard - 16 else "held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify's per-user instance limit is Linux's")
+def test_a_consumer_started_with_no_inotify_instance_left_still_applies(home: Path, paths: Paths) -> None:
+    """The real limit, not a stand-in: helpers hold every inotify instance this user may have,
+    then a consumer starts, stays up, and applies what is enqueued by polling."""
+    helpers: list[subprocess.Popen[str]] = []
+    try:
+        while len(helpers) < 64:  # each helper holds what its file-descriptor limit allows
+            helper = subprocess.Popen([sys.executable, "-c", _HOLD_INOTIFY], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+            helpers.append(helper)
+            assert helper.stdout is not None
+            if helper.stdout.readline().strip() == "held":
+                break
+        proc = _start_consumer(home, "--poll", "30")
+        try:
+            enqueue("tool_event", {"tool_name": "polled", "success": True}, home=str(home))
+            wait_until(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 1, 20,
+                       "the row, applied without a watcher")
+            assert proc.poll() is None, "the consumer exited"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+    finally:
+        for helper in helpers:
+            helper.kill()
+            helper.wait()
+    assert proc.returncode == 0, err
+    assert "inotify instance limit reached" in err and "polled every" in err, err
+    assert "inotify instance limit reached" in json.loads(run_cli(home, "status", "--json").stdout)["last_error"]["message"]
+
+
 def _cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks

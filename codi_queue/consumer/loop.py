@@ -40,7 +40,7 @@ from .metrics import Metrics
 from .pushed import retention_hold
 from .records import decode_record
 from .tail import Tailers
-from .wake import Waker
+from .wake import UNWATCHED_POLL_S, Waker
 
 __all__ = ["Consumer", "ConsumerStats"]
 
@@ -113,6 +113,7 @@ class Consumer:
         self.stats = ConsumerStats()
         self._stop = threading.Event()
         self._waker: Waker | None = None
+        self._unwatched: list[str] = []  # what the waker could not watch, as last reported
         self._conns: dict[str, apsw.Connection] = {}
         # Tiers whose database could not be opened or adopted, and why: the
         # others go on applying; their operations wait in the spool.
@@ -182,6 +183,7 @@ class Consumer:
             self._waker = waker
             try:
                 while not self.stopping:
+                    self._note_unwatched(waker)
                     try:
                         self._poll_sources()
                         self.drain()
@@ -443,6 +445,18 @@ class Consumer:
             self._report(f"segment {seg}: record at {describe_pos(entry.start)}: invalid UTF-8 or unpaired "
                          "surrogates replaced with U+FFFD")
         batch.take(entry.end, record.ops, is_json, damaged)
+
+    def _note_unwatched(self, waker: Waker) -> None:
+        """Say once when a directory cannot be watched (the consumer polls it) and when it is again."""
+        if waker.unwatched == self._unwatched:
+            return
+        for what in waker.unwatched:
+            if what not in self._unwatched:
+                self._report(f"cannot watch {what}: polled every {UNWATCHED_POLL_S} s instead, and watched again "
+                             "once the kernel allows it")
+        if not waker.unwatched:
+            log.info("every directory is watched again")
+        self._unwatched = list(waker.unwatched)
 
     def _hint_overdue(self, seg: str) -> bool:
         """The acknowledged position has not reached what ``info`` named a grace ago: read (and sync) to ``info``."""

@@ -9,11 +9,19 @@ from typing import Any
 __all__ = ["Waker"]
 
 
+# A directory the kernel will not watch (inotify's per-user limits: 128 instances by default,
+# and editors and containers use them) is polled this often instead, and watched again once
+# the kernel allows it: a consumer that exited on the limit was restarted into it for ever.
+UNWATCHED_POLL_S = 0.5
+RETRY_WATCH_S = 60.0
+
+
 class Waker:
     """Context manager around a watchdog observer that sets an ``Event`` on any spool change.
 
-    Events can be missed or coalesced (and inotify may be unavailable), so
-    ``wait`` always returns after ``poll_interval`` as well.
+    Events can be missed or coalesced, so ``wait`` always returns after ``poll_interval`` as
+    well; while a directory cannot be watched (``unwatched`` says which and why), after
+    ``UNWATCHED_POLL_S``.
     """
 
     def __init__(self, path: str, poll_interval: float = 2.0, extra: list[tuple[str, bool]] | None = None) -> None:
@@ -21,14 +29,24 @@ class Waker:
         self.poll_interval = poll_interval
         self.extra = extra or []  # (directory, recursive): watched sources besides the spool
         self.event = threading.Event()
+        self.unwatched: list[str] = []  # "directory: reason" for each the kernel would not watch
         self._observer: Any = None
         self._deadline: float | None = None  # an earlier wake-up someone asked for (wake_after)
+        self._watch_again_at = 0.0
 
     def __enter__(self) -> Waker:
+        _unpaired_moves()
+        self._watch()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._unwatch()
+
+    def _watch(self) -> None:
+        """Start an observer over every directory the kernel will watch; note the others."""
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
-        _unpaired_moves()
         event = self.event
 
         class _Handler(FileSystemEventHandler):
@@ -40,16 +58,24 @@ class Waker:
         observer.daemon = True
         handler = _Handler()
         changes = _changes()
+        unwatched = []
         for path, recursive in [(self.path, True), *self.extra]:
-            observer.schedule(handler, path, recursive=recursive, event_filter=changes)
-        observer.start()
-        self._observer = observer
-        return self
+            try:
+                observer.schedule(handler, path, recursive=recursive, event_filter=changes)
+            except OSError as exc:
+                unwatched.append(f"{path}: {exc.strerror or exc}")
+        try:
+            observer.start()
+        except OSError as exc:  # watchdog versions that reach the kernel only here
+            unwatched = [f"{path}: {exc.strerror or exc}" for path, _ in [(self.path, True), *self.extra]]
+        self._observer, self.unwatched = observer, unwatched
+        self._watch_again_at = time.monotonic() + RETRY_WATCH_S
 
-    def __exit__(self, *exc: object) -> None:
+    def _unwatch(self) -> None:
         if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=10)
+            if self._observer.is_alive():
+                self._observer.stop()
+                self._observer.join(timeout=10)
             self._observer = None
 
     def wake(self) -> None:
@@ -61,8 +87,15 @@ class Waker:
         self._deadline = at if self._deadline is None else min(self._deadline, at)
 
     def wait(self) -> bool:
-        """Block until woken, the poll interval or an asked-for wake-up passes; True if woken."""
+        """Block until woken, the poll interval or an asked-for wake-up passes; True if woken (or if
+        unwatched directories were just watched again: what changed meanwhile went unseen)."""
         timeout = self.poll_interval
+        if self.unwatched:
+            if time.monotonic() >= self._watch_again_at:
+                self._unwatch()
+                self._watch()
+                return True  # nothing was watched for a moment: look at everything once
+            timeout = min(timeout, UNWATCHED_POLL_S)
         if self._deadline is not None:
             timeout = max(0.0, min(timeout, self._deadline - time.monotonic()))
         woken = self.event.wait(timeout)
