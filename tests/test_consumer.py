@@ -301,8 +301,10 @@ def test_a_directory_the_kernel_will_not_watch_is_polled_and_retried(tmp_path: P
         start = time.monotonic()
         waker.wait()
         assert time.monotonic() - start < wake.UNWATCHED_POLL_S + 1.0, "waited for the 30 s poll"
+        wait_until(lambda: (waker.wait(), waker._retry_s)[1] >= 4 * wake.RETRY_WATCH_S, 10, "tries spaced out")
         refused.clear()  # the kernel has room again
         wait_until(lambda: (waker.wait(), waker.unwatched)[1] == [], 10, "both watched again")
+        assert waker._retry_s == wake.RETRY_WATCH_S
         waker.event.clear()
         (spool / "acked").write_bytes(b"1")
         assert waker.wait(), "a watched spool wakes it again"

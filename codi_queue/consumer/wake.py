@@ -12,8 +12,10 @@ __all__ = ["Waker"]
 # A directory the kernel will not watch (inotify's per-user limits: 128 instances by default,
 # and editors and containers use them) is polled this often instead, and watched again once
 # the kernel allows it: a consumer that exited on the limit was restarted into it for ever.
+# Each failed try doubles the wait (a recursive watch of a large tree is not free to retry).
 UNWATCHED_POLL_S = 0.5
 RETRY_WATCH_S = 60.0
+RETRY_WATCH_MAX_S = 3600.0
 
 
 class Waker:
@@ -33,6 +35,7 @@ class Waker:
         self._observer: Any = None
         self._deadline: float | None = None  # an earlier wake-up someone asked for (wake_after)
         self._watch_again_at = 0.0
+        self._retry_s = RETRY_WATCH_S
 
     def __enter__(self) -> Waker:
         _unpaired_moves()
@@ -69,7 +72,8 @@ class Waker:
         except OSError as exc:  # watchdog versions that reach the kernel only here
             unwatched = [f"{path}: {exc.strerror or exc}" for path, _ in [(self.path, True), *self.extra]]
         self._observer, self.unwatched = observer, unwatched
-        self._watch_again_at = time.monotonic() + RETRY_WATCH_S
+        self._watch_again_at = time.monotonic() + self._retry_s
+        self._retry_s = min(self._retry_s * 2, RETRY_WATCH_MAX_S) if unwatched else RETRY_WATCH_S
 
     def _unwatch(self) -> None:
         if self._observer is not None:
