@@ -310,6 +310,24 @@ def test_a_directory_the_kernel_will_not_watch_is_polled_and_retried(tmp_path: P
         assert waker.wait(), "a watched spool wakes it again"
 
 
+def test_an_observer_that_cannot_start_is_polled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Older watchdog versions reach the kernel only when the observer starts, and a process at its
+    thread limit cannot start one: either way the directories are polled, never fatal."""
+    from watchdog.observers.api import BaseObserver
+
+    from codi_queue.consumer import wake
+
+    def start(self: BaseObserver) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(BaseObserver, "start", start)
+    with wake.Waker(str(tmp_path), poll_interval=30) as waker:
+        assert waker.unwatched == [f"{tmp_path}: can't start new thread"]
+        begin = time.monotonic()
+        waker.wait()
+        assert time.monotonic() - begin < wake.UNWATCHED_POLL_S + 1.0
+
+
 _HOLD_INOTIFY = """
 import ctypes, resource, sys
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -342,6 +360,11 @@ def test_a_consumer_started_with_no_inotify_instance_left_still_applies(home: Pa
             wait_until(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 1, 20,
                        "the row, applied without a watcher")
             assert proc.poll() is None, "the consumer exited"
+            wait_until(lambda: json.loads(run_cli(home, "status", "--json").stdout)["unwatched"], 20, "status says so")
+            report = json.loads(run_cli(home, "status", "--json").stdout)
+            assert report["unwatched"] == [f"{paths.spool}: inotify instance limit reached"], report["unwatched"]
+            assert f"not watched      {paths.spool}: inotify instance limit reached (polled every 0.5 s)" in \
+                run_cli(home, "status").stdout
         finally:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=30)

@@ -456,7 +456,7 @@ class Consumer:
                              "once the kernel allows it")
         if not waker.unwatched:
             log.info("every directory is watched again")
-        self._unwatched = list(waker.unwatched)
+        self._unwatched = self.metrics.unwatched = list(waker.unwatched)
 
     def _hint_overdue(self, seg: str) -> bool:
         """The acknowledged position has not reached what ``info`` named a grace ago: read (and sync) to ``info``."""

@@ -29,6 +29,7 @@ class Metrics:
         self.dead_letters = 0
         self.last_batch_at: float | None = None
         self.unavailable: dict[str, str] = {}  # tier → why it cannot be written now
+        self.unwatched: list[str] = []  # "directory: why" for each the kernel will not watch (polled)
         self.outside: dict[str, int] = {}  # "op.field" → values stored outside our vocabularies and scales
         self._window: deque[tuple[float, int]] = deque()
         self._flushed = 0.0
@@ -63,6 +64,7 @@ class Metrics:
             "last_batch_at": self.last_batch_at,
             "throughput_1m_ops_s": round(self.rate(now), 3),
             "unavailable_tiers": dict(self.unavailable),
+            "unwatched": list(self.unwatched),
             "outside_vocabulary": dict(self.outside),
         }
 

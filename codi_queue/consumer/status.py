@@ -19,6 +19,7 @@ from ..schemas.registry import STATE_TIER, TIERS
 from .db import open_readonly
 from .lock import consumer_pid
 from .metrics import read_metrics
+from .wake import UNWATCHED_POLL_S
 
 __all__ = ["collect", "prometheus_text", "render_human"]
 
@@ -91,6 +92,8 @@ def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
         "last_error": last_error(paths.error_log),
         "outside_vocabulary": metrics.get("outside_vocabulary") or {},  # since the last consumer start
         "tiers_unavailable": {**((metrics.get("unavailable_tiers") or {}) if live else {}), **unreadable},
+        # directories the kernel will not watch for the running consumer (it polls them instead)
+        "unwatched": (metrics.get("unwatched") or []) if live else [],
         "producer_errors": error_count(paths.error_log, "producer"),
         "sync": _sync(paths, count_backlog),
     }
@@ -149,6 +152,7 @@ def render_human(report: dict[str, Any], home: str) -> str:
     ]
     lines += [f"applied          {t}: {n}" for t, n in sorted(report["applied"].items())]
     lines += [f"tier unavailable {t}: {why}" for t, why in sorted(report["tiers_unavailable"].items())]
+    lines += [f"not watched      {what} (polled every {UNWATCHED_POLL_S} s)" for what in report.get("unwatched") or ()]
     lines += [f"kept as given    {k}: {n} values outside our vocabulary or scale"
               for k, n in sorted(report["outside_vocabulary"].items())]
     sync = report.get("sync")
@@ -175,6 +179,8 @@ def prometheus_text(report: dict[str, Any]) -> str:
         + metric("oldest_pending_age_seconds", "gauge", "Age of the oldest pending operation.", [("", age or 0)])
         + metric("dead_letters", "gauge", "Operations in the dead-letter store.", [("", report["dead_letters"])])
         + metric("consumer_up", "gauge", "1 if the consumer holds its lock.", [("", int(report["consumer"]["running"]))])
+        + metric("unwatched_directories", "gauge", "Directories the kernel will not watch for the consumer (polled).",
+                 [("", len(report.get("unwatched") or ()))])
         + metric("throughput_ops_per_second", "gauge", "Operations applied per second over the last minute.",
                  [("", report["throughput_1m_ops_s"])])
         + metric("wal_bytes", "gauge", "Total size of the databases' write-ahead logs.", [("", report["wal_bytes"])])

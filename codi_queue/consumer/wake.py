@@ -69,16 +69,17 @@ class Waker:
                 unwatched.append(f"{path}: {exc.strerror or exc}")
         try:
             observer.start()
-        except OSError as exc:  # watchdog versions that reach the kernel only here
-            unwatched = [f"{path}: {exc.strerror or exc}" for path, _ in [(self.path, True), *self.extra]]
+        except (OSError, RuntimeError) as exc:  # the kernel reached only here (older watchdog), no thread left
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            unwatched = [f"{path}: {why}" for path, _ in [(self.path, True), *self.extra]]
         self._observer, self.unwatched = observer, unwatched
         self._watch_again_at = time.monotonic() + self._retry_s
         self._retry_s = min(self._retry_s * 2, RETRY_WATCH_MAX_S) if unwatched else RETRY_WATCH_S
 
     def _unwatch(self) -> None:
         if self._observer is not None:
+            self._observer.stop()  # started or not: what its watches hold (inotify, threads) is released
             if self._observer.is_alive():
-                self._observer.stop()
                 self._observer.join(timeout=10)
             self._observer = None
 
