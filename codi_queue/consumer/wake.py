@@ -61,8 +61,9 @@ class Waker:
         observer.daemon = True
         handler = _Handler()
         changes = _changes()
+        dirs = [(self.path, True), *self.extra]
         unwatched = []
-        for path, recursive in [(self.path, True), *self.extra]:
+        for path, recursive in dirs:
             try:
                 observer.schedule(handler, path, recursive=recursive, event_filter=changes)
             except OSError as exc:
@@ -71,7 +72,7 @@ class Waker:
             observer.start()
         except (OSError, RuntimeError) as exc:  # the kernel reached only here (older watchdog), no thread left
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            unwatched = [f"{path}: {why}" for path, _ in [(self.path, True), *self.extra]]
+            unwatched = [f"{path}: {why}" for path, _ in dirs]
         self._observer, self.unwatched = observer, unwatched
         self._watch_again_at = time.monotonic() + self._retry_s
         self._retry_s = min(self._retry_s * 2, RETRY_WATCH_MAX_S) if unwatched else RETRY_WATCH_S
