@@ -377,6 +377,41 @@ def test_a_consumer_started_with_no_inotify_instance_left_still_applies(home: Pa
     assert "inotify instance limit reached" in json.loads(run_cli(home, "status", "--json").stdout)["last_error"]["message"]
 
 
+@pytest.mark.parametrize("figures", [
+    '{"pid": PID, "unwatched": 5}',
+    '{"pid": PID, "unwatched": {"a": 1}, "outside_vocabulary": [1]}',
+    '{"pid": PID, "unwatched": [1, {"x": 2}, "\\ud800"]}',
+    '{"pid": PID, "unavailable_tiers": {"sessions": "\\udcff"}, "batches": 1e400}',
+    '{"pid": PID, "batches": 100000000000000000000000000000, "throughput_1m_ops_s": "fast"}',
+    '[PID]',
+])
+def test_status_reads_any_metrics_file_as_figures_or_none(home: Path, paths: Paths, figures: str) -> None:
+    """``state/metrics.json`` naming the live consumer but holding anything else (a damaged or
+    hand-written file): status, its JSON and its Prometheus form answer, exit 0, no internal error."""
+    proc = _start_consumer(home, "--poll", "30")
+    try:
+        wait_until(lambda: (read_metrics(paths.metrics) or {}).get("pid") == proc.pid, 30, "first figures")
+        Path(paths.metrics).write_text(figures.replace("PID", str(proc.pid)))
+        for args in ((), ("--json",), ("--prometheus", "-")):
+            res = run_cli(home, "status", *args)
+            assert res.returncode == 0 and "internal error" not in res.stderr, (args, res.stderr)
+        assert json.loads(run_cli(home, "status", "--json").stdout)["unwatched"] == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def test_figures_naming_an_undecodable_path_are_still_published(tmp_path: Path) -> None:
+    """A directory name with bytes that are not UTF-8 reaches the figures as surrogates; they are
+    published readable (U+FFFD), not as JSON no reader accepts."""
+    from codi_queue.consumer.metrics import Metrics
+
+    metrics = Metrics(str(tmp_path / "metrics.json"))
+    metrics.unwatched = [os.fsdecode(b"/home/\xff: inotify watch limit reached")]
+    assert metrics.flush(force=True) is None
+    assert (read_metrics(metrics.path) or {})["unwatched"] == ["/home/\ufffd: inotify watch limit reached"]
+
+
 def _cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks

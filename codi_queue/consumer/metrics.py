@@ -6,17 +6,42 @@ never fsynced; losing the last second of counters on a crash costs nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import deque
 from typing import Any
 
+import msgspec
+
 from ..fsutil import FILE_MODE, NOFOLLOW
+from ..values import clean_text
 
 __all__ = ["Metrics", "read_metrics", "WINDOW_S"]
 
 WINDOW_S = 60.0
+
+
+class Snapshot(msgspec.Struct, forbid_unknown_fields=False):
+    """What ``state/metrics.json`` holds: written from it and read back through it, so a file
+    of any other shape (damaged, or written by hand) reads as no figures at all."""
+
+    pid: int = 0
+    running: bool = False
+    started: float | None = None
+    updated: float | None = None
+    batches: int = 0
+    operations: int = 0
+    applied: int = 0
+    dead_letters: int = 0
+    last_batch_at: float | None = None
+    throughput_1m_ops_s: float = 0.0
+    unavailable_tiers: dict[str, str] = msgspec.field(default_factory=dict)
+    unwatched: list[str] = msgspec.field(default_factory=list)  # "directory: why", polled instead
+    outside_vocabulary: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Snapshot).decode
 
 
 class Metrics:
@@ -50,23 +75,17 @@ class Metrics:
             self._window.popleft()
         return sum(n for _, n in self._window) / WINDOW_S
 
-    def snapshot(self, running: bool = True) -> dict[str, Any]:
+    def snapshot(self, running: bool = True) -> Snapshot:
         now = time.time()
-        return {
-            "pid": os.getpid(),
-            "running": running,
-            "started": self.started,
-            "updated": now,
-            "batches": self.batches,
-            "operations": self.operations,
-            "applied": self.applied,
-            "dead_letters": self.dead_letters,
-            "last_batch_at": self.last_batch_at,
-            "throughput_1m_ops_s": round(self.rate(now), 3),
-            "unavailable_tiers": dict(self.unavailable),
-            "unwatched": list(self.unwatched),
-            "outside_vocabulary": dict(self.outside),
-        }
+        # Reasons and names can carry a path's undecodable bytes: kept readable (U+FFFD), never unwritable.
+        return Snapshot(
+            pid=os.getpid(), running=running, started=self.started, updated=now, batches=self.batches,
+            operations=self.operations, applied=self.applied, dead_letters=self.dead_letters,
+            last_batch_at=self.last_batch_at, throughput_1m_ops_s=round(self.rate(now), 3),
+            unavailable_tiers={clean_text(t): clean_text(why) for t, why in self.unavailable.items()},
+            unwatched=[clean_text(what) for what in self.unwatched],
+            outside_vocabulary={clean_text(k): n for k, n in self.outside.items()},
+        )
 
     def flush(self, force: bool = False, running: bool = True) -> str | None:
         """Publish the figures; why not, when the disk refused (they are advisory: never fatal)."""
@@ -77,8 +96,8 @@ class Metrics:
         tmp = f"{self.path}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, FILE_MODE)
-            with os.fdopen(fd, "w") as fp:
-                json.dump(self.snapshot(running), fp)
+            with os.fdopen(fd, "wb") as fp:
+                fp.write(_encode(self.snapshot(running)))
             os.replace(tmp, self.path)
         except OSError as exc:
             return f"could not publish metrics to {self.path}: {exc.strerror or exc}"
@@ -86,10 +105,11 @@ class Metrics:
 
 
 def read_metrics(path: str) -> dict[str, Any] | None:
+    """The published figures as a dict, or None when there are none of the shape ``Snapshot`` says."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
         with os.fdopen(fd, "rb") as fp:
-            data = json.loads(fp.read(1 << 20))
-    except (OSError, ValueError):
+            found: dict[str, Any] = msgspec.to_builtins(_decode(fp.read(1 << 20)))
+    except (OSError, msgspec.DecodeError):
         return None
-    return data if isinstance(data, dict) else None
+    return found
