@@ -119,6 +119,38 @@ def test_the_real_persistqueue_package_still_imports_after_ours(tmp_path: Path) 
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
 
 
+def test_an_os_without_fdatasync_enqueues_and_syncs_with_fsync(home: Path, paths: Paths) -> None:
+    """Python on macOS, the platform's own, has no os.fdatasync: every enqueue raised AttributeError
+    there and nothing was stored. Without it, the data is synced with fsync before the call returns
+    (what SQLite's writers do there by default), and the consumer applies it."""
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, cli_env, run_cli
+
+    code = (
+        "import json, os, stat, sys\n"
+        "del os.fdatasync\n"
+        "real, synced = os.fsync, []\n"
+        "os.fsync = lambda fd: (synced.append(stat.S_ISREG(os.fstat(fd).st_mode)), real(fd))[1]\n"
+        "from codi_queue import enqueue\n"
+        "def put(i): return enqueue('tool_event', {'tool_name': 'mac', 'success': True, 'tool_use_id': f'm{i}'})\n"
+        "ok = [put(0)]\n"
+        "del synced[:]\n"  # the first also creates the inbox and its files
+        "ok += [put(1), put(2)]\n"
+        "print(json.dumps({'ok': ok, 'synced': synced}))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=cli_env(home), cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["ok"] == [True, True, True]
+    assert out["synced"] == [True, True]  # each later acknowledgement synced its data file, and nothing else
+    assert run_cli(home, "run", "--once").returncode == 0
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events WHERE tool_name = 'mac'") == [(3,)]
+
+
 def test_loading_our_queue_skips_the_package_init(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -277,9 +309,11 @@ def test_one_sync_acknowledges_every_append_it_covers(tmp_path: Path, monkeypatc
     chunk is not in the leader's file, so there the leader acknowledges only its own append."""
     from codi_queue.queue.durable_queue import POS_SHIFT, acknowledge, publish_written, read_acked, read_acked_ops
 
+    from codi_queue import fsutil
+
     synced: list[int] = []
-    real = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    real = fsutil.sync_data
+    monkeypatch.setattr(fsutil, "sync_data", lambda fd: (synced.append(fd), real(fd))[1])
     folder = tmp_path / "inbox"
     folder.mkdir(mode=0o700)
     dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -346,13 +380,15 @@ def test_a_torn_or_damaged_written_line_is_never_taken_for_one(tmp_path: Path) -
         assert acknowledge(data, acked, 100, 1) is True and read_acked_pos(acked) == 100
         publish_written(acked, (300, 9, 3, 3, 0, -1))
         os.pwrite(acked, (1 << 62).to_bytes(8, "little"), 0)  # an acknowledged line past anything written
+        from codi_queue import fsutil
+
         synced: list[int] = []
-        real = os.fdatasync
+        real = fsutil.sync_data
         try:
-            os.fdatasync = lambda fd: (synced.append(fd), real(fd))[1]  # type: ignore[assignment]
+            fsutil.sync_data = lambda fd: (synced.append(fd), real(fd))[1]
             assert acknowledge(data, acked, 300, 9) is True and synced  # not taken as covered
         finally:
-            os.fdatasync = real
+            fsutil.sync_data = real
     finally:
         os.close(acked)
         os.close(data)

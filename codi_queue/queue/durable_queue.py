@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from typing import IO, Any
 
 from ..errors import CorruptRecord
+from .. import fsutil
 from ..fsutil import FILE_MODE, write_all
 from . import frame
 
@@ -488,7 +489,7 @@ def acknowledge(data_fd: int, acked_fd: int, pos: int, ops: int) -> bool:
         line, line_ops = pos, ops
         if state is not None and state[0] > pos and state[0] >> POS_SHIFT == pos >> POS_SHIFT:
             line, line_ops = state[0], state[1]
-        os.fdatasync(data_fd)  # the one sync an acknowledgement needs (recover_head)
+        fsutil.sync_data(data_fd)  # the one sync an acknowledgement needs (recover_head)
         _raise_acked(acked_fd, line, line_ops)
         return True
     finally:

@@ -150,7 +150,7 @@ class Spool:
         """Durably append records (each one operation or one batch) to the inbox.
 
         Returns only when the records, and every directory entry they need,
-        are on disk: one ``fdatasync`` of the data, shared with concurrent
+        are on disk: one sync of the data (``fsutil.sync_data``), shared with concurrent
         producers (``durable_queue.acknowledge``), plus the directory, under
         the lock, when a chunk file was created. ``info`` is renamed into place
         but not synced: it is a hint that readers verify past
