@@ -22,6 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import ROOT, Row, median, ms, pct, tmpdir  # noqa: E402
+from bench.storm_worker import FLOOR  # noqa: E402
 
 PRODUCERS = 16
 LANE_CONTROL = "codi-queue-1-lane"  # the same with CODI_QUEUE_LANES=1: what lanes change
@@ -29,6 +30,8 @@ LANE_CONTROL = "codi-queue-1-lane"  # the same with CODI_QUEUE_LANES=1: what lan
 # the spool; one `run --once` applies them after the last producer returns). What the producers'
 # own CPU and syncs cost when 16 of them share the cores, with nothing else running.
 PRODUCERS_ALONE = "codi-queue-producers-alone"
+# The physical floor (FLOOR, from the worker): 16 processes each appending an operation's size to a
+# file of its own and fdatasyncing it, with the same reader running. Nothing durable is faster here.
 SCHEMA = ("CREATE TABLE IF NOT EXISTS tool_events (id INTEGER PRIMARY KEY, timestamp INT NOT NULL, "
           "tool_name TEXT NOT NULL, success INT NOT NULL, duration_ms INT, error_message TEXT, context TEXT)")
 
@@ -56,6 +59,15 @@ def _count(db: str, column: str = "context") -> int:
             conn.close()
     except sqlite3.OperationalError:
         return 0
+
+
+def _appended(floor_dir: str) -> int:
+    """Lines the physical-floor writers appended (each one event)."""
+    total = 0
+    for name in os.listdir(floor_dir):
+        with open(os.path.join(floor_dir, name), "rb") as fp:
+            total += fp.read().count(b"\n")
+    return total
 
 
 def _ackqueue_drain(queue_path: str, db: str, stop: threading.Event) -> None:
@@ -106,10 +118,12 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
         conn.execute(SCHEMA)
         conn.commit()
         conn.close()
-        target = os.path.join(work, "ackqueue") if method == "sqliteackqueue" else db
+        target = {"sqliteackqueue": os.path.join(work, "ackqueue"), FLOOR: os.path.join(work, "floor")}.get(method, db)
+        if method == FLOOR:
+            os.mkdir(target)
         consumer = None
         column = "context"
-    sync_level = {"direct-wal-full": 2, "direct-wal-normal": 1}.get(method, default_sync)
+    sync_level = {"direct-wal-full": 2, "direct-wal-normal": 1, FLOOR: 2}.get(method, default_sync)
     stop_reader = threading.Event()
     reader = threading.Thread(target=_reader, args=(db, stop_reader))
     reader.start()
@@ -133,7 +147,7 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
     if method == PRODUCERS_ALONE:
         subprocess.run([sys.executable, "-m", "codi_queue", "run", "--once"], env=env, check=True, capture_output=True)
     deadline = time.monotonic() + 300
-    while _count(db, column) < acked and time.monotonic() < deadline:
+    while method != FLOOR and _count(db, column) < acked and time.monotonic() < deadline:
         time.sleep(0.02)
     queryable = time.perf_counter() - t0
     stop_drain.set()
@@ -148,7 +162,7 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
                  and not n.endswith(".lock")]) if ours else 0
     lat = [x for r in results for x in r["lat"]]
     errors = sum(len(r["errors"]) for r in results)
-    stored = _count(db, column)
+    stored = _appended(target) if method == FLOOR else _count(db, column)
     return {"method": method, "p50": median(lat), "p99": pct(lat, 99), "max": max(lat), "errors": errors,
             "lost": attempted - stored, "attempted": attempted, "queryable_s": queryable,
             "sample_error": next((e for r in results for e in r["errors"]), ""),
@@ -159,7 +173,7 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
 
 def run(quick: bool = False) -> list[Row]:
     per = 40 if quick else 150
-    methods = ["codi-queue", LANE_CONTROL, PRODUCERS_ALONE, "direct-wal", "direct-wal-full", "direct-wal-normal", "direct-rollback",
+    methods = ["codi-queue", LANE_CONTROL, PRODUCERS_ALONE, FLOOR, "direct-wal", "direct-wal-full", "direct-wal-normal", "direct-rollback",
                "retry-immediate", "sqliteackqueue"]
     res = {m: run_method(m, per) for m in methods}
     ours = res["codi-queue"]
