@@ -67,11 +67,11 @@ def _writer(method: str, target: str):  # type: ignore[no-untyped-def]
         # The physical floor of one acknowledged write: an append of an operation's size to a file of
         # this process's own, fdatasync'd before the call returns. No lock, no encoding, no index.
         fd = os.open(os.path.join(target, f"floor-{os.getpid()}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync (as codi_queue.fsutil.sync_data)
+        flush = os.fdatasync if hasattr(os, "fdatasync") else os.fsync  # macOS has no fdatasync (as codi_queue.fsutil.sync_data)
 
         def w(key: str) -> None:
             os.write(fd, key.encode().ljust(240, b" ") + b"\n")
-            sync(fd)
+            flush(fd)
         return w
     if method == "retry-immediate":
         def w(key: str) -> None:
