@@ -468,32 +468,42 @@ def _written(data: bytes) -> tuple[int, ...] | None:
 def acknowledge(data_fd: int, acked_fd: int, pos: int, ops: int) -> bool:
     """Make this append durable, sharing the sync with concurrent producers; returns whether we synced.
 
-    Group commit, as a WAL does it: under ``acked``'s lock, an append whose
-    position another producer's sync already covered returns at once.
-    Otherwise this producer leads: it reads how far completed appends have
-    written (``publish_written``), syncs the head chunk, and acknowledges
-    that whole line for every producer whose bytes it covered. Bytes in a
-    later chunk are not in this file, so a line that has moved on to another
-    chunk acknowledges only this append (earlier chunks were synced whole when
-    persist-queue started the next one).
+    Group commit, with no lock held across the sync. Under ``acked``'s lock, an
+    append whose position another producer's sync already covered returns at
+    once. Otherwise this producer reads how far completed appends have written
+    (``publish_written``), syncs the head chunk itself, and then raises the
+    acknowledged line, under the lock again, to everything its sync covered.
+    Producers that arrive together each call the sync, and the kernel lets
+    them share one flush (a journal commit, a log force); a lock held across
+    it made every one of them wait on whichever held it, and on 2 cores with
+    16 producers that holder waited for a core after its sync: storm p99
+    17-18 ms against 6-7 ms (docs/benchmarks.md, session 9).
+
+    Bytes in a later chunk are not in this file, so a line that has moved on
+    to another chunk acknowledges only this append (earlier chunks were
+    synced whole when persist-queue started the next one).
     """
     fcntl.flock(acked_fd, fcntl.LOCK_EX)
     try:
         data = os.pread(acked_fd, _WRITTEN_END, 0)
-        state = _written(data)
-        acked = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
-        # Covered: a leader's sync reached these bytes and acknowledged them. An acknowledged
-        # line never passes the written one; one that does is damage, and we sync ourselves.
-        if state is not None and pos <= acked <= state[0]:
-            return False
-        line, line_ops = pos, ops
-        if state is not None and state[0] > pos and state[0] >> POS_SHIFT == pos >> POS_SHIFT:
-            line, line_ops = state[0], state[1]
-        fsutil.sync_data(data_fd)  # the one sync an acknowledgement needs (recover_head)
-        _raise_acked(acked_fd, line, line_ops)
-        return True
     finally:
         fcntl.flock(acked_fd, fcntl.LOCK_UN)
+    state = _written(data)
+    acked = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    # Covered: a sync reached these bytes and acknowledged them. An acknowledged line never
+    # passes the written one; one that does is damage, and we sync ourselves.
+    if state is not None and pos <= acked <= state[0]:
+        return False
+    line, line_ops = pos, ops
+    if state is not None and state[0] > pos and state[0] >> POS_SHIFT == pos >> POS_SHIFT:
+        line, line_ops = state[0], state[1]  # completed before our sync starts, so it covers them
+    fsutil.sync_data(data_fd)  # the one sync an acknowledgement needs (recover_head)
+    fcntl.flock(acked_fd, fcntl.LOCK_EX)
+    try:
+        _raise_acked(acked_fd, line, line_ops)  # only ever forward: a later sync may have raised it further
+    finally:
+        fcntl.flock(acked_fd, fcntl.LOCK_UN)
+    return True
 
 
 def _acked_bytes(dir_fd: int) -> bytes:
