@@ -436,6 +436,29 @@ def test_an_idle_consumer_with_a_live_inbox_uses_no_cpu(home: Path, paths: Paths
     assert used < 0.3, f"an idle consumer used {used:.2f} s of CPU in 3 s"
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="lists the consumer's threads from /proc")
+@pytest.mark.parametrize("nice", [None, "0", "4", "40"])
+def test_the_consumer_runs_below_producers_with_every_thread(home: Path, paths: Paths, nice: str | None) -> None:
+    """A producer never waits on the consumer, so on a busy machine the consumer's CPU only delays
+    producers: it lowers its priority (by 10 unless told; 0 keeps it; at most 19) before it starts a
+    thread, so the watchdog threads that handle every spool event run lowered too."""
+    from codi_queue.cli.consumer import NICE
+
+    enqueue("tool_event", {"tool_name": "one", "success": True}, home=str(home))
+    proc = _start_consumer(home, *(("--nice", nice) if nice is not None else ()))
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        wait_until(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 1, 30, "drain")
+        wait_until(lambda: len(os.listdir(f"/proc/{proc.pid}/task")) > 1, 30, "the watcher's threads")
+        niceness = {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(f"/proc/{proc.pid}/task")}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    by = NICE if nice is None else min(int(nice), 19)
+    assert set(niceness.values()) == {min(own + by, 19)}, niceness
+    assert "could not lower" not in err
+
+
 def test_cli_quick_start_example(home: Path, paths: Paths) -> None:
 
     body = (
