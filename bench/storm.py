@@ -172,7 +172,7 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
 
 
 def run(quick: bool = False) -> list[Row]:
-    per = 40 if quick else 150
+    per = 40 if quick else 300  # the storm: 16 producers × 300 events (16 × 150 until session 9)
     methods = ["codi-queue", LANE_CONTROL, PRODUCERS_ALONE, FLOOR, "direct-wal", "direct-wal-full", "direct-wal-normal", "direct-rollback",
                "retry-immediate", "sqliteackqueue"]
     res = {m: run_method(m, per) for m in methods}
