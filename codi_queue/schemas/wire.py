@@ -47,3 +47,38 @@ OP_VERSIONS = {
     'tool_event': 1,
     'worktree_link': 1,
 }
+
+# Each operation's fields held to our vocabularies and scales (schemas.vocab.derive_rules):
+# field -> (words, low, high). Read from here, the schema costs a producer nothing to build.
+VOCABULARY = {
+    'activity_event': {},
+    'agent': {},
+    'agent_log': {},
+    'autonomy_event': {'event_type': (('permission_prompt', 'permission_granted', 'permission_denied'), None, None)},
+    'command_event': {},
+    'component': {},
+    'coordinator_event': {'action': (('spawn', 'complete', 'fail', 'lock', 'unlock', 'timeout'), None, None)},
+    'decision': {},
+    'error_solution': {},
+    'expertise_routing_event': {'expertise_level': (None, 0.0, 1.0)},
+    'git_event': {'event_type': (('commit', 'push', 'pr', 'branch', 'merge'), None, None)},
+    'lock': {},
+    'message': {},
+    'override': {},
+    'project': {},
+    'recovery': {},
+    'routing_event': {},
+    'routing_metric': {'complexity': (None, 0.0, 1.0)},
+    'self_heal': {'severity': (('low', 'medium', 'high', 'critical'), None, None)},
+    'session': {},
+    'session_outcome': {'outcome': (('success', 'partial', 'failure', 'abandoned'), None, None), 'quality': (None, 1.0, 5.0), 'complexity': (None, 0.0, 1.0)},
+    'session_state': {},
+    'skill_invocation': {},
+    'skill_learning': {},
+    'skill_suggestion': {},
+    'task': {},
+    'token_economics': {},
+    'tool_analytics': {},
+    'tool_event': {},
+    'worktree_link': {},
+}
