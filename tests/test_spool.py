@@ -387,6 +387,29 @@ def test_no_producer_waits_on_another_s_sync(tmp_path: Path, monkeypatch: pytest
             os.close(fd)
 
 
+def test_a_producer_appends_only_where_the_inbox_path_still_leads(paths: Paths) -> None:
+    """A producer keeps its Queue open between appends only while the inbox path names the very
+    directory it holds (same device and inode): after a claim its next record starts a fresh
+    inbox instead of landing in the claimed segment, and a link planted where the inbox was,
+    even one leading to the directory it holds, is moved aside and never appended through."""
+    from codi_queue.queue.spool import read_dir_id
+
+    spool = Spool(paths.spool, paths.archive, lane=0)
+    records = [msgspec.msgpack.encode(Record(1, float(i), [])) for i in range(3)]
+    spool.append([records[0]])
+    claimed = read_dir_id(spool.inbox)
+    assert claimed is not None and Spool(paths.spool, paths.archive, lane=0).claim(claimed)
+    spool.append([records[1]])
+    assert [r.ts for r in _records(os.path.join(spool.segments, claimed))] == [0.0]
+    assert [r.ts for r in _records(spool.inbox)] == [1.0] and read_dir_id(spool.inbox) != claimed
+    held = os.path.join(paths.spool, "held")
+    os.rename(spool.inbox, held)
+    os.symlink(held, spool.inbox)  # leads to the directory the producer holds open
+    spool.append([records[2]])
+    assert [r.ts for r in _records(held)] == [1.0]  # not appended through the link
+    assert not os.path.islink(spool.inbox) and [r.ts for r in _records(spool.inbox)] == [2.0]
+
+
 def test_a_producer_carries_on_from_where_another_left_the_head(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two producers taking turns do not reopen the queue each time: each follows what the other
     published. Bytes nobody published (an unknown writer) make it reopen and recover instead."""

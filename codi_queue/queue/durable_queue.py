@@ -254,7 +254,14 @@ def durable_queue_class() -> type:
         def dir_fd(self) -> int:
             if getattr(self, "_dir_fd", -1) < 0:
                 self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+                st = os.fstat(self._dir_fd)
+                self._dir_identity = (st.st_dev, st.st_ino)
             return int(self._dir_fd)
+
+        def dir_identity(self) -> tuple[int, int]:
+            """(device, inode) of the directory this queue holds open, taken when it was opened (the
+            same object for as long as we hold it); (-1, -1), which names nothing, before that."""
+            return getattr(self, "_dir_identity", (-1, -1))
 
         def acked_fd(self) -> int:
             """This directory's ``acked`` file, opened once per queue (created 0600, never through a link)."""

@@ -129,9 +129,9 @@ class Spool:
         self._lanes: dict[int, Spool] = {}  # consumer side: one pinned Spool per lane it claims or rescues
         self._ready = False
         # A producer that appends repeatedly keeps its persist-queue Queue open
-        # between calls, but only while the inbox is byte for byte what it left
-        # (its id and info files): any other writer, a claim or a rescue in
-        # between means a fresh Queue. Checked under the lock.
+        # between calls, but only while the inbox path still names the directory
+        # it holds and the head is where it or a producer that published left it:
+        # a claim or a rescue in between means a fresh Queue. Checked under the lock.
         self._queue: Any = None
         self._queue_inbox_id: str | None = None  # the inbox id the cached Queue appends to
         self._owner_pid = 0
@@ -243,7 +243,7 @@ class Spool:
         if self._queue is None or self._owner_pid != os.getpid():
             self._forget_queue()
             return None
-        if self._queue_inbox_id is None or read_dir_id(self.inbox) != self._queue_inbox_id:
+        if self._queue_inbox_id is None or not _names(self.inbox, self._queue):
             self._forget_queue()
             return None
         # Another producer appended since ours: carry on from where it says it
@@ -663,6 +663,18 @@ def _cut_back(path: str, start: list[int], queue: Any) -> None:
                 os.close(fd)
     finally:
         os.close(dfd)
+
+
+def _names(path: str, queue: Any) -> bool:
+    """``path`` still names the directory this Queue holds open (one ``lstat``, where reading the
+    id took five calls). Its inode cannot be reused while we hold it, so the same device and
+    inode means the same directory: a claim renamed it away, a fresh inbox is another inode,
+    a link planted there is the link's own."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return bool((st.st_dev, st.st_ino) == queue.dir_identity())
 
 
 def _untouched(queue: Any, path: str) -> bool:
