@@ -294,13 +294,16 @@ def test_persist_queue_itself_reads_what_the_spool_wrote(paths: Paths) -> None:
     as ``info`` names (``info`` is a hint our readers scan past; persist-queue stops at it)."""
     import persistqueue
 
+    from codi_queue.queue.durable_queue import INFO_EVERY
+
     spool = Spool(paths.spool, paths.archive)
-    records = [msgspec.msgpack.encode(Record(1, float(i), [])) for i in range(50)]
+    n = 2 * INFO_EVERY + 8
+    records = [msgspec.msgpack.encode(Record(1, float(i), [])) for i in range(n)]
     for rec in records:
         spool.append([rec])
     plain = persistqueue.Queue(spool.inbox, serializer=frame.FrameSerializer(), autosave=True)
     got = [bytes(plain.get(block=False)) for _ in range(plain.qsize())]
-    assert len(got) >= 50 - 16 and got == records[: len(got)]
+    assert len(got) > n - INFO_EVERY and got == records[: len(got)]
 
 
 def test_one_sync_acknowledges_every_append_it_covers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -414,24 +417,25 @@ def test_a_producer_carries_on_from_where_another_left_the_head(paths: Paths, mo
     """Two producers taking turns do not reopen the queue each time: each follows what the other
     published. Bytes nobody published (an unknown writer) make it reopen and recover instead."""
     from codi_queue.queue import spool as spool_module
-    from codi_queue.queue.durable_queue import read_info
+    from codi_queue.queue.durable_queue import INFO_EVERY, read_info
 
     opened: list[str] = []
     real = spool_module.open_queue
     monkeypatch.setattr(spool_module, "open_queue", lambda path, *a: (opened.append(path), real(path, *a))[1])
     a, b = Spool(paths.spool, paths.archive), Spool(paths.spool, paths.archive)
-    records = [msgspec.msgpack.encode(Record(1, float(i), [])) for i in range(40)]
+    n = 2 * INFO_EVERY + 8
+    records = [msgspec.msgpack.encode(Record(1, float(i), [])) for i in range(n)]
     for i, rec in enumerate(records):
         (a if i % 2 else b).append([rec])
     assert len(opened) == 2  # one open each; every later turn followed the other's appends
-    assert [r.ts for r in _records(a.inbox)] == [float(i) for i in range(40)]
+    assert [r.ts for r in _records(a.inbox)] == [float(i) for i in range(n)]
     info = read_info(a.inbox)
-    assert 40 - 16 < info["size"] <= 40 and info["ops"] <= 40  # info still trails by fewer than 16 records
+    assert n - INFO_EVERY < info["size"] <= n and info["ops"] <= n  # info trails by fewer than INFO_EVERY records
     with open(os.path.join(a.inbox, "q00000"), "ab") as fp:
         fp.write(b"not a frame")  # a writer that published nothing
     a.append([records[0]])
     assert len(opened) == 3  # not followed: reopened, and recovery cut the stray bytes off
-    assert [r.ts for r in _records(a.inbox)] == [float(i) for i in range(40)] + [0.0]
+    assert [r.ts for r in _records(a.inbox)] == [float(i) for i in range(n)] + [0.0]
 
 
 def test_a_torn_or_damaged_written_line_is_never_taken_for_one(tmp_path: Path) -> None:

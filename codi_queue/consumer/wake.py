@@ -134,7 +134,7 @@ def _unpaired_moves() -> None:
     """Deliver every event at once. watchdog's inotify backend holds the first half of a move for
     0.5 s to pair it with the second, and every event queued behind it waits too: a move out of
     the watched tree, or an unlucky interleaving of a rename's two halves (producers rename
-    ``info`` every 16 records), kept the consumer asleep for half a second while operations
+    ``info`` every ``INFO_EVERY`` records), kept the consumer asleep for half a second while operations
     were acknowledged (lag spikes of 0.3-0.6 s at 1,000 ops/s). An event here only wakes the
     consumer, so nothing needs the pairing. The consumer is the only user of watchdog in its
     process."""
