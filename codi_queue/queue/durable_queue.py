@@ -51,7 +51,7 @@ _UNKNOWN_OPS = b"\xff" * 8  # an acknowledged position published without its ope
 _WRITTEN_END = 16 + 7 * 8
 _OFFSET_MASK = (1 << POS_SHIFT) - 1
 # Records between rewrites of ``info`` (a hint readers scan past; see _saveinfo).
-INFO_EVERY = 64
+INFO_EVERY = 16
 # Records per chunk file. The inbox is usually claimed long before a chunk
 # fills; when the consumer is down for days this keeps the file count sane.
 CHUNK_RECORDS = 1000
