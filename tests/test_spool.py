@@ -413,6 +413,27 @@ def test_a_producer_appends_only_where_the_inbox_path_still_leads(paths: Paths) 
     assert not os.path.islink(spool.inbox) and [r.ts for r in _records(spool.inbox)] == [2.0]
 
 
+@pytest.mark.parametrize("damage", ["deleted", "garbage"])
+def test_a_cached_producer_never_appends_to_an_inbox_whose_id_changed(paths: Paths, damage: str) -> None:
+    """The same directory, but its id deleted or rewritten: a state no producer leaves an inbox in.
+    A producer holding it open checks the id file as well as the directory, so its next append
+    moves the inbox aside (read in full by the consumer) and starts a fresh one."""
+    from codi_queue.queue.spool import read_dir_id
+
+    spool = Spool(paths.spool, paths.archive, lane=0)
+    records = [msgspec.msgpack.encode(Record(1, float(i), [])) for i in range(2)]
+    spool.append([records[0]])
+    id_path = os.path.join(spool.inbox, "id")
+    if damage == "deleted":
+        os.remove(id_path)
+    else:
+        Path(id_path).write_bytes(b"\xff not an id")
+    spool.append([records[1]])
+    assert read_dir_id(spool.inbox) is not None and [r.ts for r in _records(spool.inbox)] == [1.0]
+    (aside,) = os.listdir(spool.segments)
+    assert [r.ts for r in _records(os.path.join(spool.segments, aside))] == [0.0]
+
+
 def test_a_producer_carries_on_from_where_another_left_the_head(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two producers taking turns do not reopen the queue each time: each follows what the other
     published. Bytes nobody published (an unknown writer) make it reopen and recover instead."""

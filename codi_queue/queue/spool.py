@@ -134,6 +134,7 @@ class Spool:
         # a claim or a rescue in between means a fresh Queue. Checked under the lock.
         self._queue: Any = None
         self._queue_inbox_id: str | None = None  # the inbox id the cached Queue appends to
+        self._queue_id_file: tuple[int, ...] | None = None  # that id file as it was when read (_names)
         self._owner_pid = 0
         self._lock_fd = -1
         self._lane_pid = 0  # the process that took this object's lane (a forked child takes its own)
@@ -171,10 +172,11 @@ class Spool:
                 # The inbox id only changes under this lock (claim, a fresh inbox), so the
                 # cached queue's id, checked on the way in, still names it on the way out.
                 queue = self._cached_inbox()
-                inbox_id = self._queue_inbox_id
+                inbox_id, id_file = self._queue_inbox_id, self._queue_id_file
                 if queue is None:
                     queue = self._open_inbox()
                     inbox_id = read_dir_id(self.inbox)
+                    id_file = _id_identity(queue.dir_fd())
                 self._queue, self._queue_inbox_id = None, None  # detached while in use
                 start = list(queue.info["head"])
                 try:
@@ -195,8 +197,8 @@ class Spool:
                     _cut_back(self.inbox, start, queue)
                     queue.close()
                     raise
-                if inbox_id is not None:
-                    self._queue, self._queue_inbox_id = queue, inbox_id
+                if inbox_id is not None and id_file is not None:
+                    self._queue, self._queue_inbox_id, self._queue_id_file = queue, inbox_id, id_file
                 else:
                     queue.close()
             if syncs and head is not None and ops is not None:
@@ -243,7 +245,7 @@ class Spool:
         if self._queue is None or self._owner_pid != os.getpid():
             self._forget_queue()
             return None
-        if self._queue_inbox_id is None or not _names(self.inbox, self._queue):
+        if self._queue_inbox_id is None or not _names(self.inbox, self._queue, self._queue_id_file):
             self._forget_queue()
             return None
         # Another producer appended since ours: carry on from where it says it
@@ -665,16 +667,30 @@ def _cut_back(path: str, start: list[int], queue: Any) -> None:
         os.close(dfd)
 
 
-def _names(path: str, queue: Any) -> bool:
-    """``path`` still names the directory this Queue holds open (one ``lstat``, where reading the
-    id took five calls). Its inode cannot be reused while we hold it, so the same device and
-    inode means the same directory: a claim renamed it away, a fresh inbox is another inode,
-    a link planted there is the link's own."""
+def _names(path: str, queue: Any, id_file: tuple[int, ...] | None) -> bool:
+    """``path`` still names the directory this Queue holds open, and its id is the file read when
+    the Queue was opened (two ``stat`` calls, where reading the id took five). The directory's
+    inode cannot be reused while we hold it, so the same device and inode means the same
+    directory: a claim renamed it away, a fresh inbox is another inode, a link planted there is
+    the link's own. An id is written once, by a rename, so any change to it (deleted, replaced,
+    rewritten) shows in its inode, size or time: then the inbox is checked again on the way in,
+    and one no producer leaves is moved aside, never appended to."""
     try:
         st = os.stat(path, follow_symlinks=False)
+        if (st.st_dev, st.st_ino) != queue.dir_identity():
+            return False
+        return id_file is not None and _id_identity(queue.dir_fd()) == id_file
     except OSError:
         return False
-    return bool((st.st_dev, st.st_ino) == queue.dir_identity())
+
+
+def _id_identity(dir_fd: int) -> tuple[int, ...] | None:
+    """What identifies this directory's id file as written (None without one): see ``_names``."""
+    try:
+        st = os.stat(ID_FILE, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _untouched(queue: Any, path: str) -> bool:
