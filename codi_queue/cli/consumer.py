@@ -136,15 +136,16 @@ def status(args: argparse.Namespace, paths: Paths) -> int:
     import signal
     import threading
 
-    # Ctrl-C (or a TERM) only sets the flag; the refresh under way finishes and
-    # the loop ends. A KeyboardInterrupt raised wherever it lands could be
-    # swallowed ("Exception ignored in ...") if it hit a destructor inside
-    # collect(), leaving --watch running after Ctrl-C.
+    from ..signals import calling_on
+
+    # Ctrl-C (or a TERM) only ends the loop once the refresh under way finishes.
+    # A KeyboardInterrupt raised wherever it lands could be swallowed ("Exception
+    # ignored in ...") if it hit a destructor inside collect(), and a handler
+    # that set the Event itself could hang on the lock stop.wait() holds.
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    while not stop.is_set():
-        sys.stdout.write("\x1b[H\x1b[2J" + render() + f"\n\n(every {args.interval:g}s; Ctrl-C to stop)\n")
-        sys.stdout.flush()
-        stop.wait(max(0.2, args.interval))
+    with calling_on((signal.SIGINT, signal.SIGTERM), lambda _signum: stop.set()):
+        while not stop.is_set():
+            sys.stdout.write("\x1b[H\x1b[2J" + render() + f"\n\n(every {args.interval:g}s; Ctrl-C to stop)\n")
+            sys.stdout.flush()
+            stop.wait(max(0.2, args.interval))
     return EXIT_OK

@@ -28,6 +28,7 @@ from ..errors import CodiQueueError, TierUnavailable
 from ..errorlog import ensure_reserve, record_error
 from ..fsutil import ensure_private_dir
 from ..paths import Paths
+from ..signals import calling_on
 from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, describe_lost, describe_pos
 from ..queue.spool import QueueDir, Spool, dir_bytes
@@ -167,7 +168,8 @@ class Consumer:
         self._metrics_error = why
 
     def request_stop(self) -> None:
-        """Finish the batch in flight, then return from ``run`` (safe from a signal handler)."""
+        """Finish the batch in flight, then return from ``run``. Takes locks: never call it from a
+        signal handler (``signals.calling_on`` runs it on a thread of its own)."""
         self._stop.set()
         if self._waker is not None:
             self._waker.wake()
@@ -205,23 +207,19 @@ class Consumer:
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, _frame: Any) -> None:
+        def stop(signum: int) -> None:  # on calling_on's thread, never inside the handler
             log.info("signal %d: finishing the batch in flight, then exiting", signum)
             self.request_stop()
 
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
         # A file-size limit must surface as an error we back off from (EFBIG),
         # not as the default SIGXFSZ that kills the process mid-batch.
-        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        ignored = signal.signal(signal.SIGXFSZ, signal.SIG_IGN) if _in_main_thread() else None
         try:
-            yield
+            with calling_on((signal.SIGTERM, signal.SIGINT), stop):
+                yield
         finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+            if ignored is not None:
+                signal.signal(signal.SIGXFSZ, ignored)
 
     def _check_dirs(self) -> None:
         self.paths.check_safe()
@@ -604,6 +602,10 @@ class Consumer:
     def _report(self, message: str) -> None:
         log.warning("%s", message)
         record_error(self.paths.error_log, "consumer", message)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def write_textfile(path: str, text: str) -> None:
