@@ -17,11 +17,12 @@ from .conftest import ROOT, cli_env, wait_until
 # The main thread holds a lock the answer to the signal needs, as Event.wait holds the lock
 # Event.set takes, and signals itself. The answer must wait for the lock, not hang on it.
 SCENARIO = """
-import os, signal, sys, threading, time
+import os, signal, sys, threading
 sys.path.insert(0, {root!r})
 from codi_queue.signals import calling_on
-lock, answered = threading.Lock(), threading.Event()
+lock, trying, answered = threading.Lock(), threading.Event(), threading.Event()
 def answer(signum):
+    trying.set()
     with lock:
         answered.set()
 def install(body):
@@ -34,7 +35,7 @@ def install(body):
 def body():
     with lock:
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.3)  # the signal is handled here, while the lock is held
+        trying.wait(20)  # released only once the answer has reached for it
     print("answered" if answered.wait(20) else "not answered")
 install(body)
 """
