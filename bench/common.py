@@ -56,6 +56,21 @@ def wall_times(argv: Sequence[str], runs: int, env: dict[str, str] | None = None
     return out
 
 
+def host_steal_s() -> float | None:
+    """CPU time the hypervisor took from this VM so far (``steal`` in /proc/stat, all CPUs), or None
+    where there is no such figure. On this class of machine the host pauses the whole VM for
+    5-25 ms every 100 ms while its CPUs are busy and its disk is synced thousands of times a
+    second (docs/benchmarks.md, session 10): a storm's p99 can be set by those pauses."""
+    try:
+        with open("/proc/stat") as fp:
+            fields = fp.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def machine() -> str:
     return f"{platform.node()} · {platform.machine()} · {os.cpu_count()} cores · Python {sys.version.split()[0]} · {platform.platform()}"
 

@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import ROOT, Row, median, ms, pct, tmpdir  # noqa: E402
+from bench.common import ROOT, Row, host_steal_s, median, ms, pct, tmpdir  # noqa: E402
 from bench.storm_worker import FLOOR  # noqa: E402
 
 PRODUCERS = 16
@@ -32,6 +32,12 @@ LANE_CONTROL = "codi-queue-1-lane"  # the same with CODI_QUEUE_LANES=1: what lan
 PRODUCERS_ALONE = "codi-queue-producers-alone"
 # The physical floor (FLOOR, from the worker): 16 processes each appending an operation's size to a
 # file of its own and fdatasyncing it, with the same reader running. Nothing durable is faster here.
+# The same floor spending, before each append, as much CPU as our enqueue took per event in this
+# run: what our CPU costs on these cores, apart from how the queue is built (docs/benchmarks.md,
+# session 10: on this class of machine the host pauses the whole VM every 100 ms while its CPUs
+# are busy and its disk syncs thousands of times a second, and CPU per event decides how many
+# calls those pauses meet).
+FLOOR_WITH_OUR_CPU = f"{FLOOR}-with-our-cpu"
 SCHEMA = ("CREATE TABLE IF NOT EXISTS tool_events (id INTEGER PRIMARY KEY, timestamp INT NOT NULL, "
           "tool_name TEXT NOT NULL, success INT NOT NULL, duration_ms INT, error_message TEXT, context TEXT)")
 
@@ -90,7 +96,7 @@ def _ackqueue_drain(queue_path: str, db: str, stop: threading.Event) -> None:
     conn.close()
 
 
-def run_method(method: str, per_producer: int) -> dict[str, object]:
+def run_method(method: str, per_producer: int, busy_s: float = 0.0) -> dict[str, object]:
     work = tmpdir(f"storm-{method}")
     go = os.path.join(work, "go")
     home = os.path.join(work, "home")
@@ -134,13 +140,16 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
         drain.start()
     outs = [os.path.join(work, f"out-{i}.json") for i in range(PRODUCERS)]
     procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "storm_worker.py"),
-                               "codi-queue" if ours else method, target, str(per_producer), outs[i], go],
+                               "codi-queue" if ours else method, target, str(per_producer), outs[i], go, str(busy_s)],
                               env=worker_env) for i in range(PRODUCERS)]
     time.sleep(0.5)  # let every worker import and wait at the gate
+    steal0 = host_steal_s()
     t0 = time.perf_counter()
     open(go, "w").close()
     for p in procs:
         p.wait(timeout=1800)
+    storm_s = time.perf_counter() - t0
+    steal1 = host_steal_s()
     attempted = PRODUCERS * per_producer
     results = [json.load(open(o)) for o in outs]
     acked = sum(r["acked"] for r in results)
@@ -168,7 +177,9 @@ def run_method(method: str, per_producer: int) -> dict[str, object]:
             "sample_error": next((e for r in results for e in r["errors"]), ""),
             # synchronous=FULL (2) commits fsync the WAL (or journal) before returning; NORMAL (1) in WAL
             # mode does not. codi-queue acknowledges after its fsyncs; SQLiteAckQueue commits with FULL.
-            "durable": sync_level >= 2, "synchronous": sync_level, "lanes": lanes}
+            "durable": sync_level >= 2, "synchronous": sync_level, "lanes": lanes, "storm_s": storm_s,
+            "cpu_per_event": sum(float(r["cpu"]) for r in results) / attempted,
+            "steal_s": None if steal0 is None or steal1 is None else steal1 - steal0}
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -177,16 +188,21 @@ def run(quick: bool = False) -> list[Row]:
                "retry-immediate", "sqliteackqueue"]
     res = {m: run_method(m, per) for m in methods}
     ours = res["codi-queue"]
+    res[FLOOR_WITH_OUR_CPU] = run_method(FLOOR, per, busy_s=float(ours["cpu_per_event"]))  # type: ignore[arg-type]
+    methods.insert(methods.index(FLOOR) + 1, FLOOR_WITH_OUR_CPU)
     rows = []
     for m in methods:
         r = res[m]
         ratio = "" if m == "codi-queue" else f"{float(r['p99']) / float(ours['p99']):.1f}× ours"  # type: ignore[arg-type]
         durable = "durable on return" if r["durable"] else "NOT durable on return"
         used = f", {r['lanes']} lanes used" if r["lanes"] else ""
+        paused = "" if r["steal_s"] is None else f", host took {float(r['steal_s']) * 1000:.0f} ms"  # type: ignore[arg-type]
         rows.append(Row(
             f"storm {PRODUCERS}×{per}: {m} (synchronous={r['synchronous']}, {durable}{used})",
-            f"p50 {ms(r['p50'])}, p99 {ms(r['p99'])}, max {ms(r['max'])}",  # type: ignore[arg-type]
-            f"errors {r['errors']}, lost {r['lost']}/{r['attempted']}, queryable {r['queryable_s']:.1f} s",
+            f"p50 {ms(r['p50'])}, p99 {ms(r['p99'])}, max {ms(r['max'])}, "  # type: ignore[arg-type]
+            f"CPU {float(r['cpu_per_event']) * 1e6:.0f} µs/event",  # type: ignore[arg-type]
+            f"errors {r['errors']}, lost {r['lost']}/{r['attempted']}, storm {float(r['storm_s']):.2f} s{paused}, "  # type: ignore[arg-type]
+            f"queryable {r['queryable_s']:.1f} s",
             ratio,
             "0 errors, 0 lost, p99 ≥10× lower than direct" if m == "codi-queue" else "",
         ))

@@ -1,7 +1,9 @@
-"""One producer process of the write storm: ``python bench/storm_worker.py METHOD TARGET N OUT GO``.
+"""One producer process of the write storm: ``python bench/storm_worker.py METHOD TARGET N OUT GO [BUSY_S]``.
 
 Writes N events the way METHOD does, times each call, and writes a JSON
-summary to OUT. All workers wait for the file GO so they start together.
+summary to OUT (with the CPU the calls took). All workers wait for the file
+GO so they start together. BUSY_S, for the physical floor only: CPU seconds
+spent in a busy loop before each append (the floor spending our CPU per event).
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ INSERT = "INSERT INTO tool_events (timestamp, tool_name, success, duration_ms, c
 
 def main() -> int:
     method, target, n, out, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    busy = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     ident = os.getpid()
-    write = _writer(method, target)
+    write = _writer(method, target, busy)
     while not os.path.exists(go):
         time.sleep(0.001)
     lat: list[float] = []
     errors: list[str] = []
     acked = 0
+    cpu0 = time.process_time()
     for i in range(n):
         t0 = time.perf_counter()
         try:
@@ -34,12 +38,13 @@ def main() -> int:
         except Exception as exc:  # noqa: BLE001 - counting every way a direct writer fails is the point
             errors.append(f"{type(exc).__name__}: {exc}"[:200])
         lat.append(time.perf_counter() - t0)
+    cpu = time.process_time() - cpu0
     with open(out, "w") as fp:
-        json.dump({"lat": lat, "errors": errors, "acked": acked}, fp)
+        json.dump({"lat": lat, "errors": errors, "acked": acked, "cpu": cpu}, fp)
     return 0
 
 
-def _writer(method: str, target: str):  # type: ignore[no-untyped-def]
+def _writer(method: str, target: str, busy: float = 0.0):  # type: ignore[no-untyped-def]
     if method == "codi-queue":
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         from codi_queue import enqueue
@@ -70,6 +75,10 @@ def _writer(method: str, target: str):  # type: ignore[no-untyped-def]
         flush = os.fdatasync if hasattr(os, "fdatasync") else os.fsync  # macOS has no fdatasync (as codi_queue.fsutil.sync_data)
 
         def w(key: str) -> None:
+            if busy:
+                until = time.process_time() + busy
+                while time.process_time() < until:
+                    pass
             os.write(fd, key.encode().ljust(240, b" ") + b"\n")
             flush(fd)
         return w
