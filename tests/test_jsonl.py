@@ -208,3 +208,40 @@ def test_import_shows_a_progress_bar_on_a_terminal_only(tmp_path: Path, home: Pa
     assert b"tool-usage.jsonl [" in shown and b"100.0%" in shown
     piped = run_cli(home, "import", str(src))  # not a terminal: no bar, just the summary
     assert "[" not in piped.stderr
+
+
+def test_a_source_directory_made_or_made_again_after_the_consumer_started_wakes_it(
+        tmp_path: Path, home: Path, paths: Paths) -> None:
+    """The consumer watched only the source directories that existed when it started: one
+    created later, or deleted and created again (another inode at its path), was read only
+    by the slow poll, never on a change. Here the poll is an hour away, so only a watch can
+    bring the lines in."""
+    import shutil
+
+    folder = tmp_path / "later" / "logs"
+    src = folder / "recovery-outcomes.jsonl"
+    os.makedirs(home, exist_ok=True)
+    Path(paths.config).write_text(f'[watch.jsonl]\n"{src}" = "auto"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "3600"], env=cli_env(home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def rows() -> int | None:
+        return count_when_ready(paths, "sessions", "SELECT count(*) FROM recovery_events")
+
+    try:
+        wait_until(lambda: rows() == 0, 60, "the consumer's first pass")  # it has read the sources once
+        folder.mkdir(parents=True)  # two levels the consumer could not watch when it started
+        _write(src, [{"ts": 1700000000 + i, "type": "timeout", "recovered": True} for i in range(3)])
+        wait_until(lambda: rows() == 3, 30, "lines of a directory created after the start")
+        shutil.rmtree(folder)
+        folder.mkdir()
+        _write(src, [{"ts": 1700000100 + i, "type": "crash", "recovered": False} for i in range(2)])
+        wait_until(lambda: rows() == 5, 30, "lines of the directory made again")
+        with open(src, "a") as fp:  # and the new directory itself is watched, not only its parent
+            fp.write(json.dumps({"ts": 1700000200, "type": "hang", "recovered": True}) + "\n")
+        wait_until(lambda: rows() == 6, 30, "a line appended in the directory made again")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    types = sorted(r[0] for r in query(paths, "sessions", "SELECT error_type FROM recovery_events"))
+    assert types == ["crash"] * 2 + ["hang"] + ["timeout"] * 3

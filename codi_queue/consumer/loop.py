@@ -201,6 +201,7 @@ class Consumer:
                         self._stop.wait(backoff)
                         continue
                     if not self.stopping:
+                        waker.watch_sources()  # a source created, deleted or replaced since: watched anew
                         waker.wait()
             finally:
                 self._waker = None

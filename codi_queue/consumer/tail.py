@@ -28,13 +28,14 @@ class Tailers:
         return bool(self.config.jsonl or self.config.transcripts or self.config.state_dirs)
 
     def watch_dirs(self) -> list[tuple[str, bool]]:
-        """(directory, recursive) pairs the waker should watch."""
+        """(directory, recursive) pairs the waker should watch, whether they exist yet or not
+        (``Waker.watch_sources`` watches a missing one through its parent)."""
         dirs: dict[str, bool] = {}
         for file in self.config.jsonl:
             dirs.setdefault(os.path.dirname(file), False)
         for root in (*self.config.transcripts, *self.config.state_dirs):
             dirs[root] = True
-        return [(d, r) for d, r in dirs.items() if os.path.isdir(d)]
+        return list(dirs.items())
 
     def poll(self) -> int:
         """Enqueue everything new; the number of operations enqueued."""

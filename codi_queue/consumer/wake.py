@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 from typing import Any
@@ -29,8 +31,11 @@ class Waker:
     def __init__(self, path: str, poll_interval: float = 2.0, extra: list[tuple[str, bool]] | None = None) -> None:
         self.path = path
         self.poll_interval = poll_interval
-        self.extra = extra or []  # (directory, recursive): watched sources besides the spool
+        # (directory, recursive): sources besides the spool, watched where they are (watch_sources)
+        self.extra = extra or []
         self.event = threading.Event()
+        self._sources: list[tuple[str, bool, tuple[int, int]]] = []  # what is watched for them, as found
+        self._gone = threading.Event()  # a watched directory itself was deleted: watch anew
         self.unwatched: list[str] = []  # "directory: reason" for each the kernel would not watch
         self._observer: Any = None
         self._deadline: float | None = None  # an earlier wake-up someone asked for (wake_after)
@@ -50,18 +55,24 @@ class Waker:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
-        event = self.event
+        event, gone = self.event, self._gone
+        self._sources = _source_watches(self.extra)  # found before watched: a later change shows as a difference
+        dirs = [(self.path, True), *((path, recursive) for path, recursive, _ in self._sources)]
+        roots = {path for path, _ in dirs}
+        gone.clear()
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, ev: Any) -> None:
-                if ev.event_type not in _READS:
-                    event.set()
+                if ev.event_type in _READS:
+                    return
+                if ev.event_type == "deleted" and ev.is_directory and ev.src_path in roots:
+                    gone.set()  # its watch ended with it, and a new one may take its inode number
+                event.set()
 
         observer = Observer()
         observer.daemon = True
         handler = _Handler()
         changes = _changes()
-        dirs = [(self.path, True), *self.extra]
         unwatched = []
         for path, recursive in dirs:
             try:
@@ -86,6 +97,25 @@ class Waker:
 
     def wake(self) -> None:
         self.event.set()
+
+    def watch_sources(self) -> bool:
+        """Watch the sources where they are now; True if that changed what is watched.
+
+        A watch follows the directory it was given: one deleted, or replaced by
+        another at its path, is watched nowhere, and one that did not exist
+        yet was never watched. Each is then watched anew (a missing one through
+        its nearest existing parent, so its creation wakes the consumer), and
+        the consumer is woken once for what changed meanwhile. A directory
+        deleted and made again can take the same inode number, so its watch
+        reporting the deletion counts as well as a new identity. Cheap when
+        nothing moved: one ``stat`` per source directory.
+        """
+        if not self._gone.is_set() and _source_watches(self.extra) == self._sources:
+            return False
+        self._unwatch()
+        self._watch()
+        self.event.set()
+        return True
 
     def wake_after(self, seconds: float) -> None:
         """Return from the next ``wait`` within ``seconds`` even if nothing changes."""
@@ -123,6 +153,34 @@ def _changes() -> list[type]:
 
     return [ev.FileModifiedEvent, ev.FileCreatedEvent, ev.FileMovedEvent, ev.FileDeletedEvent, ev.FileClosedEvent,
             ev.DirModifiedEvent, ev.DirCreatedEvent, ev.DirMovedEvent, ev.DirDeletedEvent]
+
+
+def _source_watches(dirs: list[tuple[str, bool]]) -> list[tuple[str, bool, tuple[int, int]]]:
+    """(directory, recursive, its device and inode) to watch for ``dirs``: each that exists as
+    itself; each that does not through its nearest existing parent, not recursively (its
+    creation is a change there). Never raises: a directory that cannot be looked at is absent."""
+    found: dict[str, tuple[bool, tuple[int, int]]] = {}
+    for path, recursive in dirs:
+        path = os.path.abspath(path)
+        while True:
+            identity = _dir_identity(path)
+            if identity is not None:
+                if path not in found or recursive:  # a directory watched both ways: recursively
+                    found[path] = (recursive, identity)
+                break
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path, recursive = parent, False
+    return [(path, recursive, identity) for path, (recursive, identity) in found.items()]
+
+
+def _dir_identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # gone, unreadable, or a name the OS cannot take
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 # Where watchdog's inotify backend keeps the time it holds a move's first half: 7.x, then 4.x-6.x.
