@@ -225,6 +225,7 @@ class FrameSerializer:
 
     def __init__(self) -> None:
         self.info: dict[str, Any] | None = None  # the queue's info, once it is loaded
+        self.last_frame_bytes = 0  # the size of the last frame written (the queue rewrites info after a large one)
 
     def dump(self, value: Any, fp: IO[bytes]) -> None:
         if isinstance(value, (bytes, bytearray, memoryview)):
@@ -233,10 +234,13 @@ class FrameSerializer:
             info = self.info if self.info is not None else {}
             seq = int(info.get("ops", 0))
             nops = record_ops(data, kind)
-            fp.write(encode_frame(data, kind, seq, nops))
+            framed = encode_frame(data, kind, seq, nops)
+            fp.write(framed)
             info["ops"] = seq + nops
         else:
-            fp.write(encode_frame(encode_meta(value), KIND_META))
+            framed = encode_frame(encode_meta(value), KIND_META)
+            fp.write(framed)
+        self.last_frame_bytes = len(framed)
 
     def load(self, fp: IO[bytes]) -> Any:
         return load(fp)

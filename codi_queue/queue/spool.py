@@ -250,7 +250,7 @@ class Spool:
             return None
         # Another producer appended since ours: carry on from where it says it
         # left the head (cheap), or reopen when the chunk is not what it says.
-        if not _untouched(self._queue, self.inbox) and not self._queue.follow():
+        if not _untouched(self._queue) and not self._queue.follow():
             self._forget_queue()
             return None
         return self._queue
@@ -693,13 +693,13 @@ def _id_identity(dir_fd: int) -> tuple[int, ...] | None:
     return (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _untouched(queue: Any, path: str) -> bool:
+def _untouched(queue: Any) -> bool:
     """Nobody appended since this Queue did: its head chunk ends where it left it, and
     no next chunk exists (another producer would have started one at the rollover)."""
     if not _consistent(queue):
         return False
-    try:
-        os.stat(os.path.join(path, f"q{int(queue.info['head'][0]) + 1:05d}"), follow_symlinks=False)
+    try:  # in the directory the queue holds (_names has checked that the inbox path still leads there)
+        os.stat(f"q{int(queue.info['head'][0]) + 1:05d}", dir_fd=queue.dir_fd(), follow_symlinks=False)
     except FileNotFoundError:
         return True
     except (OSError, KeyError, TypeError, ValueError):
