@@ -32,7 +32,9 @@ def _names(home: str) -> list[str]:
     return sorted(r[0] for r in query(resolve(home), "sessions", "SELECT tool_name FROM tool_events"))
 
 
-def _recover_and_check(case: Path, acked: list[str], in_flight: str | None, finished: bool) -> None:
+def _recover_and_check(case: Path, acked: list[str], in_flight: str | None, finished: bool,
+                       unacknowledged: tuple[str, ...] = ()) -> None:
+    """``unacknowledged``: written by a producer that died before acknowledging: at most once."""
     enqueue("tool_event", {"tool_name": "after-crash", "success": True}, home=str(case))  # the queue still accepts
     Consumer(resolve(str(case))).run(once=True)
     names = _names(str(case))
@@ -40,7 +42,9 @@ def _recover_and_check(case: Path, acked: list[str], in_flight: str | None, fini
         assert names.count(name) == 1, (name, names)
     if in_flight is not None:
         assert names.count(in_flight) == (1 if finished else names.count(in_flight)) and names.count(in_flight) <= 1
-    assert set(names) <= {*acked, "after-crash", *([in_flight] if in_flight else [])}
+    for name in unacknowledged:
+        assert names.count(name) <= 1, (name, names)
+    assert set(names) <= {*acked, "after-crash", *([in_flight] if in_flight else []), *unacknowledged}
 
 
 def _snapshot(home: Path, dest: Path) -> None:
@@ -52,7 +56,7 @@ def _snapshot(home: Path, dest: Path) -> None:
 
 
 def _run(tmp_path: Path, home: Path, argv: list[str], acked: list[str], in_flight: str | None,
-         db_variants: tuple[str, ...] = ("before",)) -> int:
+         db_variants: tuple[str, ...] = ("before",), unacknowledged: tuple[str, ...] = ()) -> int:
     """Record ``argv``, then recover and check every crash state of the spool and archive it wrote."""
     snapshot = tmp_path / "snapshot"
     _snapshot(home, snapshot)
@@ -70,7 +74,8 @@ def _run(tmp_path: Path, home: Path, argv: list[str], acked: list[str], in_fligh
             shutil.copytree(db_source, case, ignore=shutil.ignore_patterns("spool", "archive"))
             model.materialise(str(case), durable, torn)
             try:
-                _recover_and_check(case, acked, in_flight, finished=(k == len(ops) and label != "torn"))
+                _recover_and_check(case, acked, in_flight, finished=(k == len(ops) and label != "torn"),
+                                   unacknowledged=unacknowledged)
             except AssertionError as exc:
                 raise AssertionError(f"crash state {label} after {k} of {len(ops)} calls ({db_label}): {exc}") from None
             shutil.rmtree(case)
@@ -117,3 +122,43 @@ def test_every_crash_state_of_a_claim_and_archive(tmp_path: Path, home: Path) ->
     checked = _run(tmp_path, home, argv, acked, None, ("before", "after"))
     assert checked >= 10
     print(f"crash-states claim-and-archive: {checked} states recovered, lost 0, duplicates 0")
+
+
+# A producer killed at a chunk rollover: it has written the chunk's last record and created the
+# next chunk file, and dies just before syncing the directory. Another producer then appends to
+# that file and acknowledges.
+ROLLOVER = """
+import os, stat, sys
+home = sys.argv[1]
+pid = os.fork()
+if pid == 0:
+    real_fsync = os.fsync
+    def killed_at_the_directory_sync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os._exit(9)
+        real_fsync(fd)
+    os.fsync = killed_at_the_directory_sync
+    from codi_queue import enqueue
+    enqueue('tool_event', {'tool_name': 'rolled', 'success': True}, home=home)
+    os._exit(0)
+os.waitpid(pid, 0)
+from codi_queue import enqueue
+assert enqueue('tool_event', {'tool_name': 'after-rollover', 'success': True}, home=home)
+"""
+
+
+def test_every_crash_state_of_an_append_into_a_chunk_a_killed_producer_created(tmp_path: Path, home: Path) -> None:
+    """The chunk file's name reached the disk only if someone synced the directory, and the
+    producer that created it died first: the next producer appends into a file that a power
+    loss can take with its acknowledged record, unless it syncs the directory itself."""
+    from codi_queue.queue.durable_queue import CHUNK_RECORDS
+
+    acked = [f"pre-{i}" for i in range(CHUNK_RECORDS - 1)]  # the killed producer's record fills the chunk
+    for name in acked:
+        enqueue("tool_event", {"tool_name": name, "success": True}, home=str(home))
+    Consumer(resolve(str(home)), rotate_bytes=1 << 40).run(once=True)  # applied, inbox kept
+    argv = [sys.executable, "-c", ROLLOVER, str(home)]
+    checked = _run(tmp_path, home, argv, acked, "after-rollover", unacknowledged=("rolled",))
+    assert (home / "spool" / "inbox" / "q00001").exists()
+    assert checked >= 15
+    print(f"crash-states append-into-a-chunk-a-killed-producer-created: {checked} states recovered, lost 0, duplicates 0")
