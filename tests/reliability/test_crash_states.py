@@ -56,13 +56,16 @@ def _snapshot(home: Path, dest: Path) -> None:
 
 
 def _run(tmp_path: Path, home: Path, argv: list[str], acked: list[str], in_flight: str | None,
-         db_variants: tuple[str, ...] = ("before",), unacknowledged: tuple[str, ...] = ()) -> int:
-    """Record ``argv``, then recover and check every crash state of the spool and archive it wrote."""
+         db_variants: tuple[str, ...] = ("before",), unacknowledged: tuple[str, ...] = (),
+         whole_home: bool = False) -> int:
+    """Record ``argv``, then recover and check every crash state of the spool and archive it wrote
+    (``whole_home``: and of the home directory's own entries, for a home with no spool yet)."""
     snapshot = tmp_path / "snapshot"
     _snapshot(home, snapshot)
     before = tmp_path / "home-before"
     shutil.copytree(home, before)
-    ops = record(argv, str(tmp_path / "trace"), cli_env(home), (str(home / "spool"), str(home / "archive")))
+    roots = (str(home),) if whole_home else (str(home / "spool"), str(home / "archive"))
+    ops = record(argv, str(tmp_path / "trace"), cli_env(home), roots)
     assert any(op.kind == "sync" for op in ops), "the recorder saw no fsync: nothing was traced"
     after = tmp_path / "home-after"
     shutil.copytree(home, after)
@@ -128,13 +131,13 @@ def test_every_crash_state_of_a_claim_and_archive(tmp_path: Path, home: Path) ->
 # next chunk file, and dies just before syncing the directory. Another producer then appends to
 # that file and acknowledges.
 ROLLOVER = """
-import os, stat, sys
-home = sys.argv[1]
+import os, sys
+home, dies_at = sys.argv[1], os.path.realpath(os.path.join(sys.argv[1], sys.argv[2]))
 pid = os.fork()
 if pid == 0:
     real_fsync = os.fsync
     def killed_at_the_directory_sync(fd):
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
+        if os.path.realpath(f"/proc/self/fd/{fd}") == dies_at:  # the sync that would name what it made
             os._exit(9)
         real_fsync(fd)
     os.fsync = killed_at_the_directory_sync
@@ -157,8 +160,22 @@ def test_every_crash_state_of_an_append_into_a_chunk_a_killed_producer_created(t
     for name in acked:
         enqueue("tool_event", {"tool_name": name, "success": True}, home=str(home))
     Consumer(resolve(str(home)), rotate_bytes=1 << 40).run(once=True)  # applied, inbox kept
-    argv = [sys.executable, "-c", ROLLOVER, str(home)]
+    argv = [sys.executable, "-c", ROLLOVER, str(home), "spool/inbox"]
     checked = _run(tmp_path, home, argv, acked, "after-rollover", unacknowledged=("rolled",))
     assert (home / "spool" / "inbox" / "q00001").exists()
     assert checked >= 15
     print(f"crash-states append-into-a-chunk-a-killed-producer-created: {checked} states recovered, lost 0, duplicates 0")
+
+
+
+
+def test_every_crash_state_of_an_enqueue_into_a_spool_a_killed_producer_made(tmp_path: Path, home: Path) -> None:
+    """A directory's name reaches the disk with a sync of its parent, and every producer made
+    ``spool/`` and ``segments/`` only when missing: one killed between the mkdir and that sync
+    left a spool a power loss could take with everything acknowledged into it later."""
+    home.mkdir(mode=0o700)
+    argv = [sys.executable, "-c", ROLLOVER, str(home), ""]  # killed at its first sync of the home itself
+    checked = _run(tmp_path, home, argv, [], "after-rollover", unacknowledged=("rolled",), whole_home=True)
+    assert (home / "spool" / "inbox").exists()
+    assert checked >= 15
+    print(f"crash-states enqueue-into-a-spool-a-killed-producer-made: {checked} states recovered, lost 0, duplicates 0")
