@@ -36,8 +36,12 @@ sync_data = getattr(os, "fdatasync", os.fsync)
 
 
 def fsync_dir(path: str) -> None:
-    """Make the directory's entries (creates, renames, unlinks) durable."""
-    fd = os.open(path, DIR_FLAGS)
+    """Make the directory's entries (creates, renames, unlinks) durable.
+
+    Through a link too: a sync writes nothing a link could redirect, and the
+    home itself may be a link to a private directory (``check_private``
+    follows it there), whose entries need syncing like any other's."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -49,12 +53,19 @@ def ensure_private_dir(path: str) -> bool:
 
     An existing directory keeps its mode: tightening a user's own directory
     silently would hide a misconfiguration that ``check_private`` reports.
+
+    A parent found already there is synced into its own parent first: whoever
+    made it syncs that just after, but one killed in between leaves a name a
+    power loss can take, with everything made and acknowledged below it since.
+    So a directory that has anything in it has its own name on disk.
     """
     if os.path.isdir(path):
         return False
     parent = os.path.dirname(os.path.abspath(path))
     if parent and not os.path.isdir(parent):
         ensure_private_dir(parent)
+    elif parent and os.path.dirname(parent) != parent:
+        fsync_dir(os.path.dirname(parent))
     try:
         os.mkdir(path, DIR_MODE)
     except FileExistsError:

@@ -433,11 +433,6 @@ class Spool:
                 raise SpoolError(f"cannot append to spool {self.root}: {UnsafePath(path, why)}", path=path)
         ensure_private_dir(self.root)
         ensure_private_dir(self.segments)
-        # Whoever made these synced their parents just after, unless killed in between: then a
-        # power loss can take the spool with everything acknowledged into it since. Once per
-        # process, whoever made them (about 20 µs each when nothing is pending).
-        fsync_dir(self.home)
-        fsync_dir(self.root)
         self._ready = True
 
     def _locked(self) -> _SpoolLock:
