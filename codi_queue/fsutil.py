@@ -65,7 +65,10 @@ def ensure_private_dir(path: str) -> bool:
     if parent and not os.path.isdir(parent):
         ensure_private_dir(parent)
     elif parent and os.path.dirname(parent) != parent:
-        fsync_dir(os.path.dirname(parent))
+        try:
+            fsync_dir(os.path.dirname(parent))
+        except PermissionError:
+            pass  # a directory we may not list (0711, say) is not ours to sync: its maker's sync is all there is
     try:
         os.mkdir(path, DIR_MODE)
     except FileExistsError:

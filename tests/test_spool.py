@@ -536,3 +536,32 @@ def test_a_queue_closed_after_interpreter_exit_cleared_its_module_stays_quiet(tm
     monkeypatch.undo()
     with pytest.raises(OSError):
         os.fstat(fd)  # and the descriptor was released
+
+
+def test_a_directory_made_in_a_parent_found_there_syncs_that_parent_s_name_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its maker syncs a new directory's name just after making it, and one killed in between
+    leaves a name a power loss can take with everything made below it later: so a child is made
+    only once the parent's own name is synced (the crash-state tests hold the whole path). A
+    grandparent we may not list (0711, say) cannot be synced by us, and does not stop the child."""
+    from codi_queue import fsutil
+
+    synced: list[str] = []
+    real = fsutil.fsync_dir
+
+    def recording(path: str) -> None:
+        synced.append(path)
+        if path == str(tmp_path):
+            raise PermissionError(13, "Permission denied", path)
+        real(path)
+
+    monkeypatch.setattr(fsutil, "fsync_dir", recording)
+    parent = tmp_path / "home"
+    parent.mkdir()
+    assert fsutil.ensure_private_dir(str(parent / "spool"))
+    assert synced == [str(tmp_path), str(parent)]  # the parent's name (refused here), then the child's
+    assert (parent / "spool").is_dir()
+    synced.clear()
+    assert fsutil.ensure_private_dir(str(parent / "spool" / "inbox"))
+    assert synced == [str(parent), str(parent / "spool")]
+    assert not fsutil.ensure_private_dir(str(parent / "spool" / "inbox")) and synced == [str(parent), str(parent / "spool")]
