@@ -20,6 +20,8 @@ __all__ = [
     "read_file",
     "read_private_file",
     "check_private",
+    "unsafe_directory",
+    "open_home",
     "NOFOLLOW",
     "DIR_FLAGS",
 ]
@@ -156,6 +158,11 @@ def check_private(path: str, follow: bool = False) -> str | None:
         st = os.stat(path) if follow else os.lstat(path)
     except FileNotFoundError:
         return None
+    return unsafe_directory(st)
+
+
+def unsafe_directory(st: os.stat_result) -> str | None:
+    """Why a directory with this status is unsafe to hold our state, or None."""
     if stat.S_ISLNK(st.st_mode):
         return "a symbolic link (nothing under the home is followed through a link)"
     if not stat.S_ISDIR(st.st_mode):
@@ -165,3 +172,16 @@ def check_private(path: str, follow: bool = False) -> str | None:
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
     return None
+
+
+def open_home(path: str) -> int:
+    """A descriptor of the home directory, through a link if the home is one (the user's own
+    link to a private directory is allowed, as ``Paths.private_dirs`` says), checked on the
+    descriptor itself, so what was checked is what is held. Raises OSError, or ValueError
+    with the reason it is unsafe."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    why = unsafe_directory(os.fstat(fd))
+    if why:
+        os.close(fd)
+        raise ValueError(why)
+    return fd

@@ -13,8 +13,8 @@ import fcntl
 import os
 import threading
 
-from ..errors import ConsumerRunning
-from ..fsutil import DIR_FLAGS, NOFOLLOW, ensure_private_dir, write_atomic
+from ..errors import ConsumerRunning, UnsafePath
+from ..fsutil import NOFOLLOW, ensure_private_dir, open_home, write_atomic
 from ..paths import Paths
 
 __all__ = ["ConsumerLock", "consumer_pid"]
@@ -29,7 +29,10 @@ class ConsumerLock:
 
     def __enter__(self) -> ConsumerLock:
         ensure_private_dir(self.paths.home)
-        fd = os.open(self.paths.home, DIR_FLAGS)
+        try:
+            fd = open_home(self.paths.home)
+        except ValueError as exc:
+            raise UnsafePath(self.paths.home, str(exc)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -102,8 +105,8 @@ def _holder(paths: Paths, wait_s: float = _HOLDER_WAIT_S) -> int | None:
 def consumer_pid(paths: Paths) -> int | None:
     """The running consumer's pid (-1 if it cannot be told), or None if no process holds the home."""
     try:
-        fd = os.open(paths.home, DIR_FLAGS)
-    except OSError:
+        fd = open_home(paths.home)
+    except (OSError, ValueError):
         return None
     try:
         try:

@@ -55,6 +55,45 @@ def test_a_home_another_user_can_write_is_refused_by_every_command(tmp_path: Pat
     assert victim.read_text() == "precious\n"
 
 
+def test_a_home_that_is_the_user_s_link_to_a_private_directory_works_with_every_command(tmp_path: Path) -> None:
+    """The home itself may be a link (a dotfiles checkout, a moved disk): producers always
+    followed it, and the consumer once refused it with only "Not a directory"."""
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    home = tmp_path / "home"
+    home.symlink_to(real, target_is_directory=True)
+    for args in COMMANDS:
+        res = run_cli(home, *args)
+        assert res.returncode == 0, (args, res.stderr)
+        assert "Traceback" not in res.stderr
+    assert run_cli(home, "run", "--once").returncode == 0
+    paths = resolve(str(home))
+    assert query(paths, "sessions", "SELECT tool_name FROM tool_events") == [("x",)]
+    consumer = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "0.2"], env=cli_env(home),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: json.loads(run_cli(home, "status", "--json").stdout)["consumer"]["running"], 30,
+                   "the consumer on a linked home")
+        second = run_cli(home, "run", timeout=30)
+        assert second.returncode == 1 and f"pid {consumer.pid}" in second.stderr  # one consumer, through the link too
+    finally:
+        consumer.terminate()
+        consumer.communicate(timeout=30)
+    assert consumer.returncode == 0
+
+
+def test_a_link_to_a_directory_others_can_write_is_refused_by_every_command(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    home = tmp_path / "home"
+    home.symlink_to(real, target_is_directory=True)
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"x","success":true}').returncode == 0
+    os.chmod(real, 0o777)
+    for args in COMMANDS:
+        res = run_cli(home, *args)
+        assert res.returncode == 1 and "refusing" in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+
+
 def test_logs_swapped_for_a_link_are_refused_and_never_appended_to(tmp_path: Path) -> None:
     home = tmp_path / "home"
     paths = resolve(str(home))
