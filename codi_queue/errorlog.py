@@ -7,7 +7,6 @@ never hide it either: they record it here (and count it) and return False.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import time
 TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy reads this as True
@@ -15,6 +14,7 @@ TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy read
 if TYPE_CHECKING:
     from typing import Any
 
+from . import jsontext
 from .values import clean_text
 
 __all__ = ["record_error", "last_error", "error_count", "ensure_reserve"]
@@ -34,7 +34,7 @@ def record_error(path: str, source: str, message: str, **fields: Any) -> bool:
     from .fsutil import append_line, check_private, ensure_private_dir
 
     entry = {"ts": time.time(), "source": source, "pid": os.getpid(), "message": clean_text(message), **fields}
-    line = json.dumps(entry, separators=(",", ":"), default=str, ensure_ascii=False).encode("utf-8", "replace")
+    line = jsontext.dumps(entry, separators=(",", ":"), default=str, ensure_ascii=False).encode("utf-8", "replace")
     folder = os.path.dirname(path)
     try:
         ensure_private_dir(folder)
@@ -105,7 +105,7 @@ def _lines(path: str) -> list[bytes]:
 def last_error(path: str) -> dict[str, Any] | None:
     for line in reversed(_lines(path)):
         try:
-            entry = json.loads(line)
+            entry = jsontext.loads(line)
         except ValueError:
             continue  # a line torn by a crash mid-append; the one before it is intact
         if isinstance(entry, dict):

@@ -18,8 +18,10 @@ Standard library only: the hook path uses it.
 
 from __future__ import annotations
 
-import json
 import math
+
+from . import jsontext
+
 TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy reads this as True
 
 if TYPE_CHECKING:
@@ -79,7 +81,7 @@ def loads(data: bytes | str) -> Any:
     """JSON under these rules: invalid UTF-8 replaced, numbers too large for a double kept
     as their literal text, NaN/Infinity refused (ValueError), and every string cleaned."""
     text = decode_text(data) if isinstance(data, (bytes, bytearray)) else data
-    value = json.loads(text, parse_float=_number, parse_constant=_no_constant)
+    value = jsontext.loads(text, parse_float=_number, parse_constant=_no_constant)
     return clean_value(value) if _needs_cleaning(text) else value
 
 

@@ -92,7 +92,8 @@ def count_when_ready(paths: Paths, tier: str, sql: str) -> int | None:
 
 def modules_loaded(home: Path, code: str, watch: tuple[str, ...]) -> list[str]:
     """Run ``code`` in a fresh interpreter; which of ``watch`` it imported (what a hot path must not)."""
-    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted(m for m in {watch!r} if m in sys.modules)))\n"
+    probe = (f"{code}\nimport sys\n_loaded = sorted(m for m in {watch!r} if m in sys.modules)\n"
+             "import json\nprint(json.dumps(_loaded))\n")  # listed before json is imported to print it
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env(home), timeout=60)
     assert res.returncode == 0, res.stderr
     loaded: list[str] = json.loads(res.stdout.strip().splitlines()[-1])

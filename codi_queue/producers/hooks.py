@@ -22,7 +22,6 @@ fsynced: a crash costs a duration, never an event.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -31,6 +30,7 @@ TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy read
 if TYPE_CHECKING:
     from typing import Any
 
+from .. import jsontext
 from ..fsutil import NOFOLLOW, ensure_private_dir, read_file
 from .records import Op
 
@@ -90,7 +90,7 @@ def _write_marker(path: str, data: dict[str, Any]) -> None:
     tmp = os.path.join(os.path.dirname(path), f"+tmp.{os.getpid()}.{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
     try:
-        os.write(fd, json.dumps(data).encode())
+        os.write(fd, jsontext.dumps(data).encode())
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -98,7 +98,7 @@ def _write_marker(path: str, data: dict[str, Any]) -> None:
 
 def _read_marker(path: str) -> dict[str, Any] | None:
     try:
-        data = json.loads(read_file(path))
+        data = jsontext.loads(read_file(path))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -207,7 +207,7 @@ def _activity(event: Any, payload: dict[str, Any], session: str | None, now: flo
     name = event if isinstance(event, str) and event else "unknown"
     kind = ACTIVITY_TYPES.get(name) or _snake(name)[:200]
     data = {k: _shrink(v) for k, v in payload.items() if k not in ("session_id", "hook_event_name")}
-    if len(json.dumps(data, ensure_ascii=False, default=str)) > _DATA_MAX:
+    if len(jsontext.dumps(data, ensure_ascii=False, default=str)) > _DATA_MAX:
         data = {"truncated": True, "fields": sorted(data)[:100]}
     return _clean({"timestamp": int(now), "event_type": kind, "data": data, "session_id": session})
 
@@ -271,7 +271,7 @@ def _shrink(value: Any) -> Any:
     if isinstance(value, str):
         return _cut(value)
     if isinstance(value, (dict, list)):
-        text = json.dumps(value, ensure_ascii=False, default=str)
+        text = jsontext.dumps(value, ensure_ascii=False, default=str)
         return value if len(text) <= _NESTED else _cut(text, _NESTED)
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return None  # JSON has no NaN or infinity

@@ -15,7 +15,6 @@ anyway (hooks, tailers); everything else goes through the validating API.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
 
+from .. import jsontext
 from ..ids import new_op_id
 from ..paths import Paths
 from ..queue.frame import JsonRecord
@@ -72,7 +72,7 @@ def _envelope(op: str, body: dict[str, Any], op_id: str | None, now: float, prod
     # An operation nobody defined still travels (version 0): the consumer files it as a dead letter.
     fields = {"id": op_id or new_op_id(), "op": op, "v": OP_VERSIONS.get(op, 0), "ts": now, "producer": producer,
               "body": body}
-    text = json.dumps([fields.get(name) for name in ENVELOPE_FIELDS], separators=(",", ":"), ensure_ascii=False,
+    text = jsontext.dumps([fields.get(name) for name in ENVELOPE_FIELDS], separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False)
     try:
         return text.encode("utf-8")

@@ -10,7 +10,6 @@ authority; a property test holds the two to the same verdicts.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -19,6 +18,7 @@ TYPE_CHECKING = False  # typing costs milliseconds on every enqueue; mypy reads 
 if TYPE_CHECKING:
     from typing import Any
 
+from .. import jsontext
 from ..errors import InvalidOperation, did_you_mean, unknown_operation
 from ..schemas.wire import MAX_OP_BYTES, TEXT_MAX
 from ..timestamps import normalize_timestamp
@@ -35,7 +35,7 @@ def load_schema() -> dict[str, Any]:
     if _schema is None:
         path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "schemas", "ops.schema.json")
         with open(path, "rb") as fp:
-            _schema = json.loads(fp.read())["ops"]
+            _schema = jsontext.loads(fp.read())["ops"]
     return _schema
 
 
@@ -154,11 +154,11 @@ def check(op: str, body: Any, record: int | None = None, now: float | None = Non
     for key in spec["json_fields"]:
         value = out.get(key)
         if value is not None and not isinstance(value, str):
-            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+            text = jsontext.dumps(value, separators=(",", ":"), ensure_ascii=False)
             if len(text) > TEXT_MAX:
                 raise InvalidOperation(f"JSON longer than {TEXT_MAX} characters", op=op, field=key, record=record)
             out[key] = text
-    size = len(json.dumps(out, ensure_ascii=False).encode("utf-8", "replace"))
+    size = len(jsontext.dumps(out, ensure_ascii=False).encode("utf-8", "replace"))
     if size > MAX_OP_BYTES:
         raise InvalidOperation(
             f"operation is {size} bytes encoded, over the {MAX_OP_BYTES}-byte limit", op=op, record=record

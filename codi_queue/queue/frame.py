@@ -27,12 +27,12 @@ same ``Record`` Struct. persist-queue's own ``info`` dict is JSON
 
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy reads this as True
 
+from .. import jsontext
 from ..errors import CorruptRecord
 
 if TYPE_CHECKING:
@@ -78,12 +78,12 @@ Buffer: TypeAlias = 'Union[bytes, bytearray, "mmap.mmap"]'
 
 
 def encode_meta(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return jsontext.dumps(value, separators=(",", ":")).encode()
 
 
 def _decode_meta(payload: bytes) -> Any:
     try:
-        return json.loads(payload)
+        return jsontext.loads(payload)
     except (ValueError, RecursionError) as exc:
         raise CorruptRecord(f"metadata is not JSON: {exc}") from None
 
