@@ -270,6 +270,33 @@ def test_reading_what_is_watched_never_wakes_the_consumer(tmp_path: Path) -> Non
             assert waker.wait(), f"not woken by a write in {d.name}"
 
 
+def test_only_the_way_to_a_missing_source_wakes_the_consumer_in_the_directory_watched_for_it(tmp_path: Path) -> None:
+    """A source directory that does not exist yet is watched through its nearest existing parent.
+    Every change there woke the consumer for a pass (a busy ~/.claude: every prompt appends to a
+    file in it); only the entry that leads to the missing source should."""
+    from codi_queue.consumer.wake import Waker
+
+    spool, parent = tmp_path / "spool", tmp_path / "claude"
+    spool.mkdir()
+    parent.mkdir()
+    (parent / "history.jsonl").write_text("")
+    missing = parent / "later" / "logs"
+    with Waker(str(spool), poll_interval=30, extra=[(str(missing), False)]) as waker:
+        waker.event.clear()
+        for i in range(20):  # what else happens in that directory
+            with open(parent / "history.jsonl", "a") as f:
+                f.write(f"{i}\n")
+            (parent / f"other-{i}").mkdir()
+            os.rename(parent / f"other-{i}", parent / f"renamed-{i}")
+        assert not waker.event.wait(1.0), "woken by a change beside the missing source"
+        (parent / "later").mkdir()  # on the way to it
+        assert waker.event.wait(30), "not woken by the way to the missing source appearing"
+        assert waker.watch_sources()  # now watched through the new directory
+        waker.event.clear()
+        missing.mkdir()
+        assert waker.event.wait(30), "not woken by the missing source appearing"
+
+
 def test_a_directory_the_kernel_will_not_watch_is_polled_and_retried(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """inotify has per-user limits (128 instances by default; editors and containers use them).

@@ -34,7 +34,7 @@ class Waker:
         # (directory, recursive): sources besides the spool, watched where they are (watch_sources)
         self.extra = extra or []
         self.event = threading.Event()
-        self._sources: list[tuple[str, bool, tuple[int, int]]] = []  # what is watched for them, as found
+        self._sources: list[_SourceWatch] = []  # what is watched for them, as found
         self._gone = threading.Event()  # a watched directory itself was deleted: watch anew
         self.unwatched: list[str] = []  # "directory: reason" for each the kernel would not watch
         self._observer: Any = None
@@ -57,8 +57,9 @@ class Waker:
 
         event, gone = self.event, self._gone
         self._sources = _source_watches(self.extra)  # found before watched: a later change shows as a difference
-        dirs = [(self.path, True), *((path, recursive) for path, recursive, _ in self._sources)]
+        dirs = [(self.path, True), *((path, recursive) for path, recursive, _, _ in self._sources)]
         roots = {path for path, _ in dirs}
+        stand_ins = _stand_ins(self._sources, [path for path, recursive in dirs if recursive])
         gone.clear()
 
         class _Handler(FileSystemEventHandler):
@@ -67,6 +68,8 @@ class Waker:
                     return
                 if ev.event_type == "deleted" and ev.is_directory and ev.src_path in roots:
                     gone.set()  # its watch ended with it, and a new one may take its inode number
+                elif stand_ins and _beside(ev, stand_ins):
+                    return  # a change beside a missing source, in the directory watched for it
                 event.set()
 
         observer = Observer()
@@ -155,24 +158,59 @@ def _changes() -> list[type]:
             ev.DirModifiedEvent, ev.DirCreatedEvent, ev.DirMovedEvent, ev.DirDeletedEvent]
 
 
-def _source_watches(dirs: list[tuple[str, bool]]) -> list[tuple[str, bool, tuple[int, int]]]:
-    """(directory, recursive, its device and inode) to watch for ``dirs``: each that exists as
-    itself; each that does not through its nearest existing parent, not recursively (its
+# (directory, recursive, its device and inode, the entries in it that lead to missing sources,
+# or None when it is watched for what it holds itself)
+_SourceWatch = tuple[str, bool, tuple[int, int], "frozenset[str] | None"]
+
+
+def _source_watches(dirs: list[tuple[str, bool]]) -> list[_SourceWatch]:
+    """What to watch for ``dirs``: each that exists, as itself; each that does not, through its
+    nearest existing parent, not recursively, for the one entry there that leads to it (its
     creation is a change there). Never raises: a directory that cannot be looked at is absent."""
-    found: dict[str, tuple[bool, tuple[int, int]]] = {}
+    found: dict[str, tuple[bool, tuple[int, int], frozenset[str] | None]] = {}
     for path, recursive in dirs:
         path = os.path.abspath(path)
+        toward: frozenset[str] | None = None  # itself, not a stand-in
         while True:
             identity = _dir_identity(path)
             if identity is not None:
-                if path not in found or recursive:  # a directory watched both ways: recursively
-                    found[path] = (recursive, identity)
+                was = found.get(path)
+                if was is not None:  # watched both ways: recursively, and for everything it holds
+                    recursive = recursive or was[0]
+                    toward = None if toward is None or was[2] is None else toward | was[2]
+                found[path] = (recursive, identity, toward)
                 break
             parent = os.path.dirname(path)
             if parent == path:
                 break
-            path, recursive = parent, False
-    return [(path, recursive, identity) for path, (recursive, identity) in found.items()]
+            path, recursive, toward = parent, False, frozenset({os.path.basename(path)})
+    return [(path, recursive, identity, toward) for path, (recursive, identity, toward) in found.items()]
+
+
+def _stand_ins(sources: list[_SourceWatch], recursive_roots: list[str]) -> dict[str, frozenset[str]]:
+    """Directories watched only for the entries that lead to missing sources, and those entries.
+    One inside a tree watched recursively is watched for everything there."""
+    def in_tree(path: str) -> bool:
+        return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in recursive_roots)
+
+    return {path: toward for path, _, _, toward in sources if toward is not None and not in_tree(path)}
+
+
+def _beside(ev: Any, stand_ins: dict[str, frozenset[str]]) -> bool:
+    """The event only touches stand-in directories: entries in them that lead to no missing source,
+    or their own contents changing (a stand-in moved or deleted itself still counts)."""
+    for path in (ev.src_path, getattr(ev, "dest_path", "")):
+        if not path:
+            continue
+        if path in stand_ins:
+            if ev.event_type != "modified":
+                return False
+            continue
+        parent, name = os.path.split(path)
+        toward = stand_ins.get(parent)
+        if toward is None or name in toward:
+            return False
+    return True
 
 
 def _dir_identity(path: str) -> tuple[int, int] | None:
