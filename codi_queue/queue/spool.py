@@ -699,12 +699,13 @@ def _untouched(queue: Any) -> bool:
     if not _consistent(queue):
         return False
     try:  # in the directory the queue holds (_names has checked that the inbox path still leads there)
-        os.stat(f"q{int(queue.info['head'][0]) + 1:05d}", dir_fd=queue.dir_fd(), follow_symlinks=False)
-    except FileNotFoundError:
-        return True
-    except (OSError, KeyError, TypeError, ValueError):
-        return False
-    return False
+        # access, not stat: on every enqueue the answer is "no such file", and a raised
+        # FileNotFoundError cost 4-6 µs of an 85 µs enqueue. (An error other than "no such
+        # file" reads as none there too: the head chunk checked above is what we append to.)
+        return not os.access(f"q{int(queue.info['head'][0]) + 1:05d}", os.F_OK, dir_fd=queue.dir_fd(),
+                             follow_symlinks=False)
+    except (OSError, KeyError, TypeError, ValueError, NotImplementedError):
+        return False  # NotImplementedError: no faccessat here; the queue is reopened instead
 
 
 def _consistent(queue: Any) -> bool:
