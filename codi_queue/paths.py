@@ -264,8 +264,10 @@ def _under(home: str, source: str, config: str = "") -> Paths:
 
 
 def _checked(paths: Paths) -> Paths:
-    package = os.path.dirname(os.path.abspath(__file__))
-    if paths.home == package or paths.home.startswith(package + os.sep):
+    # Where the home really is: the home itself may be a link (Paths.private_dirs)
+    package = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+    home = os.path.realpath(paths.home)
+    if home == package or home.startswith(package + os.sep):
         from .errors import UnsafePath
 
         raise UnsafePath(paths.home, "inside the installed codi-queue package; user data never lives there")

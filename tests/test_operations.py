@@ -84,9 +84,15 @@ def test_a_long_lived_producer_follows_every_change_resolve_would_see(tmp_path: 
     assert same() == str(tmp_path / "elsewhere" / "relative")
 
 
-def test_home_inside_the_package_is_refused() -> None:
+def test_home_inside_the_package_is_refused(tmp_path: Path) -> None:
+    inside = os.path.join(os.path.dirname(codi_queue.__file__), "data")
     with pytest.raises(UnsafePath, match="inside the installed codi-queue package"):
-        resolve(os.path.join(os.path.dirname(codi_queue.__file__), "data"))
+        resolve(inside)
+    (tmp_path / "linked").symlink_to(os.path.dirname(codi_queue.__file__), target_is_directory=True)
+    with pytest.raises(UnsafePath, match="inside the installed codi-queue package"):  # a home that is a link there
+        resolve(str(tmp_path / "linked"))
+    with pytest.raises(UnsafePath, match="inside the installed codi-queue package"):
+        resolve(str(tmp_path / "linked" / "data"))
 
 
 def test_status_reports_throughput_wal_archive_and_watch(home: Path, paths: Paths) -> None:
