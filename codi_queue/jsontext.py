@@ -58,9 +58,10 @@ def _error(msg: str, text: str, pos: int) -> JSONDecodeError:
 
 
 def _skip(text: str, pos: int) -> int:
-    end = len(text)
-    while pos < end and text[pos] in _WHITESPACE:
-        pos += 1
+    """Past the whitespace at ``pos`` (in C: a hostile text may hold megabytes of it)."""
+    if pos < len(text) and text[pos] in _WHITESPACE:
+        rest = text[pos:]
+        pos += len(rest) - len(rest.lstrip(_WHITESPACE))
     return pos
 
 
