@@ -565,3 +565,54 @@ def test_a_directory_made_in_a_parent_found_there_syncs_that_parent_s_name_first
     assert fsutil.ensure_private_dir(str(parent / "spool" / "inbox"))
     assert synced == [str(parent), str(parent / "spool")]
     assert not fsutil.ensure_private_dir(str(parent / "spool" / "inbox")) and synced == [str(parent), str(parent / "spool")]
+
+
+@pytest.mark.parametrize("info_rewound", ["at the failure", "by the next opener"])
+def test_an_append_that_failed_after_its_rollover_leaves_nothing_another_producer_trips_on(
+        paths: Paths, monkeypatch: pytest.MonkeyPatch, info_rewound: str) -> None:
+    """A producer whose append started the next chunk and then failed (a full disk) is cut back:
+    its first records off the head chunk, the chunk it created emptied (not removed). Another
+    producer, whose queue is cached from before, then appends beside that empty chunk, and it
+    and a producer opening afresh must leave exactly the acknowledged records, in order.
+
+    The info that append wrote at the new chunk outran the data once it was cut back. A fresh
+    opener carried on from it, skipping the cut-off records' sequence numbers, and the consumer
+    reported "1 operation lost" and filed a dead letter for damage that never happened."""
+    from codi_queue.errors import SpoolError
+    from codi_queue.queue.durable_queue import CHUNK_RECORDS, durable_queue_class
+
+    if info_rewound == "by the next opener":  # the disk refuses the rewind at the failure too
+        def refuse(*args: object) -> None:
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(durable_queue_class(), "rewind", refuse)
+
+    a, b = Spool(paths.spool, paths.archive), Spool(paths.spool, paths.archive)
+    rec = [msgspec.msgpack.encode(Record(1, float(i), [])) for i in range(CHUNK_RECORDS + 10)]
+    a.append(rec[: CHUNK_RECORDS - 2])  # two records short of a full chunk; a's queue stays cached
+    real_dump, calls = frame.FrameSerializer.dump, []
+
+    def failing_dump(self: frame.FrameSerializer, value: object, fp: object) -> None:
+        if isinstance(value, (bytes, bytearray)):
+            calls.append(1)
+            if len(calls) == 3:  # the first record of the next chunk is written; this one fails
+                raise OSError(28, "No space left on device")
+        real_dump(self, value, fp)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(frame.FrameSerializer, "dump", failing_dump)
+    with pytest.raises(SpoolError):
+        b.append([msgspec.msgpack.encode(Record(1, -1.0, []))] * 4)
+    monkeypatch.setattr(frame.FrameSerializer, "dump", real_dump)
+    monkeypatch.undo()
+    assert os.path.getsize(os.path.join(a.inbox, "q00001")) == 0  # what the cut-back leaves
+    from codi_queue.queue.durable_queue import read_info
+
+    assert read_info(a.inbox)["head"][0] == (0 if info_rewound == "at the failure" else 1)
+    a.append([rec[CHUNK_RECORDS - 2]])  # the cached producer
+    Spool(paths.spool, paths.archive).append(rec[CHUNK_RECORDS - 1 : CHUNK_RECORDS + 2])  # one opening afresh
+    b.append([rec[CHUNK_RECORDS + 2]])  # and the one that failed
+    written = [r.ts for d in a.queue_dirs() for r in _records(d.path)]
+    assert written == [float(i) for i in range(CHUNK_RECORDS + 3)]
+    assert len(list(a.queue_dirs())) == 1  # carried on in place, not moved aside
+    stats = Consumer(paths).run(once=True)
+    assert (stats.lost_operations, stats.damaged_spans, stats.dead_letters) == (0, 0, 0)
+    assert query(paths, "state", "SELECT count(*) FROM cq_dead_letters") == [(0,)]

@@ -258,6 +258,10 @@ def durable_queue_class() -> type:
             if getattr(self, "_saved_chunk", None) == chunk and unsaved < INFO_EVERY and \
                     self.serializer.last_frame_bytes < INFO_RECORD_BYTES:
                 return
+            self._write_info()
+
+        def _write_info(self) -> None:
+            chunk = int(self.info["head"][0])
             info = os.path.join(self.path, "info")
             tmp = info + ".tmp"  # fixed name: only the holder of the spool lock writes here
             data = frame.encode_frame(frame.encode_meta(self.info), frame.KIND_META)
@@ -316,6 +320,47 @@ def durable_queue_class() -> type:
             self._saved_chunk = None if saved_chunk < 0 else saved_chunk
             self._saved_size = saved_size
             self.serializer.info = self.info
+            return True
+
+        def outran_its_data(self) -> bool:
+            """Whether ``info`` names a later chunk than the last completed append reached
+            (``publish_written``) while that append's chunk still ends exactly where it left it:
+            the records that moved ``info`` on never completed. An append that started the next
+            chunk and then failed is cut back (its bytes gone, the chunk it made left empty), but
+            the ``info`` it wrote at the new chunk stays; carrying on from there would skip the
+            sequence numbers of the records cut off, a gap the consumer reports as operations
+            lost when none was acknowledged. (A producer killed after such a rollover wrote its
+            records, so that chunk no longer ends where the last completed append left it.)"""
+            try:
+                state = read_written(self.acked_fd())
+                if state is None:
+                    return False  # nothing completed here yet: nothing to tell info from
+                chunk, offset = state[0] >> POS_SHIFT, state[0] & _OFFSET_MASK
+                if int(self.info["head"][0]) <= chunk:
+                    return False
+                size = os.stat(f"q{chunk:05d}", dir_fd=self.dir_fd(), follow_symlinks=False).st_size
+            except (OSError, KeyError, TypeError, ValueError):
+                return False  # as before: the open path's other checks decide
+            return size == offset
+
+        def rewind(self, head: list[int], size: int, ops: int) -> None:
+            """Write ``info`` back to a state its data holds: where an append that failed started
+            (its bytes already cut off), or where the last completed append ended. Never flushes
+            the head chunk, which may still buffer the failed append's bytes. Raises OSError."""
+            self.info["head"], self.info["size"], self.info["ops"] = [int(x) for x in head], int(size), int(ops)
+            self._write_info()
+
+        def rewind_to_written(self) -> bool:
+            """``rewind`` to what the last completed append published; False if that cannot be
+            read or ``info`` cannot be written (then the caller moves the directory aside)."""
+            try:
+                state = read_written(self.acked_fd())
+                if state is None:
+                    return False
+                pos, ops, hcnt, size = state[:4]
+                self.rewind([pos >> POS_SHIFT, hcnt, pos & _OFFSET_MASK], size, ops)
+            except (OSError, ValueError):
+                return False
             return True
 
         def pending_syncs(self) -> tuple[int, int, int, bool]:

@@ -179,6 +179,7 @@ class Spool:
                     id_file = _id_identity(queue.dir_fd())
                 self._queue, self._queue_inbox_id = None, None  # detached while in use
                 start = list(queue.info["head"])
+                size, ops_before = int(queue.info["size"]), int(queue.info.get("ops", 0))
                 try:
                     for record in records:
                         queue.put(record)
@@ -195,6 +196,11 @@ class Spool:
                     # Not acknowledged, so not kept: whatever this append wrote is cut off
                     # here, or a later opener's recovery would adopt intact frames of it.
                     _cut_back(self.inbox, start, queue)
+                    try:
+                        # and info, which the append may have rewritten (at a new chunk, ...)
+                        queue.rewind(start, size, ops_before)
+                    except OSError:
+                        pass  # a failing disk: the next opener rewinds it (outran_its_data)
                     queue.close()
                     raise
                 if inbox_id is not None and id_file is not None:
@@ -231,6 +237,13 @@ class Spool:
             # was acknowledged (damage): appending would reuse positions the consumer
             # may have read past. Moved aside below; the consumer reads and reports it.
             queue = None
+        if queue is not None and queue.outran_its_data():
+            # info names a chunk only an append that failed reached, and rewinding it at
+            # the failure failed too: rewound here to what the last completed append
+            # published, or, if even that fails, the directory is moved aside below.
+            rewound = queue.rewind_to_written()
+            queue.close()
+            queue = open_queue(self.inbox) if rewound else None
         if queue is None or not _consistent(queue):
             # Also when the head chunk is shorter than info says. We hold the
             # lock: no other producer is inside the directory.
