@@ -22,6 +22,7 @@ __all__ = [
     "check_private",
     "unsafe_directory",
     "open_home",
+    "refuse_links_below",
     "NOFOLLOW",
     "DIR_FLAGS",
 ]
@@ -50,8 +51,37 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def ensure_private_dir(path: str) -> bool:
+LINK_REFUSED = "a symbolic link (nothing under the home is followed through a link)"
+
+
+def refuse_links_below(under: str, path: str) -> None:
+    """Raise ``UnsafePath`` if anything from below ``under`` down to ``path`` is a symbolic link.
+
+    ``under`` (the home) may itself be the user's link; what lies beneath it
+    never is: a link there would carry a write out of the home. Checks each
+    existing component, stopping at the first missing one (which we create).
+    """
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(under))
+    if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return  # not below it: a place the user chose, followed as they set it up
+    current = os.path.abspath(under)
+    for part in rel.split(os.sep):
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            from .errors import UnsafePath
+
+            raise UnsafePath(current, LINK_REFUSED)
+
+
+def ensure_private_dir(path: str, under: str | None = None) -> bool:
     """Create ``path`` (and parents) as 0700 and fsync each new entry; True if created.
+
+    ``under``: the home ``path`` lies in; no directory below it is entered
+    through a link (``UnsafePath``), as a link there would carry our writes out.
 
     An existing directory keeps its mode: tightening a user's own directory
     silently would hide a misconfiguration that ``check_private`` reports.
@@ -61,6 +91,8 @@ def ensure_private_dir(path: str) -> bool:
     power loss can take, with everything made and acknowledged below it since.
     So a directory that has anything in it has its own name on disk.
     """
+    if under is not None:
+        refuse_links_below(under, path)
     if os.path.isdir(path):
         return False
     parent = os.path.dirname(os.path.abspath(path))
@@ -164,7 +196,7 @@ def check_private(path: str, follow: bool = False) -> str | None:
 def unsafe_directory(st: os.stat_result) -> str | None:
     """Why a directory with this status is unsafe to hold our state, or None."""
     if stat.S_ISLNK(st.st_mode):
-        return "a symbolic link (nothing under the home is followed through a link)"
+        return LINK_REFUSED
     if not stat.S_ISDIR(st.st_mode):
         return "not a directory"
     if hasattr(os, "getuid") and st.st_uid != os.getuid():

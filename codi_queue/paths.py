@@ -56,6 +56,18 @@ class Paths:
     def database(self, tier: str) -> str:
         return self.databases()[tier][0]
 
+    def database_file(self, tier: str) -> str:
+        """The tier's database, to be opened: refused (``UnsafePath``) when it, its ``-wal``,
+        ``-shm`` or ``-journal``, or a directory on the way lies under the home and is a
+        link, which would carry our writes out of it. One configured elsewhere is the user's
+        to set up, links and all."""
+        from .fsutil import refuse_links_below
+
+        path = self.database(tier)
+        for name in (path, *(path + suffix for suffix in DATABASE_SIDECARS)):
+            refuse_links_below(self.home, name)
+        return path
+
     def databases(self) -> dict[str, tuple[str, str]]:
         """Each tier's database file and where it came from: ``[databases]`` in the config
         file (``~`` expanded, relative paths against the home), else ``HOME/db/<tier>.db``."""
@@ -261,6 +273,10 @@ def _under(home: str, source: str, config: str = "") -> Paths:
         config_dir=home,
         config=config,
     ))
+
+
+# What SQLite keeps beside a database file, and opens by name beside it.
+DATABASE_SIDECARS = ("-wal", "-shm", "-journal")
 
 
 def _checked(paths: Paths) -> Paths:

@@ -59,7 +59,11 @@ def run_hook(home: str | None) -> int:
         from ..producers.records import append_ops, producer_name
         from ..values import loads
 
-        append_ops(paths, operations_for(loads(raw), paths.state), producer_name("hook"))
+        problems: list[str] = []
+        append_ops(paths, operations_for(loads(raw), paths.state, problems=problems), producer_name("hook"))
+        for problem in problems:
+            if not record_error(paths.error_log, "hook", problem):
+                sys.stderr.write(f"codi-queue hook: {problem} (the error log could not be written either)\n")
     except Exception as exc:  # noqa: BLE001 - the edge: a hook must exit 0; the error is logged, not lost
         message = f"{type(exc).__name__}: {exc}"
         if not record_error(paths.error_log, "hook", message):

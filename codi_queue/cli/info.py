@@ -142,7 +142,7 @@ def adoption(args: argparse.Namespace, paths: Paths) -> int:
     except ValueError as exc:
         say(f"--since: {exc}")
         return EXIT_INVALID
-    conn = open_readonly(paths.database("sessions"))
+    conn = open_readonly(paths.database_file("sessions"))
     rows: list[dict[str, Any]] = []
     if conn is not None:
         try:

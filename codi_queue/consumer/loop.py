@@ -24,7 +24,7 @@ from typing import Any
 import apsw
 
 from ..config import Config
-from ..errors import CodiQueueError, TierUnavailable
+from ..errors import CodiQueueError, TierUnavailable, UnsafePath
 from ..errorlog import ensure_reserve, record_error
 from ..fsutil import ensure_private_dir
 from ..paths import Paths
@@ -124,6 +124,11 @@ class Consumer:
         self._hint_lag: dict[str, tuple[int, float]] = {}
         self._once = False
         self._pending_ids: list[str] = []  # directories not archived, as last listed: their cursors stay
+        # Claimed directories that must stay where they are (the archive or quarantine is a link we
+        # never write through), and why, as last said: the rest of the spool goes on, and each
+        # pass tries again. Unreadable ones are never archived as if applied.
+        self._stuck: dict[str, str] = {}
+        self._unreadable: set[str] = set()
         self._cursors: dict[str, dict[str, int]] = {}
         self.tailers = Tailers(paths, config, self._report) if config is not None else None
         self.metrics = Metrics(paths.metrics)
@@ -234,7 +239,7 @@ class Consumer:
                 continue
             path = self.paths.database(tier)
             try:
-                self._conns[tier] = open_tier(path, tier, self.busy_timeout_ms)
+                self._conns[tier] = open_tier(self.paths.database_file(tier), tier, self.busy_timeout_ms)
                 st = os.stat(path)
             except (apsw.Error, OSError, CodiQueueError) as exc:
                 conn = self._conns.pop(tier, None)
@@ -318,6 +323,7 @@ class Consumer:
                 self._report(rescued)
             dirs = list(self.spool.queue_dirs())
             self._pending_ids = [qd.id for qd in dirs]
+            self._unreadable.clear()
             for qd in dirs:
                 n, complete = self._drain_dir(qd)
                 handled += n
@@ -327,9 +333,8 @@ class Consumer:
                     continue  # a tier that cannot be written still needs these records: nothing moves
                 if qd.live:
                     self._maybe_rotate(qd)
-                else:
-                    self.spool.retire(qd.id)
-                    self._cursors.pop(qd.id, None)
+                elif qd.id not in self._unreadable:
+                    self._retire(qd.id)
             total += handled
             self._bound_wal()
             if not handled:
@@ -367,6 +372,22 @@ class Consumer:
             self._close_databases()
         return self.stats
 
+    def _retire(self, seg: str) -> None:
+        """Archive an applied directory; one the archive cannot take safely stays in the spool."""
+        try:
+            self.spool.retire(seg)
+        except UnsafePath as exc:
+            self._stays(seg, f"segment {seg} is applied but stays in the spool: {exc}")
+            return
+        self._stuck.pop(seg, None)
+        self._cursors.pop(seg, None)
+
+    def _stays(self, seg: str, why: str) -> None:
+        # Said once per directory and reason, not on every pass.
+        if self._stuck.get(seg) != why:
+            self._report(why)
+        self._stuck[seg] = why
+
     def _cursor_map(self, seg: str) -> dict[str, int]:
         cursors = self._cursors.get(seg)
         if cursors is None:
@@ -389,7 +410,13 @@ class Consumer:
                 raise
             # A link or a file where a segment should be: never read, moved out
             # of the way, and the pass goes on (1 handled: the next pass runs).
-            dest = self.spool.quarantine(qd.id)
+            try:
+                dest = self.spool.quarantine(qd.id)
+            except UnsafePath as unsafe:
+                self._stays(qd.id, f"segment {qd.id} cannot be read as a queue directory ({exc.strerror or exc}), "
+                                   f"and stays where it is: {unsafe}")
+                self._unreadable.add(qd.id)
+                return 0, True
             self._report(f"segment {qd.id} cannot be read as a queue directory ({exc.strerror or exc}): moved to {dest}")
             return 1, False
         with reader:
@@ -493,7 +520,7 @@ class Consumer:
         folder = os.path.join(self.paths.spool, "quarantine")
         path = os.path.join(folder, f"{seg}.{entry.start}-{entry.end}.bin")
         try:
-            ensure_private_dir(folder)
+            ensure_private_dir(folder, under=self.paths.home)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, FILE_MODE)
             size = 0
             try:
@@ -503,7 +530,7 @@ class Consumer:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        except OSError as exc:
+        except (OSError, UnsafePath) as exc:
             self._report(f"could not copy damaged bytes to {path}: {exc}")
             return None
         return path, size

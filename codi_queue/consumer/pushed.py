@@ -145,7 +145,7 @@ class Applied:
         cursors: dict[str, dict[str, int]] = {}
         dead: dict[str, set[str]] = {}
         for name in (*TIERS, STATE_TIER):
-            conn = open_readonly(paths.database(name))
+            conn = open_readonly(paths.database_file(name))
             if conn is None:
                 continue
             try:

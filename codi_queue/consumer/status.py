@@ -10,6 +10,7 @@ import apsw
 import msgspec
 
 from ..errorlog import error_count, last_error
+from ..errors import CodiQueueError
 from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import SegmentReader
@@ -29,8 +30,8 @@ _decode_json_head = msgspec.json.Decoder(RecordHead).decode
 
 def _open(paths: Paths, tier: str, problems: dict[str, str]) -> Any:
     try:
-        return open_readonly(paths.database(tier))
-    except apsw.Error as exc:  # reported, not fatal: status must answer whatever one database is like
+        return open_readonly(paths.database_file(tier))
+    except (apsw.Error, CodiQueueError) as exc:  # reported, not fatal: status must answer whatever one database is like
         problems[tier] = f"{type(exc).__name__}: {exc}"
         return None
 

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 from .. import jsontext
-from ..fsutil import NOFOLLOW, ensure_private_dir, read_file
+from ..errors import CodiQueueError
+from ..fsutil import NOFOLLOW, ensure_private_dir, read_file, refuse_links_below
 from .records import Op
 
 __all__ = ["operations_for", "ACTIVITY_TYPES", "ORPHAN_REASON"]
@@ -57,8 +58,13 @@ _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 _POST = "+post"  # "+" never occurs in a sanitised tool_use_id, nor do temporary names' "+tmp."
 
 
-def operations_for(payload: Any, state_dir: str, now: float | None = None) -> list[Op]:
-    """The operations one hook payload carries (may be none)."""
+def operations_for(payload: Any, state_dir: str, now: float | None = None,
+                   problems: list[str] | None = None) -> list[Op]:
+    """The operations one hook payload carries (may be none).
+
+    The markers pairing a Pre with its Post are a timing aid: when they cannot
+    be kept (a full disk, ``state/inflight`` a link) a Post is still recorded,
+    unpaired, and why goes to ``problems`` (raised when None)."""
     if not isinstance(payload, dict):
         raise ValueError(f"hook payload must be a JSON object, not {type(payload).__name__}")
     now = time.time() if now is None else now
@@ -66,15 +72,33 @@ def operations_for(payload: Any, state_dir: str, now: float | None = None) -> li
     session = _str(payload.get("session_id"))
     inflight = os.path.join(state_dir, "inflight")
     if event == "PreToolUse":
-        return _pre(inflight, payload, session, now)
+        return _unless_unpairable(problems, inflight, [], _pre, inflight, payload, session, now)
     if event in ("PostToolUse", "PostToolUseFailure"):
-        return _post(inflight, payload, session, now)
+        return _post(inflight, payload, session, now, problems)
     ops: list[Op] = [("activity_event", _activity(event, payload, session, now), None)]
     if event in ("Stop", "SessionEnd"):
         # Hooks run asynchronously: a Stop may be handled before the Post of the turn's
         # last call, so a Pre is an orphan only once it is older than the grace.
-        ops += _sweep(inflight, session, now, grace=_STOP_GRACE_S if event == "Stop" else 0.0)
+        grace = _STOP_GRACE_S if event == "Stop" else 0.0
+        ops += _unless_unpairable(problems, inflight, [], _sweep, inflight, session, now, grace)
     return ops
+
+
+def _unless_unpairable(problems: list[str] | None, inflight: str, instead: list[Op], step: Any, *args: Any) -> list[Op]:
+    """``step(*args)``, or ``instead`` when the markers cannot be kept (the reason noted in ``problems``)."""
+    try:
+        return step(*args)  # type: ignore[no-any-return]
+    except (OSError, CodiQueueError) as exc:
+        if problems is None:
+            raise
+        problems.append(f"in-flight markers in {inflight} not kept ({exc}): tool calls recorded without durations")
+        return instead
+
+
+def _markers(inflight: str) -> None:
+    """The markers' directory, made if missing; never entered through a link (a sweep deletes
+    what it cannot read there: through a link, that would be someone else's files)."""
+    ensure_private_dir(inflight, under=os.path.dirname(inflight))
 
 
 def _str(value: Any) -> str | None:
@@ -117,7 +141,7 @@ def _pre(inflight: str, payload: dict[str, Any], session: str | None, now: float
     tool_use_id = _str(payload.get("tool_use_id"))
     if tool_use_id is None:
         return []
-    ensure_private_dir(inflight)
+    _markers(inflight)
     pre_path = _marker_path(inflight, tool_use_id)
     pre = {"t": now, "session_id": session, "tool_name": _str(payload.get("tool_name")), "context": _context(payload)}
     _write_marker(pre_path, pre)
@@ -129,7 +153,8 @@ def _pre(inflight: str, payload: dict[str, Any], session: str | None, now: float
     return [("tool_event", _paired(post, pre), None)]
 
 
-def _post(inflight: str, payload: dict[str, Any], session: str | None, now: float) -> list[Op]:
+def _post(inflight: str, payload: dict[str, Any], session: str | None, now: float,
+          problems: list[str] | None = None) -> list[Op]:
     tool_use_id = _str(payload.get("tool_use_id"))
     success, error = _outcome(payload)
     body = _clean({
@@ -141,9 +166,14 @@ def _post(inflight: str, payload: dict[str, Any], session: str | None, now: floa
         "session_id": session,
         "tool_use_id": tool_use_id,
     })
+    alone: list[Op] = [("tool_event", _paired({"t": now, "body": body}, None), None)]
     if tool_use_id is None:
-        return [("tool_event", _paired({"t": now, "body": body}, None), None)]  # nothing to pair with
-    ensure_private_dir(inflight)
+        return alone  # nothing to pair with
+    return _unless_unpairable(problems, inflight, alone, _pair_post, inflight, tool_use_id, body, now)
+
+
+def _pair_post(inflight: str, tool_use_id: str, body: dict[str, Any], now: float) -> list[Op]:
+    _markers(inflight)
     pre_path = _marker_path(inflight, tool_use_id)
     post_path = pre_path + _POST
     _write_marker(post_path, {"t": now, "body": body})
@@ -219,6 +249,7 @@ def _context(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _sweep(inflight: str, session: str | None, now: float, grace: float) -> list[Op]:
     """Report this session's markers older than ``grace`` (and anyone's that waited too long)."""
+    refuse_links_below(os.path.dirname(inflight), inflight)
     try:
         names = os.listdir(inflight)
     except FileNotFoundError:

@@ -110,5 +110,6 @@ class SourceFile:
             head = self._head_hash(fp, end)
         dev, ino = getattr(self, "_identity", (None, None))
         self._saved = {"path": self.path, "dev": dev, "ino": ino, "offset": end, "line": line, "head": head}
-        ensure_private_dir(os.path.dirname(self._store))
+        offsets = os.path.dirname(self._store)
+        ensure_private_dir(offsets, under=os.path.dirname(offsets))  # the state directory
         write_atomic(self._store, json.dumps(self._saved).encode())

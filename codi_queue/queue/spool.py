@@ -275,7 +275,7 @@ class Spool:
             self._queue, self._queue_inbox_id = None, None
 
     def _ensure_inbox_locked(self) -> None:
-        ensure_private_dir(self.inbox)
+        ensure_private_dir(self.inbox, under=self.root)
         if read_dir_id(self.inbox) is None:
             if self.lane:  # before the id: a directory with an id always says its lane
                 write_atomic(os.path.join(self.inbox, LANE_FILE), str(self.lane).encode())
@@ -377,7 +377,7 @@ class Spool:
 
     def retire(self, seg: str) -> str:
         """Move a fully applied segment to the archive (the journal replay reads)."""
-        ensure_private_dir(self.archive)
+        ensure_private_dir(self.archive, under=os.path.dirname(self.root))
         dest = os.path.join(self.archive, seg)
         os.rename(os.path.join(self.segments, seg), dest)
         fsync_dir(self.archive)
@@ -387,7 +387,7 @@ class Spool:
     def quarantine(self, seg: str) -> str:
         """Move a claimed entry that cannot be read as a queue directory out of the way."""
         dest_dir = os.path.join(self.root, "quarantine")
-        ensure_private_dir(dest_dir)
+        ensure_private_dir(dest_dir, under=self.root)
         dest = os.path.join(dest_dir, seg)
         os.rename(os.path.join(self.segments, seg), dest)
         fsync_dir(dest_dir)
@@ -445,7 +445,7 @@ class Spool:
             if why:
                 raise SpoolError(f"cannot append to spool {self.root}: {UnsafePath(path, why)}", path=path)
         ensure_private_dir(self.root)
-        ensure_private_dir(self.segments)
+        ensure_private_dir(self.segments, under=self.root)
         self._ready = True
 
     def _locked(self) -> _SpoolLock:

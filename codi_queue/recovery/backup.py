@@ -89,10 +89,10 @@ def backup(paths: Paths, into: str | None = None) -> BackupResult:
     if into is not None and os.path.lexists(into) and (not os.path.isdir(into) or os.listdir(into)):
         raise SnapshotError(f"{into} already exists and is not an empty directory: back up into a new one")
     directory = into or unique_path(os.path.join(paths.home, "backups", time.strftime("%Y%m%d-%H%M%S")))
-    ensure_private_dir(directory)
+    ensure_private_dir(directory, under=None if into else paths.home)
     result = BackupResult(directory)
     for tier in ALL_TIERS:
-        src = paths.database(tier)
+        src = paths.database_file(tier)
         if not os.path.exists(src):
             continue
         dest = os.path.join(directory, os.path.basename(src))
@@ -122,9 +122,9 @@ def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -
     stamp = time.strftime("%Y%m%d-%H%M%S")
     moved: dict[str, str] = {}
     with ConsumerLock(paths):
-        ensure_private_dir(paths.db_dir)
+        ensure_private_dir(paths.db_dir, under=paths.home)
         for tier in chosen:
-            live = paths.database(tier)
+            live = paths.database_file(tier)
             staged = unique_path(f"{live}.restoring-{stamp}")
             copy_database(os.path.join(snapshot, manifest["tiers"][tier]["file"]), staged)
             if os.path.exists(live):

@@ -43,7 +43,7 @@ def _version(path: str) -> int | None:
 def check(paths: Paths) -> dict[str, dict[str, Any]]:
     report: dict[str, dict[str, Any]] = {}
     for tier in ALL_TIERS:
-        path = paths.database(tier)
+        path = paths.database_file(tier)
         version = _version(path)
         if version is None:
             report[tier] = {"exists": False}
@@ -64,7 +64,7 @@ def vacuum(paths: Paths) -> dict[str, tuple[int, int]]:
     sizes: dict[str, tuple[int, int]] = {}
     with ConsumerLock(paths):
         for tier in ALL_TIERS:
-            path = paths.database(tier)
+            path = paths.database_file(tier)
             if not os.path.exists(path):
                 continue
             before = os.path.getsize(path) + _wal_bytes(path)
@@ -85,7 +85,7 @@ def migrate(paths: Paths) -> dict[str, tuple[int, int]]:
     done: dict[str, tuple[int, int]] = {}
     with ConsumerLock(paths):
         for tier in ALL_TIERS:
-            path = paths.database(tier)
+            path = paths.database_file(tier)
             before = _version(path) or 0
             conn = open_tier(path, tier)  # migrates (and refuses a database newer than this code)
             try:

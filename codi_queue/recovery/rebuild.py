@@ -106,7 +106,7 @@ def rebuild_in_place(
         work = os.path.join(paths.db_dir, f".rebuild-{stamp}")
         result = rebuild_into(paths, work, tiers, progress)
         for tier in tiers:
-            live = paths.database(tier)
+            live = paths.database_file(tier)
             fresh = paths.with_db_dir(work).database(tier)
             if os.path.exists(live):
                 old, new = _row_counts(live), _row_counts(fresh)

@@ -59,7 +59,7 @@ def dead_letter_rows(
     """
     rows: list[tuple[str, tuple[Any, ...]]] = []
     for tier in (*TIERS, STATE_TIER):
-        conn = open_readonly(paths.database(tier))
+        conn = open_readonly(paths.database_file(tier))
         if conn is None:
             continue
         try:

@@ -262,3 +262,147 @@ def test_a_default_config_file_no_producer_can_safely_read_is_refused_at_once(tm
                           "except UnsafePath as exc:\n print(exc)"], env=env, capture_output=True, text=True, timeout=30)
     assert api.returncode == 0 and reason in api.stdout, api.stderr
     assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "data").exists()
+
+
+# -- directories and databases under the home that are links (bug 24) ------------------------
+
+
+def _victim_dir(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim-dir"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("precious\n")
+    (victim / "data.json").write_text('{"t": "not a marker"}\n')
+    return victim
+
+
+def _hook(home: Path, event: str, **fields: object) -> None:
+    payload = {"session_id": "s1", "hook_event_name": event, "tool_name": "Bash", "tool_input": {}, **fields}
+    res = run_cli(home, "hook", stdin=json.dumps(payload))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_in_flight_markers_are_never_kept_through_a_link(tmp_path: Path) -> None:
+    """A link at ``state/inflight`` once took the markers out of the home, and a Stop's sweep
+    deleted every file it could not read as a marker there: someone else's files."""
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    assert run_cli(home, "run", "--once").returncode == 0
+    victim = _victim_dir(tmp_path)
+    os.symlink(victim, Path(paths.state, "inflight"))
+    _hook(home, "PreToolUse", tool_use_id="t1")
+    _hook(home, "PostToolUse", tool_use_id="t1", tool_response={})
+    _hook(home, "Stop")
+    _hook(home, "SessionEnd")
+    assert sorted(p.name for p in victim.iterdir()) == ["data.json", "notes.txt"]
+    assert (victim / "notes.txt").read_text() == "precious\n"
+    assert run_cli(home, "run", "--once").returncode == 0
+    # The call is still recorded, without the duration only the markers could give it.
+    assert query(paths, "sessions", "SELECT tool_use_id, success, duration_ms FROM tool_events") == [("t1", 1, None)]
+    errors = Path(paths.error_log).read_text()
+    assert "inflight" in errors and "symbolic link" in errors
+
+
+def test_a_backups_directory_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"x","success":true}').returncode == 0
+    assert run_cli(home, "run", "--once").returncode == 0
+    victim = _victim_dir(tmp_path)
+    os.symlink(victim, Path(paths.home, "backups"))
+    res = run_cli(home, "backup")
+    assert res.returncode == 1 and "backups: a symbolic link" in res.stderr and "Traceback" not in res.stderr
+    assert sorted(p.name for p in victim.iterdir()) == ["data.json", "notes.txt"]
+    into = tmp_path / "chosen"
+    assert run_cli(home, "backup", "--into", str(into)).returncode == 0  # a place the user names is theirs
+
+
+def _real_database(path: Path) -> None:
+    import apsw
+
+    conn = apsw.Connection(str(path))
+    conn.execute("CREATE TABLE precious (x)")
+    conn.execute("INSERT INTO precious VALUES (1)")
+    conn.close()
+
+
+@pytest.mark.parametrize("where", ["sessions.db", "sessions.db-wal", "sessions.db-journal"])
+def test_a_database_under_the_home_that_is_a_link_is_never_opened(tmp_path: Path, where: str) -> None:
+    """The link leads to a real database elsewhere: the worst case, since SQLite would adopt it."""
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"x","success":true}').returncode == 0
+    assert run_cli(home, "run", "--once").returncode == 0
+    victim = tmp_path / "other.db"
+    _real_database(victim)
+    before = victim.read_bytes()
+    planted = Path(paths.db_dir, where)
+    if planted.exists():
+        os.rename(planted, tmp_path / "moved-aside")
+    os.symlink(victim, planted)
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"y","success":true}').returncode == 0
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 1 and f"{where}: a symbolic link" in res.stderr, res.stderr
+    for args in (["db", "check"], ["backup"], ["dead-letters"], ["db", "migrate"]):
+        res = run_cli(home, *args)
+        assert res.returncode == 1 and "symbolic link" in res.stderr and "Traceback" not in res.stderr, (args, res)
+    status = run_cli(home, "status")
+    assert status.returncode == 0 and "sessions: UnsafePath" in status.stdout, status.stdout
+    assert victim.read_bytes() == before and not Path(f"{victim}-wal").exists()
+    # Nothing was lost: the operation waits in the spool until the link is gone.
+    os.unlink(planted)
+    if where == "sessions.db":
+        os.rename(tmp_path / "moved-aside", planted)
+    assert run_cli(home, "run", "--once").returncode == 0
+    assert sorted(query(paths, "sessions", "SELECT tool_name FROM tool_events")) == [("x",), ("y",)]
+
+
+def test_a_database_configured_outside_the_home_may_be_the_user_s_link(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    real = tmp_path / "data" / "claude.db"
+    real.parent.mkdir(mode=0o700)
+    _real_database(real)
+    linked = tmp_path / "linked.db"
+    os.symlink(real, linked)
+    home.mkdir(mode=0o700)
+    (home / "config.toml").write_text(f'[databases]\nsessions = "{linked}"\n')
+    os.chmod(home / "config.toml", 0o600)
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"x","success":true}').returncode == 0
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 0, res.stderr
+    import apsw
+
+    assert apsw.Connection(str(real)).execute("SELECT tool_name FROM tool_events").fetchall() == [("x",)]
+
+
+@pytest.mark.parametrize("where", ["archive", "quarantine"])
+def test_a_consumer_meeting_a_linked_archive_or_quarantine_leaves_the_segment_and_goes_on(
+        tmp_path: Path, where: str) -> None:
+    """Retiring or setting aside a claimed directory never moves it out of the home through a
+    link; it stays in the spool, said once, and the rest of the spool is still applied."""
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    assert enqueue("tool_event", {"tool_name": "first", "success": True}, home=str(home))
+    segments = Path(paths.spool, "segments")
+    claimed = segments / "00000000000000000001"
+    os.rename(Path(paths.spool, "inbox"), claimed)
+    if where == "quarantine":
+        os.rename(claimed, tmp_path / "real-segment")
+        claimed.write_text("not a queue directory")  # unreadable: would be set aside
+        target = Path(paths.spool, "quarantine")
+    else:
+        target = Path(paths.archive)
+    victim = _victim_dir(tmp_path)
+    assert enqueue("tool_event", {"tool_name": "second", "success": True}, home=str(home))
+    os.symlink(victim, target)  # planted while the consumer runs: after its start-up check
+    consumer = Consumer(paths)
+    try:
+        consumer.drain()
+        consumer.drain()  # a second pass tries again, and says nothing new
+    finally:
+        consumer._close_databases()
+    assert sorted(p.name for p in victim.iterdir()) == ["data.json", "notes.txt"]
+    assert claimed.exists()
+    names = sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events"))
+    assert names == (["first", "second"] if where == "archive" else ["second"])
+    said = [line for line in Path(paths.error_log).read_text().splitlines() if "00000000000000000001" in line]
+    assert len(said) == 1 and "symbolic link" in said[0], said
