@@ -109,3 +109,50 @@ def test_db_check_vacuum_migrate(home: Path, paths: Paths) -> None:
     mig = run_cli(home, "db", "migrate")
     v = latest_version("sessions")
     assert mig.returncode == 0 and f"sessions  schema v{v} -> v{v}" in mig.stdout
+
+
+HOSTILE_MANIFESTS = {
+    "not an object": "[]",
+    "tiers not an object": '{"created": 1, "tiers": []}',
+    "no created": '{"tiers": {"sessions": {"file": "sessions.db"}}}',
+    "created as text": '{"created": "x", "tiers": {"sessions": {"file": "sessions.db"}}}',
+    "created out of range": '{"created": 1e400, "tiers": {"sessions": {"file": "sessions.db"}}}',
+    "unknown tier": '{"created": 1, "tiers": {"nope": {"file": "sessions.db"}}}',
+    "file a number": '{"created": 1, "tiers": {"sessions": {"file": 5}}}',
+    "file outside by ..": '{"created": 1, "tiers": {"sessions": {"file": "../snap/org.db"}}}',
+    "file outside by absolute path": '{"created": 1, "tiers": {"sessions": {"file": "ORG"}}}',
+    "file the snapshot itself": '{"created": 1, "tiers": {"sessions": {"file": ".."}}}',
+    "not UTF-8": "\udcff\udcfe",
+}
+
+
+def test_restore_refuses_a_hostile_manifest_before_touching_anything(tmp_path: Path, home: Path, paths: Paths) -> None:
+    """A snapshot may come from anywhere: its manifest once named any file, which was put in as a
+    tier (the org database restored as sessions), and a malformed one ended in an internal error
+    after the restore had happened."""
+    enqueue("tool_event", {"tool_name": "kept", "success": True}, home=str(home))
+    assert run_cli(home, "run", "--once").returncode == 0
+    snap = tmp_path / "snap"
+    assert run_cli(home, "backup", "--into", str(snap)).returncode == 0
+    live = {t: Path(paths.database(t)).read_bytes() for t in ("org", "sessions")}
+    for case, text in HOSTILE_MANIFESTS.items():
+        hostile = tmp_path / f"hostile-{len(case)}-{case.split()[0]}"
+        hostile.mkdir()
+        for db in snap.glob("*.db"):
+            (hostile / db.name).write_bytes(db.read_bytes())
+        text = text.replace("ORG", str(Path(paths.database("org"))))
+        (hostile / "manifest.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+        res = run_cli(home, "restore", str(hostile))
+        assert res.returncode == 1, (case, res.stdout, res.stderr)
+        assert "manifest.json" in res.stderr and "internal error" not in res.stderr, (case, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1 and res.stdout == "", (case, res.stderr)
+    assert {t: Path(paths.database(t)).read_bytes() for t in ("org", "sessions")} == live
+    assert not list(Path(paths.db_dir).glob("*before-restore*"))
+    res = run_cli(home, "restore", str(snap), "--tier", "sessions", "--tier", "org")
+    assert res.returncode == 0, res.stderr
+    missing = tmp_path / "sessions-only"
+    missing.mkdir()
+    (missing / "sessions.db").write_bytes((snap / "sessions.db").read_bytes())
+    (missing / "manifest.json").write_text('{"created": 1, "tiers": {"sessions": {"file": "sessions.db"}}}')
+    res = run_cli(home, "restore", str(missing), "--tier", "org")
+    assert res.returncode == 1 and "holds no org database" in res.stderr, res.stderr

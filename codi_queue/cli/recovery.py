@@ -155,7 +155,7 @@ def backup(args: argparse.Namespace, paths: Paths) -> int:
 
     result = take(paths, args.into)
     for tier, info in result.tiers.items():
-        print(f"{tier:<9} {info['bytes']:>12} bytes  schema v{info['user_version']}  integrity {info['integrity']}")
+        print(f"{tier:<9} {info.bytes:>12} bytes  schema v{info.user_version}  integrity {info.integrity}")
     for problem in result.problems:
         say(problem)
     print(f"snapshot: {result.directory}")

@@ -11,18 +11,19 @@ harmless).
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
 
 import apsw
+import msgspec
 
 from ..consumer.db import set_busy_timeout
 from ..consumer.lock import ConsumerLock
 from ..schemas.registry import ALL_TIERS
 from ..errors import CodiQueueError
-from ..fsutil import FILE_MODE, ensure_private_dir, fsync_dir, write_atomic
+from ..fsutil import FILE_MODE, ensure_private_dir, fsync_dir, read_file, write_atomic
 from ..paths import Paths
 
 __all__ = ["BackupResult", "backup", "restore", "copy_database", "integrity", "CATCH_UP_MARGIN_S"]
@@ -35,10 +36,27 @@ class SnapshotError(CodiQueueError):
     pass
 
 
+class SnapshotTier(msgspec.Struct):
+    """One database in a snapshot, as ``manifest.json`` lists it."""
+
+    file: str  # a name inside the snapshot directory
+    user_version: int | None = None
+    integrity: str | None = None
+    bytes: int | None = None
+
+
+class Manifest(msgspec.Struct):
+    """``manifest.json``: what ``backup`` writes and ``restore`` reads, checked whole before anything is touched."""
+
+    created: float  # unix seconds: the catch-up re-sends the archive from shortly before it
+    tiers: dict[str, SnapshotTier]
+    home: str | None = None
+
+
 @dataclass
 class BackupResult:
     directory: str
-    tiers: dict[str, dict[str, object]] = field(default_factory=dict)
+    tiers: dict[str, SnapshotTier] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -100,23 +118,42 @@ def backup(paths: Paths, into: str | None = None) -> BackupResult:
         check = integrity(dest)
         if check != "ok":
             result.problems.append(f"{tier}: the copy failed its integrity check: {check}")
-        result.tiers[tier] = {"file": os.path.basename(dest), "user_version": version, "integrity": check,
-                              "bytes": os.path.getsize(dest)}
-    manifest = {"created": time.time(), "home": paths.home, "tiers": result.tiers}
-    write_atomic(os.path.join(directory, MANIFEST), json.dumps(manifest, indent=2).encode())
+        result.tiers[tier] = SnapshotTier(os.path.basename(dest), version, check, os.path.getsize(dest))
+    manifest = Manifest(time.time(), result.tiers, paths.home)
+    write_atomic(os.path.join(directory, MANIFEST), msgspec.json.format(msgspec.json.encode(manifest), indent=2))
     return result
+
+
+def read_manifest(snapshot: str) -> Manifest:
+    """The snapshot's manifest, or ``SnapshotError`` saying which field is wrong and why: a
+    snapshot may come from anywhere, and a file named outside it would be put in as a tier."""
+    where = os.path.join(snapshot, MANIFEST)
+    try:
+        manifest = msgspec.json.decode(read_file(where, limit=1 << 20), type=Manifest)
+    except (OSError, msgspec.DecodeError) as exc:
+        why = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+        raise SnapshotError(f"{snapshot} is not a codi-queue snapshot ({MANIFEST}: {why})") from None
+    if not math.isfinite(manifest.created):
+        raise SnapshotError(f"{where}: `created` must be a time in unix seconds, not {manifest.created}")
+    for tier, entry in manifest.tiers.items():
+        if tier not in ALL_TIERS:
+            raise SnapshotError(f"{where}: unknown tier {tier!r} (a snapshot holds {', '.join(ALL_TIERS)})")
+        name = entry.file
+        if name in ("", os.curdir, os.pardir) or os.path.basename(name) != name or "\0" in name:
+            raise SnapshotError(f"{where}: tiers.{tier}.file {name!r} is not a file name inside the snapshot")
+    return manifest
 
 
 def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -> tuple[dict[str, str], float]:
     """Put a snapshot back; (tier → where the replaced file went, the snapshot's time)."""
-    try:
-        with open(os.path.join(snapshot, MANIFEST), "rb") as fp:
-            manifest = json.loads(fp.read())
-    except (FileNotFoundError, ValueError) as exc:
-        raise SnapshotError(f"{snapshot} is not a codi-queue snapshot (no readable {MANIFEST}: {exc})") from None
-    chosen = [t for t in manifest["tiers"] if tiers is None or t in tiers]
+    manifest = read_manifest(snapshot)
+    missing = [t for t in tiers or () if t not in manifest.tiers]
+    if missing:
+        raise SnapshotError(f"{snapshot} holds no {', '.join(missing)} database (it holds: "
+                            f"{', '.join(manifest.tiers) or 'none'})")
+    chosen = [t for t in manifest.tiers if tiers is None or t in tiers]
     for tier in chosen:  # refuse before touching anything
-        check = integrity(os.path.join(snapshot, manifest["tiers"][tier]["file"]))
+        check = integrity(os.path.join(snapshot, manifest.tiers[tier].file))
         if check != "ok":
             raise SnapshotError(f"snapshot {tier} database fails its integrity check: {check}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -126,7 +163,7 @@ def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -
         for tier in chosen:
             live = paths.database_file(tier)
             staged = unique_path(f"{live}.restoring-{stamp}")
-            copy_database(os.path.join(snapshot, manifest["tiers"][tier]["file"]), staged)
+            copy_database(os.path.join(snapshot, manifest.tiers[tier].file), staged)
             if os.path.exists(live):
                 aside = unique_path(f"{live}.before-restore-{stamp}")  # never over a file an earlier restore kept
                 for suffix in ("", "-wal", "-shm"):
@@ -135,4 +172,4 @@ def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -
                 moved[tier] = aside
             os.replace(staged, live)
         fsync_dir(paths.db_dir)
-    return moved, float(manifest["created"])
+    return moved, manifest.created
