@@ -68,10 +68,10 @@ def ensure_reserve(folder: str) -> None:
             return
     except FileNotFoundError:
         pass
-    from .fsutil import FILE_MODE, NOFOLLOW, write_all
+    from .fsutil import open_regular, write_all
 
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | NOFOLLOW, FILE_MODE)
+        fd = open_regular(path, os.O_WRONLY | os.O_CREAT)
     except OSError:
         return
     try:
@@ -103,13 +103,15 @@ def _lines(path: str) -> list[bytes]:
 
 
 def last_error(path: str) -> dict[str, Any] | None:
+    """The newest entry as this module writes them (a ``message`` text), its text valid Unicode."""
     for line in reversed(_lines(path)):
         try:
             entry = jsontext.loads(line)
         except ValueError:
             continue  # a line torn by a crash mid-append; the one before it is intact
-        if isinstance(entry, dict):
-            return entry
+        # Any other line (not ours, or edited by hand) is passed over like a torn one.
+        if isinstance(entry, dict) and isinstance(entry.get("message"), str):
+            return {k: clean_text(v) if isinstance(v, str) else v for k, v in entry.items()}
     return None
 
 

@@ -7,6 +7,7 @@ uses ``O_NOFOLLOW`` (directories ``O_DIRECTORY | O_NOFOLLOW``), and
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -23,6 +24,7 @@ __all__ = [
     "unsafe_directory",
     "open_home",
     "refuse_links_below",
+    "open_regular",
     "NOFOLLOW",
     "DIR_FLAGS",
 ]
@@ -171,9 +173,30 @@ def read_private_file(path: str, home: str | None) -> bytes:
         return fp.read(1 << 20)
 
 
+def open_regular(path: str, flags: int, mode: int = FILE_MODE, dir_fd: int | None = None) -> int:
+    """A descriptor of the regular file at ``path``, for writing: never through a link, and
+    never blocking on a FIFO found there (opening one to write waits for a reader, for ever);
+    anything but a regular file is refused with ``OSError``."""
+    try:
+        fd = os.open(path, flags | NOFOLLOW | os.O_NONBLOCK, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO no one reads, or a socket
+            raise OSError(errno.EINVAL, "not a regular file", path) from None
+        raise
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
 def append_line(path: str, line: bytes) -> None:
     """Append one line with a single O_APPEND write so concurrent writers never interleave."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, FILE_MODE)
+    fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         os.write(fd, line if line.endswith(b"\n") else line + b"\n")
     finally:

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from ..fsutil import FILE_MODE, NOFOLLOW, check_private, ensure_private_dir
+from ..fsutil import check_private, ensure_private_dir, open_regular
 
 __all__ = ["configure_logging", "JsonFormatter"]
 
@@ -36,7 +36,7 @@ class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     def _open(self):  # type: ignore[no-untyped-def]
         # Created 0600 like every other state file, however the umask is set.
         # Never through a link: a logs/ another user swapped is refused before this.
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, FILE_MODE)
+        fd = open_regular(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         return os.fdopen(fd, "a", encoding=self.encoding or "utf-8")
 
 

@@ -515,13 +515,13 @@ class Consumer:
         return DeadLetter(f"damage:{seg}:{entry.start}", "?", reason, entry.raw, entry.start, "raw")
 
     def _keep_span(self, seg: str, entry: Entry, reader: SegmentReader) -> tuple[str, int] | None:
-        from ..fsutil import FILE_MODE, NOFOLLOW, write_all
+        from ..fsutil import open_regular, write_all
 
         folder = os.path.join(self.paths.spool, "quarantine")
         path = os.path.join(folder, f"{seg}.{entry.start}-{entry.end}.bin")
         try:
             ensure_private_dir(folder, under=self.paths.home)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, FILE_MODE)
+            fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             size = 0
             try:
                 for block in reader.span_bytes(entry.start, entry.end):

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from ..fsutil import FILE_MODE, NOFOLLOW
+from ..fsutil import NOFOLLOW, open_regular
 from ..values import clean_text
 
 __all__ = ["Metrics", "read_metrics", "WINDOW_S"]
@@ -95,7 +95,7 @@ class Metrics:
         self._flushed = now
         tmp = f"{self.path}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, FILE_MODE)
+            fd = open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             with os.fdopen(fd, "wb") as fp:
                 fp.write(_encode(self.snapshot(running)))
             os.replace(tmp, self.path)

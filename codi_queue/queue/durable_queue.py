@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 from ..errors import CorruptRecord
 from .. import fsutil
-from ..fsutil import FILE_MODE, write_all
+from ..fsutil import FILE_MODE, open_regular, write_all
 from . import frame
 
 __all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "recover_head", "NOFOLLOW",
@@ -265,7 +265,7 @@ def durable_queue_class() -> type:
             info = os.path.join(self.path, "info")
             tmp = info + ".tmp"  # fixed name: only the holder of the spool lock writes here
             data = frame.encode_frame(frame.encode_meta(self.info), frame.KIND_META)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, FILE_MODE)
+            fd = open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             try:
                 write_all(fd, data)
                 os.replace(tmp, info)

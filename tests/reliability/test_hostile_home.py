@@ -406,3 +406,49 @@ def test_a_consumer_meeting_a_linked_archive_or_quarantine_leaves_the_segment_an
     assert names == (["first", "second"] if where == "archive" else ["second"])
     said = [line for line in Path(paths.error_log).read_text().splitlines() if "00000000000000000001" in line]
     assert len(said) == 1 and "symbolic link" in said[0], said
+
+
+# -- files we write by a fixed name, found as something else (session 12) --------------------
+
+
+@pytest.mark.parametrize("name", ["logs/consumer.log", "logs/.reserve", "logs/errors.jsonl", "state/metrics.json.tmp"])
+def test_a_fifo_where_we_write_a_file_by_a_fixed_name_never_hangs_anything(tmp_path: Path, name: str) -> None:
+    """Opening a FIFO to write waits for a reader, for ever: ``run`` hung at its log, the
+    error log's reserve and the metrics' temporary file, and any error recorded into a FIFO
+    ``errors.jsonl`` would have hung the hook or consumer recording it."""
+    home = tmp_path / "home"
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"x","success":true}').returncode == 0
+    assert run_cli(home, "run", "--once").returncode == 0
+    planted = home / name
+    planted.unlink(missing_ok=True)
+    os.mkfifo(planted, 0o600)
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"y","success":true}').returncode == 0
+    res = run_cli(home, "run", "--once", timeout=30)
+    if name == "logs/consumer.log":  # the consumer's own log: refused, saying what is there
+        assert res.returncode == 1 and f"not a regular file ({planted})" in res.stderr, res.stderr
+        planted.unlink()
+        assert run_cli(home, "run", "--once", timeout=30).returncode == 0
+    else:
+        assert res.returncode == 0, res.stderr
+    hook = run_cli(home, "hook", stdin="{not json", timeout=30)  # an error to record
+    assert hook.returncode == 0 and "Traceback" not in hook.stderr
+    assert sorted(r[0] for r in query(resolve(str(home)), "sessions", "SELECT tool_name FROM tool_events")) == ["x", "y"]
+    assert stat_is_fifo(planted) or name == "logs/consumer.log"  # left as it was found, never read or replaced
+
+
+def stat_is_fifo(path: Path) -> bool:
+    import stat
+
+    return stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
+def test_status_passes_over_error_log_lines_of_another_shape(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert run_cli(home, "run", "--once").returncode == 0
+    log = home / "logs" / "errors.jsonl"
+    log.write_text('{"ts": 1, "source": "hook", "message": "the real one \\ud800"}\n{"a": 1e400}\n[1, 2]\n'
+                   '{"message": 5}\n{"ts": 2}\n')
+    for args in (["status"], ["status", "--json"]):
+        res = run_cli(home, *args)
+        assert res.returncode == 0 and "internal error" not in res.stderr, (args, res.stderr)
+        assert "the real one \ufffd" in res.stdout or "the real one \\ufffd" in res.stdout, res.stdout
