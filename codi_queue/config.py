@@ -18,7 +18,7 @@
     prometheus_textfile = "/var/lib/node_exporter/textfile/codi_queue.prom"
 
     [databases]                              # where each tier's database lives (default HOME/db/<tier>.db)
-    sessions = "~/.claude/data/claude.db"    # adopt the platform's own database; relative = under the home
+    sessions = "~/.claude/data/claude.db"    # adopt the platform's own database; relative = under the home (no "..")
 
     [sync]                                   # the team's PostgreSQL (docs/team.md)
     url = "postgresql://alice@db.team.example/codi"   # password: PGPASSWORD or ~/.pgpass
@@ -37,12 +37,13 @@ the key and the reason.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 from .errors import CodiQueueError, UnsafePath, unknown_operation
 from .fsutil import read_private_file
-from .paths import TIER_NAMES, Paths
+from .paths import TIER_NAMES, Paths, database_path
 
 __all__ = ["Config", "ConfigError", "SyncConfig", "load_config", "redact_url"]
 
@@ -123,14 +124,18 @@ class Config:
         }
 
 
-def _expand(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(os.path.expandvars(path)))
+def _path(path: str, key: str, value: Any) -> str:
+    """One path the file names, absolute. Empty would mean the working directory, which
+    differs for every hook and service; a NUL byte names no file at all."""
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ConfigError(path, key, "expected a path")
+    return os.path.abspath(os.path.expanduser(os.path.expandvars(value)))
 
 
 def _str_list(path: str, key: str, value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list):
         raise ConfigError(path, key, "expected a list of paths")
-    return [_expand(v) for v in value]
+    return [_path(path, f"{key}[{i}]", v) for i, v in enumerate(value)]
 
 
 def load_config(paths: Paths) -> Config:
@@ -168,24 +173,24 @@ def load_config(paths: Paths) -> Config:
     for tier, value in databases.items():
         if tier not in TIER_NAMES:
             raise ConfigError(path, f"databases.{tier}", f"unknown tier (known: {', '.join(TIER_NAMES)})")
-        if not isinstance(value, str) or not value or "\x00" in value:
-            raise ConfigError(path, f"databases.{tier}", "expected a path")
+        try:
+            database_path(value, paths.home)
+        except ValueError as exc:
+            raise ConfigError(path, f"databases.{tier}", str(exc)) from None
     archive = data.get("archive", {})
     if not isinstance(archive, dict) or set(archive) - {"max_age_days", "max_bytes"}:
         raise ConfigError(path, "archive", "expected a table with max_age_days and/or max_bytes")
     for key, attr in (("max_age_days", "archive_max_age_days"), ("max_bytes", "archive_max_bytes")):
         if key in archive:
             value = archive[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(path, f"archive.{key}", "expected a number >= 0 (0 = no limit)")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigError(path, f"archive.{key}", "expected a finite number >= 0 (0 = no limit)")
             setattr(config, attr, value if key == "max_age_days" else int(value))
     obs = data.get("observability", {})
     if not isinstance(obs, dict) or set(obs) - {"prometheus_textfile"}:
         raise ConfigError(path, "observability", "expected a table with prometheus_textfile")
     if "prometheus_textfile" in obs:
-        if not isinstance(obs["prometheus_textfile"], str):
-            raise ConfigError(path, "observability.prometheus_textfile", "expected a path")
-        config.prometheus_textfile = _expand(obs["prometheus_textfile"])
+        config.prometheus_textfile = _path(path, "observability.prometheus_textfile", obs["prometheus_textfile"])
     watch = data.get("watch", {})
     if not isinstance(watch, dict):
         raise ConfigError(path, "watch", "expected a table")
@@ -207,7 +212,7 @@ def load_config(paths: Paths) -> Config:
                 raise ConfigError(path, key, "'auto' works only for the known legacy file names")
         if op not in OPS:
             raise ConfigError(path, key, unknown_operation(op, OPS).reason)
-        config.jsonl[_expand(file)] = op
+        config.jsonl[_path(path, key, file)] = op
     return config
 
 

@@ -137,7 +137,11 @@ def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
         os.unlink(tmp)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:  # e.g. a directory by that name: leave nothing of ours behind
+        os.unlink(tmp)
+        raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 

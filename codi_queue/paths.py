@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["Paths", "resolve", "resolve_cached", "DATABASE_FILES"]
+__all__ = ["Paths", "resolve", "resolve_cached", "database_path", "DATABASE_FILES"]
 
 APP = "codi-queue"
 ENV_HOME = "CODI_QUEUE_HOME"
@@ -236,10 +236,27 @@ def _configured_databases(config: str, home: str) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     for tier, value in table.items():
-        if tier in TIER_NAMES and isinstance(value, str) and value and "\x00" not in value:
-            path = os.path.expanduser(os.path.expandvars(value))
-            out[tier] = os.path.abspath(path if os.path.isabs(path) else os.path.join(home, path))
+        if tier in TIER_NAMES:
+            try:
+                out[tier] = database_path(value, home)
+            except ValueError:
+                continue  # load_config names it
     return out
+
+
+def database_path(value: object, home: str) -> str:
+    """A ``[databases]`` value as an absolute path: ``~`` and ``$VAR`` expanded; a relative one
+    lies under the home, as documented, so ``..`` may not lead out of it (ValueError: why not)."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ValueError("expected a path")
+    path = os.path.expanduser(os.path.expandvars(value))
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    resolved = os.path.normpath(os.path.join(os.path.abspath(home), path))
+    if not resolved.startswith(os.path.abspath(home) + os.sep):
+        raise ValueError(f"{value!r} is relative, so it lies under the home, and '..' may not lead out of it "
+                         "(give an absolute path for a database elsewhere)")
+    return resolved
 
 
 def _home_from(config: str) -> str | None:
@@ -258,12 +275,21 @@ def _home_from(config: str) -> str | None:
         raise
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CodiQueueError(f"{config}: {exc}") from None
-    if home is not None and not isinstance(home, str):
+    if home is None or home == "":
+        return None
+    if not isinstance(home, str) or "\x00" in home:
         raise CodiQueueError(f"{config}: home: expected a path")
-    return home or None
+    expanded = os.path.expanduser(os.path.expandvars(home))
+    if not os.path.isabs(expanded):  # against the working directory, each hook would find its own home
+        raise CodiQueueError(f"{config}: home: {home!r} is not an absolute path (or ~/...)")
+    return expanded
 
 
 def _under(home: str, source: str, config: str = "") -> Paths:
+    if "\x00" in home:
+        from .errors import CodiQueueError
+
+        raise CodiQueueError(f"{source}: a path cannot hold a NUL byte")
     home = os.path.abspath(os.path.expanduser(home))
     return _checked(Paths(
         home,

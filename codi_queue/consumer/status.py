@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 import msgspec
@@ -21,6 +21,9 @@ from .db import open_readonly
 from .lock import consumer_pid
 from .metrics import read_metrics
 from .wake import UNWATCHED_POLL_S
+
+if TYPE_CHECKING:
+    from ..config import SyncConfig
 
 __all__ = ["collect", "prometheus_text", "render_human"]
 
@@ -39,6 +42,12 @@ def _open(paths: Paths, tier: str, problems: dict[str, str]) -> Any:
 def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
     """Everything ``status`` reports. ``count_backlog`` walks the journal past the push cursor
     (proportional to the backlog): the consumer's own textfile writer leaves it out."""
+    from ..config import ConfigError, load_config
+
+    try:
+        sync, config_error = load_config(paths).sync, None
+    except ConfigError as exc:
+        sync, config_error = None, str(exc)
     unreadable: dict[str, str] = {}
     conns = {t: _open(paths, t, unreadable) for t in (*TIERS, STATE_TIER)}
     try:
@@ -96,22 +105,19 @@ def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
         # directories the kernel will not watch for the running consumer (it polls them instead)
         "unwatched": (metrics.get("unwatched") or []) if live else [],
         "producer_errors": error_count(paths.error_log, "producer"),
-        "sync": _sync(paths, count_backlog),
+        # a config file the consumer refuses: it will not start until the file is fixed
+        "config_error": config_error,
+        "sync": _sync(paths, sync, count_backlog),
     }
 
 
-def _sync(paths: Paths, count_backlog: bool = True) -> dict[str, Any] | None:
+def _sync(paths: Paths, sync: SyncConfig | None, count_backlog: bool = True) -> dict[str, Any] | None:
     """The team push: when it last succeeded, why it last failed, and the backlog per pushed tier,
     counted here from the journal (None: no [sync] and never pushed from this home)."""
-    from ..config import ConfigError, load_config
     from ..errors import SyncError
     from .pushed import backlog, pushed_marks, read_progress
 
     progress = read_progress(paths)
-    try:
-        sync = load_config(paths).sync
-    except ConfigError:
-        sync = None  # reported by every command that needs it
     marks = progress.get("tiers")
     marks = marks if isinstance(marks, dict) else {}
     tiers = sync.push if sync is not None else tuple(sorted(marks))
@@ -162,6 +168,8 @@ def render_human(report: dict[str, Any], home: str) -> str:
         backlog = ", ".join(f"{t} {n}" for t, n in sync["backlog"].items() if n is not None) or "not counted"
         lines.append(f"team sync        last push {ago}; backlog {backlog}"
                      + (f"; last error: {sync['last_error']}" if sync["last_error"] else ""))
+    if report.get("config_error"):
+        lines.append(f"config refused   {report['config_error']} (the consumer will not start until it is fixed)")
     err = report["last_error"]
     lines.append("last error       " + (f"{err['message']}" if err else "none"))
     return "\n".join(lines)
@@ -180,6 +188,8 @@ def prometheus_text(report: dict[str, Any]) -> str:
         + metric("oldest_pending_age_seconds", "gauge", "Age of the oldest pending operation.", [("", age or 0)])
         + metric("dead_letters", "gauge", "Operations in the dead-letter store.", [("", report["dead_letters"])])
         + metric("consumer_up", "gauge", "1 if the consumer holds its lock.", [("", int(report["consumer"]["running"]))])
+        + metric("config_refused", "gauge", "1 if the config file is refused (the consumer will not start).",
+                 [("", int(bool(report.get("config_error"))))])
         + metric("unwatched_directories", "gauge", "Directories the kernel will not watch for the consumer (polled).",
                  [("", len(report.get("unwatched") or ()))])
         + metric("throughput_ops_per_second", "gauge", "Operations applied per second over the last minute.",
