@@ -115,8 +115,9 @@ def last_error(path: str) -> dict[str, Any] | None:
     return None
 
 
-def error_count(path: str, source: str | None = None) -> int:
-    if source is None:
+def error_count(path: str, sources: tuple[str, ...] | None = None) -> int:
+    """Lines of the error log, or those recorded by any of ``sources``."""
+    if sources is None:
         return len(_lines(path))
-    needle = f'"source":"{source}"'.encode()
-    return sum(1 for line in _lines(path) if needle in line)
+    needles = [f'"source":"{source}"'.encode() for source in sources]
+    return sum(1 for line in _lines(path) if any(needle in line for needle in needles))

@@ -77,7 +77,9 @@ def test_malformed_payloads_exit_zero_and_are_logged(home: Path, paths: Paths, p
     assert res.returncode == 0 and res.stdout == b""
     if payload == b'{"hook_event_name": 5}':
         return  # a valid object with an odd event name is recorded as an activity, not an error
-    assert collect(paths)["last_error"]["source"] == "hook"
+    report = collect(paths)
+    assert report["last_error"]["source"] == "hook"
+    assert report["producer_errors"] == 1  # a payload the hook could not record is counted, not only the last one
 
 
 def test_hook_path_never_imports_msgspec_or_argparse(home: Path) -> None:
@@ -168,6 +170,54 @@ def test_pre_and_post_hooks_racing_as_real_processes_pair_exactly_once(home: Pat
     assert sorted(r["tool_use_id"] for r in found) == sorted(calls)  # each call once: none lost, none twice
     assert all(r["success"] == 1 for r in found)
     assert [n for n in os.listdir(os.path.join(paths.state, "inflight"))] == []
+
+
+@pytest.mark.parametrize("tool_use_id", [".", "..", "...", "a/../../x", "x+post", "+tmp.1.2", "\ud800", "T" * 300])
+def test_any_tool_use_id_pairs_through_a_marker_of_its_own(tmp_path: Path, tool_use_id: str) -> None:
+    """Before, "." and ".." named the markers' directory and its parent: the Pre's marker
+    could not be written (EBUSY), its temporary file stayed for ever and the pair was lost;
+    ids sharing their first 128 characters shared a marker (bug 28)."""
+    state = str(tmp_path)
+    inflight = os.path.join(state, "inflight")
+    twin = tool_use_id[:128] + "-twin"  # same start, another call
+    assert operations_for({**BASE, **PAYLOADS[0], "tool_use_id": tool_use_id}, state, now=100.0, problems=[]) == []
+    assert operations_for({**BASE, **PAYLOADS[0], "tool_use_id": twin}, state, now=100.5, problems=[]) == []
+    problems: list[str] = []
+    ((_, body, _),) = operations_for({**BASE, **PAYLOADS[1], "tool_use_id": tool_use_id}, state, now=101.0,
+                                     problems=problems)
+    assert problems == [] and body["duration_ms"] == 1000
+    assert body["tool_use_id"] == (tool_use_id if len(tool_use_id) <= 200 else tool_use_id[:199] + "…")
+    assert len(os.listdir(inflight)) == 1  # only the twin's Pre, which its own Post will take
+    ((_, twin_body, _),) = operations_for({**BASE, **PAYLOADS[1], "tool_use_id": twin}, state, now=101.0)
+    assert twin_body["duration_ms"] == 500 and os.listdir(inflight) == []
+
+
+def test_identifiers_longer_than_a_name_are_cut_and_the_events_still_land(home: Path, paths: Paths) -> None:
+    """A session id, tool name or id longer than the name columns hold made every event of
+    the session a dead letter (bug 28): the hook now cuts them, as it cuts text."""
+    long = {"session_id": "S" * 5000, "tool_name": "N" * 300, "tool_use_id": "U" * 300}
+    for payload in (PAYLOADS[0], PAYLOADS[1], PAYLOADS[7], {"hook_event_name": "E" * 400}):
+        assert _hook(home, {**BASE, **payload, **long}).returncode == 0
+    Consumer(paths).run(once=True)
+    report = collect(paths)
+    assert report["dead_letters"] == 0 and report["last_error"] is None
+    (tool,) = named_rows(paths, "sessions", "SELECT tool_name, session_id, duration_ms FROM tool_events")
+    assert tool["tool_name"] == "N" * 199 + "…" and tool["session_id"] == "S" * 199 + "…"
+    assert tool["duration_ms"] is not None
+    kinds = [r["event_type"] for r in named_rows(paths, "sessions", "SELECT event_type FROM activity_events")]
+    assert sorted(kinds) == sorted(["prompt", "e" + "_e" * 99 + "…"])  # EEE… snake-cased, then cut
+
+
+def test_a_marker_a_killed_hook_left_half_written_is_swept_once_stale(tmp_path: Path) -> None:
+    inflight = tmp_path / "inflight"
+    inflight.mkdir()
+    (inflight / "+tmp.123.abcd").write_text('{"t": 1')
+    os.utime(inflight / "+tmp.123.abcd", (1000.0, 1000.0))
+    stop = {**BASE, "hook_event_name": "Stop", "stop_hook_active": False}
+    operations_for(stop, str(tmp_path), now=1000.0 + 3600)
+    assert os.listdir(inflight) == ["+tmp.123.abcd"]  # it may still be being written
+    operations_for(stop, str(tmp_path), now=1000.0 + 2 * 86400)
+    assert os.listdir(inflight) == []
 
 
 def test_huge_fields_are_cut_to_fit(tmp_path: Path) -> None:

@@ -104,7 +104,8 @@ def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
         "tiers_unavailable": {**((metrics.get("unavailable_tiers") or {}) if live else {}), **unreadable},
         # directories the kernel will not watch for the running consumer (it polls them instead)
         "unwatched": (metrics.get("unwatched") or []) if live else [],
-        "producer_errors": error_count(paths.error_log, "producer"),
+        # what producers could not enqueue or keep: a failed append, a hook payload refused, markers not kept
+        "producer_errors": error_count(paths.error_log, ("producer", "hook", "git-hook")),
         # a config file the consumer refuses: it will not start until the file is fixed
         "config_error": config_error,
         "sync": _sync(paths, sync, count_backlog),
@@ -196,7 +197,7 @@ def prometheus_text(report: dict[str, Any]) -> str:
                  [("", report["throughput_1m_ops_s"])])
         + metric("wal_bytes", "gauge", "Total size of the databases' write-ahead logs.", [("", report["wal_bytes"])])
         + metric("archive_bytes", "gauge", "Size of the archived journal.", [("", report["archive"]["bytes"])])
-        + metric("producer_errors", "counter", "Infrastructure faults recorded by producers.",
+        + metric("producer_errors", "counter", "Faults and refused payloads recorded by producers and hooks.",
                  [("", report["producer_errors"])])
         + metric("applied_rows", "counter", "Rows written per table.",
                  [(f'{{table="{t}"}}', n) for t, n in sorted(report["applied"].items())])

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 from .. import jsontext
 from ..errors import CodiQueueError
 from ..fsutil import NOFOLLOW, ensure_private_dir, read_file, refuse_links_below
+from ..schemas.wire import NAME_MAX
 from .records import Op
 
 __all__ = ["operations_for", "ACTIVITY_TYPES", "ORPHAN_REASON"]
@@ -55,7 +56,8 @@ _STALE_S = 24 * 3600  # markers older than this are swept whatever their session
 _STOP_GRACE_S = 10.0  # a Pre younger than this at Stop may still get its Post
 _POST_STALE_S = 60.0  # a Post waiting this long for its Pre is reported by any session's sweep
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-_POST = "+post"  # "+" never occurs in a sanitised tool_use_id, nor do temporary names' "+tmp."
+_POST = "+post"  # "+" never occurs in a marker's name (_marker_path), so these two are ours
+_TMP = "+tmp."
 
 
 def operations_for(payload: Any, state_dir: str, now: float | None = None,
@@ -69,7 +71,7 @@ def operations_for(payload: Any, state_dir: str, now: float | None = None,
         raise ValueError(f"hook payload must be a JSON object, not {type(payload).__name__}")
     now = time.time() if now is None else now
     event = payload.get("hook_event_name")
-    session = _str(payload.get("session_id"))
+    session = _name(payload.get("session_id"))
     inflight = os.path.join(state_dir, "inflight")
     if event == "PreToolUse":
         return _unless_unpairable(problems, inflight, [], _pre, inflight, payload, session, now)
@@ -105,19 +107,39 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _name(value: Any) -> str | None:
+    """An identifier (session, tool, tool call) as a name column holds it: one longer than
+    any real id is cut, never the reason the whole event is refused."""
+    text = _str(value)
+    return text if text is None or len(text) <= NAME_MAX else text[: NAME_MAX - 1] + "…"
+
+
 def _marker_path(inflight: str, tool_use_id: str) -> str:
-    return os.path.join(inflight, "".join(c if c in _SAFE else "_" for c in tool_use_id[:128]))
+    """The marker's file: the id itself when it is a plain, short file name (Claude Code's
+    ``toolu_…`` always is); any other id (``..``, a slash, 300 characters) by its digest, so
+    it names a file in ``inflight`` and no two ids share one."""
+    name = "".join(c if c in _SAFE else "_" for c in tool_use_id)
+    if name != tool_use_id or len(name) > 128 or name.strip(".") == "":
+        import hashlib
+
+        digest = hashlib.sha256(tool_use_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        name = f"{name[:64].strip('.')}~{digest}"
+    return os.path.join(inflight, name)
 
 
 def _write_marker(path: str, data: dict[str, Any]) -> None:
     """Whole or not at all (a reader never sees half a marker); not fsynced: a timing aid."""
-    tmp = os.path.join(os.path.dirname(path), f"+tmp.{os.getpid()}.{os.urandom(4).hex()}")
+    tmp = os.path.join(os.path.dirname(path), f"{_TMP}{os.getpid()}.{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
     try:
-        os.write(fd, jsontext.dumps(data).encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.write(fd, jsontext.dumps(data).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no half-written temporary left for ever
+        _unlink(tmp)
+        raise
 
 
 def _read_marker(path: str) -> dict[str, Any] | None:
@@ -143,7 +165,8 @@ def _pre(inflight: str, payload: dict[str, Any], session: str | None, now: float
         return []
     _markers(inflight)
     pre_path = _marker_path(inflight, tool_use_id)
-    pre = {"t": now, "session_id": session, "tool_name": _str(payload.get("tool_name")), "context": _context(payload)}
+    pre = {"t": now, "session_id": session, "tool_name": _name(payload.get("tool_name")), "context": _context(payload),
+           "tool_use_id": _name(tool_use_id)}
     _write_marker(pre_path, pre)
     post_path = pre_path + _POST
     post = _read_marker(post_path)
@@ -159,12 +182,12 @@ def _post(inflight: str, payload: dict[str, Any], session: str | None, now: floa
     success, error = _outcome(payload)
     body = _clean({
         "timestamp": int(now),
-        "tool_name": _str(payload.get("tool_name")),
+        "tool_name": _name(payload.get("tool_name")),
         "success": success,
         "error_message": error,
         "context": _context(payload),
         "session_id": session,
-        "tool_use_id": tool_use_id,
+        "tool_use_id": _name(tool_use_id),
     })
     alone: list[Op] = [("tool_event", _paired({"t": now, "body": body}, None), None)]
     if tool_use_id is None:
@@ -235,7 +258,7 @@ def _snake(name: str) -> str:
 
 def _activity(event: Any, payload: dict[str, Any], session: str | None, now: float) -> dict[str, Any]:
     name = event if isinstance(event, str) and event else "unknown"
-    kind = ACTIVITY_TYPES.get(name) or _snake(name)[:200]
+    kind = ACTIVITY_TYPES.get(name) or _name(_snake(name)) or "unknown"
     data = {k: _shrink(v) for k, v in payload.items() if k not in ("session_id", "hook_event_name")}
     if len(jsontext.dumps(data, ensure_ascii=False, default=str)) > _DATA_MAX:
         data = {"truncated": True, "fields": sorted(data)[:100]}
@@ -258,9 +281,11 @@ def _sweep(inflight: str, session: str | None, now: float, grace: float) -> list
     # Posts first: a Post and a Pre both still here (their processes died between
     # writing and looking) make one paired event, not an orphan and a stray.
     for name in sorted(names, key=lambda n: not n.endswith(_POST)):
-        if name.startswith("+"):
-            continue  # a marker being written
         path = os.path.join(inflight, name)
+        if name.startswith(_TMP):  # a marker being written, or one a killed hook left half-way
+            if _age(path, now) > _STALE_S:
+                _unlink(path)
+            continue
         marker = _read_marker(path) or {}
         started = _time(marker)
         if started is None:
@@ -289,9 +314,16 @@ def _sweep(inflight: str, session: str | None, now: float, grace: float) -> list
             "error_message": ORPHAN_REASON,
             "context": marker.get("context"),
             "session_id": marker.get("session_id"),
-            "tool_use_id": name,
+            "tool_use_id": _name(marker.get("tool_use_id")) or name,
         }), None))
     return ops
+
+
+def _age(path: str, now: float) -> float:
+    try:
+        return now - os.lstat(path).st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _cut(text: str, limit: int = _TEXT) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "OpBase",
     "normalize_timestamp",
     "TEXT_MAX",
+    "NAME_MAX",
     "LONG_TEXT_MAX",
     "type_members",
     "settled_type",
@@ -33,9 +34,10 @@ __all__ = [
 ]
 
 TEXT_MAX = 64 * 1024
+NAME_MAX = 200
 LONG_TEXT_MAX = 1024 * 1024
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX)]
 Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX)]
 LongText = Annotated[str, msgspec.Meta(max_length=LONG_TEXT_MAX)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
@@ -49,7 +51,7 @@ def vocabulary(*values: str) -> msgspec.Meta:
     """``Annotated[str, vocabulary(...)]``: text whose known values are ``values``. Refused
     otherwise at the API and CLI (the generated schema's ``enum``), but stored as given from
     the platform's own files, whose writers use words of their own (``completed``, ``warning``…)."""
-    return msgspec.Meta(min_length=1, max_length=200, extra_json_schema={"enum": list(values), "x-vocabulary": True})
+    return msgspec.Meta(min_length=1, max_length=NAME_MAX, extra_json_schema={"enum": list(values), "x-vocabulary": True})
 
 
 def scale(low: float, high: float) -> msgspec.Meta:
