@@ -245,3 +245,16 @@ def test_a_source_directory_made_or_made_again_after_the_consumer_started_wakes_
         proc.wait(timeout=30)
     types = sorted(r[0] for r in query(paths, "sessions", "SELECT error_type FROM recovery_events"))
     assert types == ["crash"] * 2 + ["hang"] + ["timeout"] * 3
+
+
+def test_import_says_what_the_path_is_when_it_is_not_a_file(home: Path, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "routing-metrics.jsonl")  # a FIFO would have been waited on for ever
+    for target, why in ((tmp_path / "routing-metrics.jsonl", "not a regular file"),
+                        (tmp_path, "not a regular file"),
+                        (tmp_path / "missing.jsonl", "no such file")):
+        res = run_cli(home, "import", str(target), "--op", "routing_metric", timeout=30)
+        assert res.returncode == 2 and res.stderr == f"codi-queue: {target}: {why}\n"
+    res = run_cli(home, "import-transcripts", str(tmp_path / "routing-metrics.jsonl"), timeout=30)
+    assert res.returncode == 2 and res.stderr.endswith(": not a directory\n")
+    res = run_cli(home, "import-transcripts", str(tmp_path / "gone"), timeout=30)
+    assert res.returncode == 2 and res.stderr.endswith(": no such directory\n")

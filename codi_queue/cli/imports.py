@@ -42,7 +42,7 @@ def import_(args: argparse.Namespace, paths: Paths) -> int:
         say(f"cannot tell the operation of {args.file} from its name: pass --op")
         return EXIT_INVALID
     if not os.path.isfile(args.file):
-        say(f"{args.file}: no such file")
+        say(f"{args.file}: " + ("not a regular file" if os.path.lexists(args.file) else "no such file"))
         return EXIT_INVALID
     bar = progress_bar(os.path.basename(args.file), os.path.getsize(args.file))
     result = import_file(paths, args.file, op, final=True, progress=bar)
@@ -68,7 +68,7 @@ def import_transcripts(args: argparse.Namespace, paths: Paths) -> int:
     from ..producers.transcripts import import_transcripts as run
 
     if not os.path.isdir(args.dir):
-        say(f"{args.dir}: not a directory")
+        say(f"{args.dir}: " + ("not a directory" if os.path.lexists(args.dir) else "no such directory"))
         return EXIT_INVALID
     result = run(paths, args.dir)
     for note in result.notes:
@@ -91,7 +91,7 @@ def mirror_state(args: argparse.Namespace, paths: Paths) -> int:
     from ..producers.statedirs import mirror_state_dirs
 
     if not os.path.isdir(args.dir):
-        say(f"{args.dir}: not a directory")
+        say(f"{args.dir}: " + ("not a directory" if os.path.lexists(args.dir) else "no such directory"))
         return EXIT_INVALID
     result = mirror_state_dirs(paths, args.dir, rescan=True)
     for problem in result.problems:
