@@ -132,3 +132,19 @@ def test_two_restores_in_one_second_keep_both_replaced_files(tmp_path: Path) -> 
         assert res.returncode == 0, res.stderr
     kept = [p for p in os.listdir(paths.db_dir) if p.startswith("org.db.before-restore-") and not p.endswith(("-wal", "-shm"))]
     assert len(kept) == 3, kept
+
+
+@pytest.mark.parametrize(("args", "why"), [
+    (["run", "--poll", "1e400"], "argument --poll: '1e400': expected a finite number of seconds above 0"),
+    (["run", "--poll", "nan"], "argument --poll: 'nan': expected a finite number of seconds above 0"),
+    (["run", "--poll", "-1"], "argument --poll: '-1': expected a finite number of seconds above 0"),
+    (["run", "--batch", "0"], "argument --batch: '0': expected 1 to 10000000"),
+    (["run", "--rotate-bytes", "x"], "argument --rotate-bytes: 'x' is not a whole number"),
+    (["status", "--watch", "--interval", "inf"], "argument --interval: 'inf': expected a finite number of seconds above 0"),
+    (["sync", "push", "--batch", "-5"], "argument --batch: '-5': expected 1 to 10000000"),
+])
+def test_a_number_option_out_of_its_range_is_a_usage_error(home: Path, args: list[str], why: str) -> None:
+    """Before, an infinite --poll ended the consumer in an internal error once it waited,
+    and NaN or negative values were taken silently."""
+    res = run_cli(home, *args, timeout=30)
+    assert res.returncode == 2 and res.stderr.rstrip().endswith(why), res.stderr

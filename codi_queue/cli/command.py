@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..paths import Paths
 
 __all__ = ["Command", "Option", "opt", "command", "COMMANDS", "build_parser", "JSON", "DRY_RUN", "tier_option",
-           "since_option", "Handler"]
+           "since_option", "seconds", "count_in", "Handler"]
 
 Handler: TypeAlias = "Callable[[argparse.Namespace, Paths], int]"
 
@@ -86,6 +86,37 @@ def command(
 JSON = opt("--json", action="store_true", help="print JSON instead of text")
 DRY_RUN = opt("--dry-run", action="store_true", help="say what would change, change nothing")
 HOME_HELP = "state directory (default: $CODI_QUEUE_HOME, else the platform's user data directory)"
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above zero (``inf`` overflowed a wait, NaN
+    and negatives were taken silently)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds above 0")
+    return value
+
+
+def count_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {low} to {high}")
+        return value
+
+    return parse
 
 
 def tier_option(help: str) -> Option:

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from .command import JSON, command, opt
+from .command import JSON, command, count_in, opt, seconds
 from .exits import EXIT_FAILURE, EXIT_OK, say
 
 NICE = 10  # the consumer's default niceness (run --nice)
@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     examples=["codi-queue run", "codi-queue run --once -v"],
     options=[
         opt("--once", action="store_true", help="drain what is queued, then exit"),
-        opt("--batch", type=int, default=20_000, help="operations per transaction (default 20000)"),
-        opt("--poll", type=float, default=2.0, help="safety-net poll interval in seconds (default 2)"),
-        opt("--rotate-bytes", type=int, default=16 * 1024 * 1024,
+        opt("--batch", type=count_in(1, 10_000_000), default=20_000, help="operations per transaction (default 20000)"),
+        opt("--poll", type=seconds, default=2.0, help="safety-net poll interval in seconds (default 2)"),
+        opt("--rotate-bytes", type=count_in(1, 2**62), default=16 * 1024 * 1024,
             help="claim and archive the inbox once it holds this many bytes (default 16 MiB)"),
         opt("--no-push", action="store_true",
             help="do not push to the team database even if [sync] is set (push with `sync push` instead)"),
@@ -106,7 +106,7 @@ def _run(consumer: Consumer, args: argparse.Namespace, paths: Paths, pushing: st
     options=[
         JSON,
         opt("--watch", action="store_true", help="refresh in place until Ctrl-C"),
-        opt("--interval", type=float, default=2.0, help="seconds between refreshes with --watch"),
+        opt("--interval", type=seconds, default=2.0, help="seconds between refreshes with --watch"),
         opt("--prometheus", metavar="FILE", help="write the Prometheus textfile format to FILE (- for stdout)"),
     ],
 )

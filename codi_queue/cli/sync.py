@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from .command import command, opt
+from .command import command, count_in, opt
 from .exits import EXIT_OK
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ database cannot be reached or refuses (one line says why), 2 on usage errors."""
     options=[
         opt("action", choices=["push", "pull", "status", "migrate"]),
         opt("--json", action="store_true", help="print the summary as JSON"),
-        opt("--batch", type=int, default=20_000, metavar="N",
+        opt("--batch", type=count_in(1, 10_000_000), default=20_000, metavar="N",
             help="push: operations per PostgreSQL transaction (default 20000)"),
     ],
 )
