@@ -60,12 +60,21 @@ class Paths:
         """The tier's database, to be opened: refused (``UnsafePath``) when it, its ``-wal``,
         ``-shm`` or ``-journal``, or a directory on the way lies under the home and is a
         link, which would carry our writes out of it. One configured elsewhere is the user's
-        to set up, links and all."""
+        to set up, links and all. Any of those files that is there must be a regular file:
+        SQLite would wait for ever reading a FIFO, and a directory is no database."""
         from .fsutil import refuse_links_below
 
         path = self.database(tier)
         for name in (path, *(path + suffix for suffix in DATABASE_SIDECARS)):
             refuse_links_below(self.home, name)
+            try:
+                mode = os.stat(name).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if not stat.S_ISREG(mode):
+                from .errors import UnsafePath
+
+                raise UnsafePath(name, "not a regular file (a database and its -wal, -shm and -journal must be)")
         return path
 
     def databases(self) -> dict[str, tuple[str, str]]:

@@ -35,10 +35,12 @@ def db(args: argparse.Namespace, paths: Paths) -> int:
             for tier, info in report.items():
                 if not info["exists"]:
                     print(f"{tier:<9} absent")
+                elif "error" in info:
+                    print(f"{tier:<9} cannot be read: {info['error']}")
                 else:
                     print(f"{tier:<9} integrity {info['integrity']}  schema v{info['user_version']}"
                           f"/{info['latest_version']}  {info['bytes']} bytes  wal {info['wal_bytes']} bytes")
-        bad = [t for t, i in report.items() if i["exists"] and i["integrity"] != "ok"]
+        bad = [t for t, i in report.items() if i["exists"] and i.get("integrity") != "ok"]
         return EXIT_FAILURE if bad else EXIT_OK
     if args.action == "vacuum":
         for tier, (before, after) in maintenance.vacuum(paths).items():

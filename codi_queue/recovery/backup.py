@@ -24,7 +24,7 @@ from ..consumer.lock import ConsumerLock
 from ..schemas.registry import ALL_TIERS
 from ..errors import CodiQueueError
 from ..fsutil import FILE_MODE, ensure_private_dir, fsync_dir, read_file, write_atomic
-from ..paths import Paths
+from ..paths import DATABASE_SIDECARS, Paths
 
 __all__ = ["BackupResult", "backup", "restore", "copy_database", "integrity", "CATCH_UP_MARGIN_S"]
 
@@ -85,6 +85,7 @@ def copy_database(src_path: str, dest_path: str) -> int:
     dest = apsw.Connection(dest_path)
     try:
         set_busy_timeout(src)
+        src.execute("SELECT count(*) FROM sqlite_master").get  # the source's own error, not the backup API's "not an error"
         with dest.backup("main", src, "main") as step:
             step.step(-1)
         dest.execute("PRAGMA journal_mode = DELETE")  # a snapshot is one self-contained file
@@ -92,6 +93,12 @@ def copy_database(src_path: str, dest_path: str) -> int:
     finally:
         dest.close()
         src.close()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, apsw.Error) else str(exc)
 
 
 def unique_path(base: str) -> str:
@@ -110,11 +117,20 @@ def backup(paths: Paths, into: str | None = None) -> BackupResult:
     ensure_private_dir(directory, under=None if into else paths.home)
     result = BackupResult(directory)
     for tier in ALL_TIERS:
-        src = paths.database_file(tier)
-        if not os.path.exists(src):
+        # One tier that cannot be copied (not a database, a FIFO in its place) is said and
+        # left out; the others are still backed up: a backup is wanted most when something broke.
+        dest = ""
+        try:
+            src = paths.database_file(tier)
+            if not os.path.exists(src):
+                continue
+            dest = unique_path(os.path.join(directory, os.path.basename(src)))  # two tiers may share a name
+            version = copy_database(src, dest)
+        except (apsw.Error, CodiQueueError, OSError) as exc:
+            result.problems.append(f"{tier}: not backed up: {_why(exc)}")
+            if dest and os.path.lexists(dest):
+                os.unlink(dest)
             continue
-        dest = os.path.join(directory, os.path.basename(src))
-        version = copy_database(src, dest)
         check = integrity(dest)
         if check != "ok":
             result.problems.append(f"{tier}: the copy failed its integrity check: {check}")
@@ -144,6 +160,24 @@ def read_manifest(snapshot: str) -> Manifest:
     return manifest
 
 
+def _snapshot_files_are_plain(snapshot: str, name: str) -> None:
+    """A tier's file in a snapshot, and any -wal, -shm or -journal beside it, must be regular
+    files there: SQLite would wait for ever on a FIFO, and a link would restore whatever it
+    points at."""
+    import stat
+
+    for path in (os.path.join(snapshot, name), *(os.path.join(snapshot, name + s) for s in DATABASE_SIDECARS)):
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            if path == os.path.join(snapshot, name):
+                raise SnapshotError(f"{path}: the snapshot's manifest names it, but it is not there") from None
+            continue
+        if not stat.S_ISREG(mode):
+            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise SnapshotError(f"{path}: {what}; a snapshot holds plain files only")
+
+
 def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -> tuple[dict[str, str], float]:
     """Put a snapshot back; (tier → where the replaced file went, the snapshot's time)."""
     manifest = read_manifest(snapshot)
@@ -153,6 +187,7 @@ def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -
                             f"{', '.join(manifest.tiers) or 'none'})")
     chosen = [t for t in manifest.tiers if tiers is None or t in tiers]
     for tier in chosen:  # refuse before touching anything
+        _snapshot_files_are_plain(snapshot, manifest.tiers[tier].file)
         check = integrity(os.path.join(snapshot, manifest.tiers[tier].file))
         if check != "ok":
             raise SnapshotError(f"snapshot {tier} database fails its integrity check: {check}")

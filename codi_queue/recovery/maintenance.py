@@ -14,6 +14,7 @@ import apsw
 from ..consumer.db import migrate as run_migrations
 from ..consumer.db import open_readonly, open_tier, schema_version, set_busy_timeout
 from ..consumer.lock import ConsumerLock
+from ..errors import CodiQueueError
 from ..schemas.registry import ALL_TIERS
 from ..paths import Paths
 from ..schemas.migrations import latest_version
@@ -41,10 +42,16 @@ def _version(path: str) -> int | None:
 
 
 def check(paths: Paths) -> dict[str, dict[str, Any]]:
+    """Each tier's integrity, schema version and size; one that cannot be read at all (not a
+    database, a FIFO in its place) is reported with why (``error``), and the others still checked."""
     report: dict[str, dict[str, Any]] = {}
     for tier in ALL_TIERS:
-        path = paths.database_file(tier)
-        version = _version(path)
+        try:
+            path = paths.database_file(tier)
+            version = _version(path)
+        except (apsw.Error, CodiQueueError, OSError) as exc:
+            report[tier] = {"exists": True, "error": f"{type(exc).__name__}: {exc}"}
+            continue
         if version is None:
             report[tier] = {"exists": False}
             continue

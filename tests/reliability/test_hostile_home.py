@@ -452,3 +452,60 @@ def test_status_passes_over_error_log_lines_of_another_shape(tmp_path: Path) -> 
         res = run_cli(home, *args)
         assert res.returncode == 0 and "internal error" not in res.stderr, (args, res.stderr)
         assert "the real one \ufffd" in res.stdout or "the real one \\ufffd" in res.stdout, res.stdout
+
+
+# -- a database, its sidecars or a snapshot's files found as something else (session 13) ----
+
+
+@pytest.mark.parametrize(("kind", "name"), [("fifo", "sessions.db"), ("fifo", "sessions.db-wal"),
+                                            ("fifo", "state.db"), ("dir", "sessions.db-journal")])
+def test_a_database_or_sidecar_that_is_not_a_file_costs_that_tier_only(tmp_path: Path, kind: str, name: str) -> None:
+    """A FIFO at a tier's database hung ``status``, ``backup`` and ``db check`` for ever, and
+    one at the database or its ``-wal`` ended ``run`` with "database error" for every tier
+    (bug 29). Now that tier is unavailable, said by name, and the others go on."""
+    home = tmp_path / "home"
+    tier = name.split(".")[0]
+    other = "project" if tier == "state" else "state"
+    assert run_cli(home, "run", "--once").returncode == 0
+    planted = home / "db" / name
+    planted.unlink(missing_ok=True)
+    os.mkfifo(planted, 0o600) if kind == "fifo" else planted.mkdir()
+    why = f"refusing {planted}: not a regular file"
+    run = run_cli(home, "run", "--once", timeout=60)
+    assert run.returncode == 1 and f"{tier} database" in run.stderr and why in run.stderr, run.stderr
+    status = run_cli(home, "status", timeout=60)
+    assert status.returncode == 0 and f"tier unavailable {tier}: UnsafePath: {why}" in status.stdout, status.stdout
+    check = run_cli(home, "db", "check", timeout=60)
+    assert check.returncode == 1 and f"{tier:<9} cannot be read: UnsafePath: {why}" in check.stdout
+    assert f"{other:<9} integrity ok" in check.stdout
+    backup = run_cli(home, "backup", timeout=60)
+    assert backup.returncode == 1 and f"{tier}: not backed up: {why}" in backup.stderr, backup.stderr
+    (snapshot,) = (home / "backups").iterdir()
+    held = json.loads((snapshot / "manifest.json").read_text())["tiers"]
+    assert other in held and tier not in held  # the others were still backed up
+    assert stat_is_fifo(planted) if kind == "fifo" else planted.is_dir()  # left as found
+
+
+@pytest.mark.parametrize("plant", ["fifo", "link", "fifo journal", "missing"])
+def test_restore_refuses_a_snapshot_file_that_is_not_a_plain_file(tmp_path: Path, plant: str) -> None:
+    """A FIFO as a snapshot's tier file (or a hot journal beside it) hung ``restore``; a link
+    restored whatever it pointed at."""
+    home = tmp_path / "home"
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"x","success":true}').returncode == 0
+    assert run_cli(home, "run", "--once").returncode == 0
+    assert run_cli(home, "backup").returncode == 0
+    (snapshot,) = (home / "backups").iterdir()
+    target = snapshot / "sessions.db"
+    if plant != "fifo journal":
+        target.unlink()
+    if plant == "fifo":
+        os.mkfifo(target)
+    elif plant == "link":
+        target.symlink_to(home / "db" / "org.db")
+    elif plant == "fifo journal":
+        target = snapshot / "sessions.db-journal"
+        os.mkfifo(target)
+    before = sorted(os.listdir(home / "db"))
+    res = run_cli(home, "restore", str(snapshot), timeout=60)
+    assert res.returncode == 1 and res.stderr.startswith(f"codi-queue: {target}: "), res.stderr
+    assert sorted(os.listdir(home / "db")) == before  # nothing touched
