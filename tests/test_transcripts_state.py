@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from codi_queue.producers.statedirs import mirror_state_dirs
 from codi_queue.producers.transcripts import import_transcripts
 from codi_queue.queries import skill_adoption
 
-from .conftest import ROOT, query, run_cli
+from .conftest import ROOT, cli_env, count_when_ready, query, run_cli, wait_until
 
 FIXTURES = ROOT / "tests" / "fixtures" / "transcripts"
 
@@ -165,3 +168,74 @@ def test_consumer_watches_configured_transcripts_and_state_dirs(tmp_path: Path, 
     before = query(paths, "sessions", "SELECT count(*) FROM messages")
     Consumer(paths, config=load_config(paths)).run(once=True)  # nothing new: nothing added
     assert query(paths, "sessions", "SELECT count(*) FROM messages") == before
+
+
+def _line(uuid: str, **extra: object) -> str:
+    obj = {"type": "user", "sessionId": "s-hostile", "uuid": uuid, "timestamp": "2026-02-10T21:11:56.906Z",
+           "message": {"role": "user", "content": f"said {uuid}"}}
+    return json.dumps({**obj, **extra})
+
+
+def test_a_damaged_line_or_a_fifo_in_a_transcript_tree_costs_only_itself(tmp_path: Path, home: Path,
+                                                                         paths: Paths) -> None:
+    """Before (bug 30): a backfill stopped at the first line that was not JSON and did not end
+    in "}", for that file and every later run, so the lines after it never came in; a FIFO
+    named *.jsonl held the import, and a consumer watching the tree, for ever; an ISO time
+    outside 1970-5138 was dropped without a count; a session id, model or request id longer
+    than a name made a dead letter."""
+    root = tmp_path / "projects" / "p"
+    root.mkdir(parents=True)
+    long = "L" * 300
+    (root / "a.jsonl").write_text("\n".join([
+        _line("u1"), "torn{\"type\": \"us", _line("u2", timestamp="9999-12-31T23:59:59+14:00"),
+        _line("u3", sessionId=long, requestId=long, message={"role": "assistant", "content": "x", "model": long}),
+        _line("u4"),
+    ]) + "\n" + _line("u5")[:20])  # the last line still being written
+    os.mkfifo(root / "b.jsonl")
+    (root / "c.jsonl").write_text(_line("u6") + "\n")
+    res = run_cli(home, "import-transcripts", str(tmp_path / "projects"), timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "2 transcripts, 6 new lines, 4 operations enqueued, 2 unreadable lines skipped" in res.stdout, res.stdout
+    assert res.stderr == f"codi-queue: {root / 'b.jsonl'}: not a regular file; passed over\n"
+    assert run_cli(home, "run", "--once").returncode == 0
+    got = query(paths, "sessions", "SELECT uuid, length(session_id), length(model) FROM messages ORDER BY uuid")
+    assert got == [("u1", 9, None), ("u3", 200, 200), ("u4", 9, None), ("u6", 9, None)]
+    assert query(paths, "sessions", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
+    with open(root / "a.jsonl", "a") as fp:  # the last line's newline comes: it is read then
+        fp.write(_line("u5")[20:] + "\n")
+    again = run_cli(home, "import-transcripts", str(tmp_path / "projects"), timeout=60)
+    assert "1 new lines, 1 operations enqueued" in again.stdout, again.stdout
+
+
+def test_a_consumer_watching_fifos_keeps_draining_and_says_so_once(tmp_path: Path, home: Path,
+                                                                   paths: Paths) -> None:
+    from codi_queue.config import load_config
+
+    root = tmp_path / "projects"
+    root.mkdir()
+    os.mkfifo(root / "stuck.jsonl")
+    os.mkfifo(tmp_path / "routing-metrics.jsonl")
+    os.makedirs(home, exist_ok=True)
+    Path(paths.config).write_text(f'[watch]\ntranscripts = ["{root}"]\n[watch.jsonl]\n'
+                                  f'"{tmp_path / "routing-metrics.jsonl"}" = "auto"\n')
+    load_config(paths)  # valid
+    enqueue("tool_event", {"tool_name": "through", "success": True}, home=str(home))
+    # a real process with a deadline: a FIFO opened to read waits for a writer for ever
+    proc = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "0.2"], env=cli_env(home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 1, 60, "drain")
+        time.sleep(1.5)  # several polls meet the same FIFOs
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # stuck on a FIFO: never left running past the test
+            proc.communicate()
+            raise
+    assert query(paths, "sessions", "SELECT tool_name FROM tool_events") == [("through",)]
+    lines = (home / "logs" / "errors.jsonl").read_text().splitlines()
+    messages = [json.loads(line)["message"] for line in lines]
+    assert sum("stuck.jsonl: not a regular file" in m for m in messages) == 1, messages
+    assert sum("routing-metrics.jsonl" in m and "not a regular file" in m for m in messages) == 1, messages

@@ -22,7 +22,16 @@ class Tailers:
     def __init__(self, paths: Paths, config: Config, report: Callable[[str], None]) -> None:
         self.paths = paths
         self.config = config
-        self.report = report
+        self._report = report
+        # What the last poll reported: a problem that lasts (a FIFO in a transcript tree, a
+        # file we may not read) is said once, not on every poll, and again if it comes back.
+        self._said: set[str] = set()
+        self._saying: set[str] = set()
+
+    def report(self, message: str) -> None:
+        if message not in self._said and message not in self._saying:
+            self._report(message)
+        self._saying.add(message)
 
     def __bool__(self) -> bool:
         return bool(self.config.jsonl or self.config.transcripts or self.config.state_dirs)
@@ -46,6 +55,7 @@ class Tailers:
             total += self._guard(f"watching transcripts in {root}", lambda: self._transcripts(root))
         for root in self.config.state_dirs:
             total += self._guard(f"mirroring state dirs in {root}", lambda: self._state(root))
+        self._said, self._saying = self._saying, set()
         return total
 
     def _guard(self, what: str, fn: Callable[[], int]) -> int:

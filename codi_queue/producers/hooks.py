@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 from .. import jsontext
 from ..errors import CodiQueueError
 from ..fsutil import NOFOLLOW, ensure_private_dir, read_file, refuse_links_below
-from ..schemas.wire import NAME_MAX
 from .records import Op
+from .records import fit_name as _name
 
 __all__ = ["operations_for", "ACTIVITY_TYPES", "ORPHAN_REASON"]
 
@@ -107,11 +107,6 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _name(value: Any) -> str | None:
-    """An identifier (session, tool, tool call) as a name column holds it: one longer than
-    any real id is cut, never the reason the whole event is refused."""
-    text = _str(value)
-    return text if text is None or len(text) <= NAME_MAX else text[: NAME_MAX - 1] + "…"
 
 
 def _marker_path(inflight: str, tool_use_id: str) -> str:

@@ -28,9 +28,9 @@ from .. import jsontext
 from ..ids import new_op_id
 from ..paths import Paths
 from ..queue.frame import JsonRecord
-from ..schemas.wire import ENVELOPE_FIELDS, MAX_RECORD_BYTES, OP_VERSIONS, RECORD_FIELDS
+from ..schemas.wire import ENVELOPE_FIELDS, MAX_RECORD_BYTES, NAME_MAX, OP_VERSIONS, RECORD_FIELDS
 
-__all__ = ["Op", "json_records", "append_ops", "append_records", "producer_name", "batches_within"]
+__all__ = ["Op", "json_records", "append_ops", "append_records", "producer_name", "batches_within", "fit_name"]
 
 # One operation as producers hand it over: (operation, body, op id or None for a fresh one).
 Op = tuple[str, "dict[str, Any]", "str | None"]
@@ -38,6 +38,15 @@ Op = tuple[str, "dict[str, Any]", "str | None"]
 # Room for a record's own framing around its envelopes: an array header, the
 # count and the time (MessagePack: at most 24 bytes; JSON: a few more digits).
 _RECORD_HEAD = 64
+
+
+def fit_name(value: Any) -> str | None:
+    """An identifier read from someone else's file or payload (a session id, a model, a tool
+    name) as a name column holds it: a string longer than any real one is cut and marked,
+    never the reason the whole operation is refused; anything but a non-empty string is None."""
+    if not isinstance(value, str) or not value:
+        return None
+    return value if len(value) <= NAME_MAX else value[: NAME_MAX - 1] + "…"
 
 
 _names: dict[tuple[str | None, str, int], str] = {}

@@ -10,10 +10,13 @@ derived from the source line, so the consumer applies each line once.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from ..fsutil import ensure_private_dir, read_file, write_atomic
 
@@ -24,10 +27,26 @@ _CHUNK = 1 << 20
 
 
 class Line:
-    __slots__ = ("number", "raw", "end")
+    """One line of a source: its number, its bytes without the newline, the offset after it,
+    and whether a newline ended it (only a ``final`` read yields one that none did)."""
 
-    def __init__(self, number: int, raw: bytes, end: int) -> None:
-        self.number, self.raw, self.end = number, raw, end
+    __slots__ = ("number", "raw", "end", "complete")
+
+    def __init__(self, number: int, raw: bytes, end: int, complete: bool = True) -> None:
+        self.number, self.raw, self.end, self.complete = number, raw, end, complete
+
+
+def _open_regular(path: str) -> BinaryIO:
+    """``path`` to read, never blocking: a FIFO in a watched tree would hold the consumer for
+    ever. Anything but a regular file is an OSError saying so."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class SourceFile:
@@ -56,7 +75,7 @@ class SourceFile:
     def lines(self, final: bool = False) -> Iterator[Line]:
         """Complete lines past the saved position; with ``final``, a last line without newline too."""
         try:
-            fp = open(self.path, "rb")
+            fp = _open_regular(self.path)
         except FileNotFoundError:
             return
         with fp:
@@ -98,7 +117,7 @@ class SourceFile:
                         self._advance(pos, line)
                 pending = pending[start:]
             if final and pending.strip():
-                yield Line(line + 1, pending, pos + len(pending))
+                yield Line(line + 1, pending, pos + len(pending), complete=False)
 
     def _advance(self, end: int, line: int) -> None:
         self.offset, self.line = end, line
@@ -106,7 +125,7 @@ class SourceFile:
     def commit(self, end: int, line: int) -> None:
         """Persist the position after ``line`` (ending at byte ``end``): call once it is in the spool."""
         self._advance(end, line)
-        with open(self.path, "rb") as fp:
+        with _open_regular(self.path) as fp:
             head = self._head_hash(fp, end)
         dev, ino = getattr(self, "_identity", (None, None))
         self._saved = {"path": self.path, "dev": dev, "ino": ino, "offset": end, "line": line, "head": head}

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterator
 from typing import Any
 
 from ..ids import derived_op_id
 from ..schemas.types import normalize_timestamp
+from ..timestamps import SECONDS_BELOW
 from ..values import loads
-from .records import Op
+from ..schemas.wire import COUNT_MAX
+from .records import Op, fit_name
 from .sources import Line, SourceFile
 
 __all__ = ["operations_for_line", "transcript_files", "import_transcripts", "TranscriptResult"]
@@ -67,7 +70,9 @@ def _timestamp(value: Any) -> tuple[int, float]:
         if parsed is not None:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=timezone.utc)
-            return int(parsed.timestamp()), parsed.timestamp()
+            exact = parsed.timestamp()
+            if 0 <= exact < SECONDS_BELOW:  # else normalize_timestamp says why (year 1, year 9999)
+                return int(exact), exact
     seconds = normalize_timestamp(value)
     return seconds, float(seconds)
 
@@ -75,18 +80,13 @@ def _timestamp(value: Any) -> tuple[int, float]:
 def operations_for_line(obj: Any, line_no: int, source: str) -> list[Op]:
     if not isinstance(obj, dict) or obj.get("type") not in _ROLES:
         return []
-    session = obj.get("sessionId")
-    if not isinstance(session, str) or not session:
+    session = fit_name(obj.get("sessionId"))
+    if session is None:
         return []
-    try:
-        ts, exact = _timestamp(obj.get("timestamp"))
-    except ValueError:
-        return []
+    ts, exact = _timestamp(obj.get("timestamp"))  # ValueError: the caller counts the line as unreadable
     msg: dict[str, Any] = obj["message"] if isinstance(obj.get("message"), dict) else {}
     role = msg.get("role") if msg.get("role") in _ROLES else obj["type"]
-    uuid = obj.get("uuid") if isinstance(obj.get("uuid"), str) else None
-    model = msg.get("model") if isinstance(msg.get("model"), str) else None
-    request = obj.get("requestId") if isinstance(obj.get("requestId"), str) else None
+    uuid, model, request = fit_name(obj.get("uuid")), fit_name(msg.get("model")), fit_name(obj.get("requestId"))
     ops: list[Op] = []
     content = _text(msg.get("content") if msg else obj.get("content"))
     if content.strip():
@@ -94,12 +94,12 @@ def operations_for_line(obj: Any, line_no: int, source: str) -> list[Op]:
         body.update({k: v for k, v in (("uuid", uuid), ("model", model), ("request_id", request)) if v})
         ops.append(("message", body, derived_op_id(exact, line_no, source, uuid or "", "message")))
     usage = msg.get("usage")
-    message_id = msg.get("id")
-    if obj["type"] == "assistant" and isinstance(usage, dict) and isinstance(message_id, str) and request:
+    message_id = fit_name(msg.get("id"))
+    if obj["type"] == "assistant" and isinstance(usage, dict) and message_id and request:
         tokens = {
             k: int(usage[k])
             for k in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-            if isinstance(usage.get(k), int) and usage[k] >= 0
+            if isinstance(usage.get(k), int) and not isinstance(usage[k], bool) and 0 <= usage[k] <= COUNT_MAX
         }
         body = {"timestamp": ts, "message_id": message_id, "request_id": request, "session_id": session, **tokens}
         if model:
@@ -135,6 +135,13 @@ def import_transcripts(paths: Any, root: str, *, final: bool = True, batch_lines
     result = TranscriptResult()
     who = producer_name("transcripts")
     for path in transcript_files(root):
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except FileNotFoundError:
+            continue  # gone since the walk
+        if not regular:  # a FIFO would hold the import (the consumer's too) for ever
+            result.notes.append(f"{path}: not a regular file; passed over")
+            continue
         source = SourceFile(path, paths.state)
         result.files += 1
         ops: list[Op] = []
@@ -143,11 +150,14 @@ def import_transcripts(paths: Any, root: str, *, final: bool = True, batch_lines
             try:
                 obj = loads(line.raw)
             except (ValueError, RecursionError):
-                if final and not line.raw.endswith(b"}"):
-                    break  # an unfinished last line
-                result.skipped += 1
+                if not line.complete:
+                    break  # a last line still being written: read again once its newline comes
+                result.skipped += 1  # a damaged line: counted, and the lines after it still read
                 obj = None
-            ops += operations_for_line(obj, line.number, source.path)
+            try:
+                ops += operations_for_line(obj, line.number, source.path)
+            except ValueError:  # a timestamp no clock has: counted, not silently dropped
+                result.skipped += 1
             last = line
             result.lines += 1
             if len(ops) >= batch_lines:

@@ -22,7 +22,7 @@ import msgspec
 
 from .envelope import MAX_OP_BYTES, MAX_RECORD_BYTES, Envelope, Record
 from .registry import OPS
-from .types import NAME_MAX, TEXT_MAX
+from .types import COUNT_MAX, NAME_MAX, TEXT_MAX
 
 __all__ = ["SCHEMA_FILE", "WIRE_FILE", "build", "render", "render_wire", "main"]
 
@@ -66,11 +66,13 @@ fails when it drifts). Importing it costs no third-party module.
 ENVELOPE_FIELDS = {tuple(f.name for f in msgspec.structs.fields(Envelope))!r}
 RECORD_FIELDS = {tuple(f.name for f in msgspec.structs.fields(Record))!r}
 
-# Limits (bytes of one encoded body, of one record; characters of a JSON text field, of a name).
+# Limits (bytes of one encoded body, of one record; characters of a JSON text field, of a name;
+# the largest count).
 MAX_OP_BYTES = {MAX_OP_BYTES}
 MAX_RECORD_BYTES = {MAX_RECORD_BYTES}
 TEXT_MAX = {TEXT_MAX}
 NAME_MAX = {NAME_MAX}
+COUNT_MAX = {COUNT_MAX}
 
 # Each operation's schema version, written into every envelope.
 OP_VERSIONS = {{

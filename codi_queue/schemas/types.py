@@ -27,6 +27,7 @@ __all__ = [
     "normalize_timestamp",
     "TEXT_MAX",
     "NAME_MAX",
+    "COUNT_MAX",
     "LONG_TEXT_MAX",
     "type_members",
     "settled_type",
@@ -35,12 +36,13 @@ __all__ = [
 
 TEXT_MAX = 64 * 1024
 NAME_MAX = 200
+COUNT_MAX = 2**53  # what a JSON number holds exactly
 LONG_TEXT_MAX = 1024 * 1024
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX)]
 Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX)]
 LongText = Annotated[str, msgspec.Meta(max_length=LONG_TEXT_MAX)]
-Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=COUNT_MAX)]
 # Bounded so NaN and infinities fail validation (SQLite would store NaN as NULL).
 Real = Annotated[float, msgspec.Meta(ge=-1e15, le=1e15)]
 Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]

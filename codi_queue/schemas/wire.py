@@ -9,11 +9,13 @@ fails when it drifts). Importing it costs no third-party module.
 ENVELOPE_FIELDS = ('id', 'op', 'v', 'ts', 'producer', 'body', 'retry_of')
 RECORD_FIELDS = ('n', 'ts', 'ops')
 
-# Limits (bytes of one encoded body, of one record; characters of a JSON text field, of a name).
+# Limits (bytes of one encoded body, of one record; characters of a JSON text field, of a name;
+# the largest count).
 MAX_OP_BYTES = 1048576
 MAX_RECORD_BYTES = 33554432
 TEXT_MAX = 65536
 NAME_MAX = 200
+COUNT_MAX = 9007199254740992
 
 # Each operation's schema version, written into every envelope.
 OP_VERSIONS = {
