@@ -177,12 +177,14 @@ def read_private_file(path: str, home: str | None) -> bytes:
         return fp.read(1 << 20)
 
 
-def open_regular(path: str, flags: int, mode: int = FILE_MODE, dir_fd: int | None = None) -> int:
-    """A descriptor of the regular file at ``path``, for writing: never through a link, and
-    never blocking on a FIFO found there (opening one to write waits for a reader, for ever);
-    anything but a regular file is refused with ``OSError``."""
+def open_regular(path: str, flags: int, mode: int = FILE_MODE, dir_fd: int | None = None,
+                 follow: bool = False) -> int:
+    """A descriptor of the regular file at ``path``: never blocking on a FIFO found there
+    (opening one waits for the other end, for ever) and, unless ``follow`` (a file of the
+    user's, outside the home), never through a link; anything but a regular file is refused
+    with ``OSError``."""
     try:
-        fd = os.open(path, flags | NOFOLLOW | os.O_NONBLOCK, mode, dir_fd=dir_fd)
+        fd = os.open(path, flags | (0 if follow else NOFOLLOW) | os.O_NONBLOCK, mode, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a FIFO no one reads, or a socket
             raise OSError(errno.EINVAL, "not a regular file", path) from None

@@ -239,3 +239,19 @@ def test_a_consumer_watching_fifos_keeps_draining_and_says_so_once(tmp_path: Pat
     messages = [json.loads(line)["message"] for line in lines]
     assert sum("stuck.jsonl: not a regular file" in m for m in messages) == 1, messages
     assert sum("routing-metrics.jsonl" in m and "not a regular file" in m for m in messages) == 1, messages
+
+
+def test_a_fifo_or_a_link_as_a_state_json_is_passed_over_and_said(tmp_path: Path, home: Path, paths: Paths) -> None:
+    """A FIFO named state.json held mirror-state, and a consumer watching the directory, for ever."""
+    root = tmp_path / "sessions"
+    _state(root / "s1", {"session": {"id": "s1", "status": "running"}})
+    (root / "s2").mkdir()
+    os.mkfifo(root / "s2" / "state.json")
+    (root / "s3").mkdir()
+    (root / "s3" / "state.json").symlink_to(root / "s1" / "state.json")
+    res = run_cli(home, "mirror-state", str(root), timeout=60)
+    assert res.returncode == 3, res.stderr
+    assert f"{root / 's2' / 'state.json'}: not read (not a regular file" in res.stderr
+    assert f"{root / 's3' / 'state.json'}: not read (" in res.stderr
+    assert run_cli(home, "run", "--once").returncode == 0
+    assert query(paths, "project", "SELECT session_id FROM sessions") == [("s1",)]

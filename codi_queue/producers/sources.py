@@ -10,15 +10,13 @@ derived from the source line, so the consumer applies each line once.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
-import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ..fsutil import ensure_private_dir, read_file, write_atomic
+from ..fsutil import ensure_private_dir, open_regular, read_file, write_atomic
 
 __all__ = ["SourceFile", "Line"]
 
@@ -38,15 +36,8 @@ class Line:
 
 def _open_regular(path: str) -> BinaryIO:
     """``path`` to read, never blocking: a FIFO in a watched tree would hold the consumer for
-    ever. Anything but a regular file is an OSError saying so."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    ever. Anything but a regular file is an OSError saying so; the user's links are followed."""
+    return os.fdopen(open_regular(path, os.O_RDONLY | os.O_CLOEXEC, follow=True), "rb")
 
 
 class SourceFile:

@@ -28,6 +28,7 @@ import os
 import time
 from typing import Any
 
+from ..fsutil import open_regular
 from ..ids import derived_op_id
 from ..schemas.types import normalize_timestamp
 from ..values import loads
@@ -140,8 +141,7 @@ def mirror_state_dirs(paths: Any, root: str, *, rescan: bool = False, settle_s: 
             if not rescan and now - st.st_mtime < settle_s:
                 continue  # still being written: the next poll takes it
             # Never through a link: a watched directory must not read files outside itself.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as fp:
+            with os.fdopen(open_regular(path, os.O_RDONLY | os.O_CLOEXEC), "rb") as fp:  # nor a FIFO
                 data = fp.read()
         except FileNotFoundError:
             continue
