@@ -152,6 +152,13 @@ def read_file(path: str, limit: int = 64 * 1024 * 1024) -> bytes:
         return fp.read(limit)
 
 
+def read_users_file(path: str, limit: int = 64 * 1024 * 1024) -> bytes:
+    """A file of the user's outside the home (Claude's settings, a git hook): their links are
+    followed, but a FIFO is refused, never waited on (OSError: not a regular file)."""
+    with os.fdopen(open_regular(path, os.O_RDONLY | os.O_CLOEXEC, follow=True), "rb") as fp:
+        return fp.read(limit)
+
+
 def read_private_file(path: str, home: str | None) -> bytes:
     """A configuration file's bytes, refused (``UnsafePath``) when another user could have written it.
 

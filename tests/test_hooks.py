@@ -240,6 +240,26 @@ def test_settings_merge_keeps_what_is_there(tmp_path: Path) -> None:
     assert "/x/codi-queue hook" not in json.dumps(moved)
 
 
+@pytest.mark.parametrize(("content", "said", "status"), [
+    (None, "settings.json: not a regular file", 1),  # a FIFO: was waited on for ever
+    (b"\xff\xfe{}", "settings.json: not a JSON settings file (", 2),
+    (b'{"hooks": {"PreToolUse": [5, {"hooks": 7}]}}', "hooks.PreToolUse[1].hooks is not a list; refusing", 2),
+])
+def test_install_hooks_refuses_a_settings_file_it_cannot_read_as_settings(home: Path, tmp_path: Path,
+                                                                           content: bytes | None, said: str,
+                                                                           status: int) -> None:
+    """Before, a FIFO hung install-hooks and a hook list of another shape ended in an internal error."""
+    settings = tmp_path / "settings.json"
+    if content is None:
+        os.mkfifo(settings)
+    else:
+        settings.write_bytes(content)
+    res = subprocess.run([sys.executable, "-m", "codi_queue", "install-hooks", str(settings)], capture_output=True,
+                         text=True, env=cli_env(home), timeout=60)
+    assert res.returncode == status and said in res.stderr and "internal error" not in res.stderr, res.stderr
+    assert content is None or settings.read_bytes() == content  # untouched
+
+
 def test_install_hooks_dry_run_backup_and_rerun(home: Path, tmp_path: Path) -> None:
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"theme": "dark"}))

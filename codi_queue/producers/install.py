@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from ..fsutil import write_atomic
+from ..fsutil import read_users_file, write_atomic
 
 __all__ = ["HOOK_EVENTS", "SYNC_EVENTS", "command_line", "merge_settings", "install_claude_hooks", "install_git_hooks", "GIT_HOOKS"]
 
@@ -78,8 +78,11 @@ def merge_settings(settings: dict[str, Any], command: str) -> dict[str, Any]:
         if not isinstance(entries, list):
             raise ValueError(f"settings hooks.{event} is not a list; refusing to touch it")
         found = False
-        for entry in entries:
-            for hook in entry.get("hooks", []) if isinstance(entry, dict) else []:
+        for i, entry in enumerate(entries):
+            inner = entry.get("hooks", []) if isinstance(entry, dict) else []
+            if not isinstance(inner, list):  # not Claude Code's shape: someone else's, left as it is
+                raise ValueError(f"settings hooks.{event}[{i}].hooks is not a list; refusing to touch it")
+            for hook in inner:
                 if isinstance(hook, dict) and _is_ours(hook.get("command")):
                     hook["command"] = command  # an older install: point it at this one
                     _set_async(hook, event)
@@ -97,11 +100,14 @@ def merge_settings(settings: dict[str, Any], command: str) -> dict[str, Any]:
 def install_claude_hooks(settings_path: str, command: str, dry_run: bool = False) -> tuple[str, str | None]:
     """Merge our hooks into ``settings_path``; (unified diff, backup path or None)."""
     try:
-        with open(settings_path, encoding="utf-8") as fp:
-            before_text = fp.read()
+        before_text = read_users_file(settings_path).decode("utf-8")
         settings = json.loads(before_text) if before_text.strip() else {}
     except FileNotFoundError:
         before_text, settings = "", {}
+    except OSError as exc:
+        raise OSError(f"{settings_path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # not UTF-8, not JSON
+        raise ValueError(f"{settings_path}: not a JSON settings file ({exc})") from None
     if not isinstance(settings, dict):
         raise ValueError(f"{settings_path} does not hold a JSON object")
     after_text = json.dumps(merge_settings(settings, command), indent=2) + "\n"
@@ -167,8 +173,7 @@ def install_git_hooks(repo: str, command: str, dry_run: bool = False) -> list[st
         script = _git_script(name, command)
         existing = None
         if os.path.exists(path):
-            with open(path, encoding="utf-8", errors="replace") as fp:
-                existing = fp.read()
+            existing = read_users_file(path).decode("utf-8", "replace")
         would = "would be " if dry_run else ""
         if existing == script:
             done.append(f"{name}: already installed")
