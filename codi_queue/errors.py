@@ -9,6 +9,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CodiQueueError",
+    "shown",
     "InvalidOperation",
     "SpoolError",
     "CorruptRecord",
@@ -52,7 +53,7 @@ class InvalidOperation(CodiQueueError, ValueError):
         if self.record is not None:
             parts.append(f"record {self.record}")
         if self.op is not None:
-            parts.append(f"op {self.op}")
+            parts.append(f"op {shown(self.op)}")
         if self.field is not None:
             parts.append(f"field {self.field}")
         where = ", ".join(parts)
@@ -128,6 +129,12 @@ class SyncError(CodiQueueError):
         super().__init__(message)
 
 
+def shown(name: object, limit: int = 80) -> str:
+    """A name someone else sent, fit to print in a message: a 10 kB "operation" is cut."""
+    text = str(name)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def did_you_mean(name: object, known: Iterable[object]) -> str:
     """' (did you mean `X`?)' when ``name`` is close to one of ``known``, else ''. Only on errors:
     difflib is imported here, never on the hook's or enqueue's successful path."""
@@ -141,6 +148,6 @@ def unknown_operation(op: str, known: Iterable[object], record: int | None = Non
     """The one wording for an operation name nobody defined, wherever it is met."""
     names = sorted(str(k) for k in known)
     return InvalidOperation(
-        f"unknown operation {op!r}{did_you_mean(op, names)}; `codi-queue ops` lists them: {', '.join(names)}",
+        f"unknown operation {shown(op)!r}{did_you_mean(op, names)}; `codi-queue ops` lists them: {', '.join(names)}",
         op=op, record=record,
     )

@@ -148,3 +148,9 @@ def test_a_number_option_out_of_its_range_is_a_usage_error(home: Path, args: lis
     and NaN or negative values were taken silently."""
     res = run_cli(home, *args, timeout=30)
     assert res.returncode == 2 and res.stderr.rstrip().endswith(why), res.stderr
+
+
+def test_a_huge_unknown_operation_name_is_cut_in_the_message(home: Path) -> None:
+    res = run_cli(home, "enqueue", "x" * 20_000, "{}")
+    assert res.returncode == 2 and "unknown operation 'xxx" in res.stderr
+    assert len(res.stderr) < 2_000, len(res.stderr)  # the name once, cut, not 20 kB twice
