@@ -33,6 +33,7 @@ _REBUILD_OPTIONS = [
     ],
 )
 def dead_letters(args: argparse.Namespace, paths: Paths) -> int:
+    from ..errors import shown
     from ..recovery.replay import list_dead_letters, parse_time
 
     try:
@@ -46,9 +47,9 @@ def dead_letters(args: argparse.Namespace, paths: Paths) -> int:
         return EXIT_OK
     for d in letters:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["last_failed"]))
-        source = f"  [{d['source']}]" if d["source"] else ""
+        source = f"  [{shown(d['source'], 200)}]" if d["source"] else ""
         reason = " ".join(str(d["reason"]).split())
-        print(f"{d['id']}  {d['op']}  {d['tier']}  x{d['attempts']}  {when}  {reason[:160]}{source}")
+        print(f"{shown(d['id'])}  {shown(d['op'])}  {d['tier']}  x{d['attempts']}  {when}  {reason[:160]}{source}")
     print(f"{len(letters)} dead letters" + ("; re-apply with: codi-queue replay dead-letters [--id ID]"
                                             if letters else ""))
     return EXIT_OK

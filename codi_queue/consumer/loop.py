@@ -24,7 +24,7 @@ from typing import Any
 import apsw
 
 from ..config import Config
-from ..errors import CodiQueueError, TierUnavailable, UnsafePath
+from ..errors import CodiQueueError, TierUnavailable, UnsafePath, shown
 from ..errorlog import ensure_reserve, record_error
 from ..fsutil import ensure_private_dir
 from ..paths import Paths
@@ -548,7 +548,7 @@ class Consumer:
             self.stats.applied += sum(result.applied.values())
             for dead in result.dead:
                 if dead.op != "?":
-                    self._report(f"dead letter {dead.op_id} ({dead.op}): {dead.reason}")
+                    self._report(f"dead letter {shown(dead.op_id)} ({shown(dead.op)}): {dead.reason}")
             self.stats.dead_letters += len(result.dead)
             for problem in (result.repay_error, result.summary_error):
                 if problem:
