@@ -559,3 +559,16 @@ def test_cli_infrastructure_failure_exits_one_and_keeps_the_queue(home: Path, pa
 def test_version(home: Path) -> None:
     res = run_cli(home, "--version")
     assert res.returncode == 0 and res.stdout.startswith("codi-queue ")
+
+
+def test_a_huge_operation_name_in_the_spool_is_cut_wherever_it_is_shown(home: Path, paths: Paths) -> None:
+    """A record someone else wrote with a 1 MB operation name: a dead letter (the name kept in
+    the store as it came), but the log, the error log and the listing show 80 characters."""
+    envelope = Envelope(new_op_id(), "x" * 1_000_000, 1, time.time(), "t", msgspec.Raw(msgspec.msgpack.encode({})))
+    append_records(paths, [msgspec.msgpack.encode(Record(1, time.time(), [envelope]))])
+    Consumer(paths).run(once=True)
+    assert collect(paths)["dead_letters"] == 1
+    assert max(len(line) for line in (home / "logs" / "errors.jsonl").read_text().splitlines()) < 2_000
+    listing = run_cli(home, "dead-letters")
+    assert listing.returncode == 0 and "x" * 79 + "…" in listing.stdout and len(listing.stdout) < 2_000
+    assert query(paths, "state", "SELECT length(op) FROM cq_dead_letters") == [(1_000_000,)]

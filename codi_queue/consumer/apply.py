@@ -20,6 +20,7 @@ from typing import Any
 import apsw
 import msgspec
 
+from ..errors import shown
 from ..schemas.envelope import Envelope, Rejected
 from ..schemas.registry import OPS, REJECTED_OP, Binding, OpSpec
 from ..schemas.types import settled_type, unsettled
@@ -259,7 +260,7 @@ def prepare(
             continue
         spec = OPS.get(op)
         if spec is None:
-            dead.extend(dead_letter(item, f"unknown operation {op!r}") for item in run)
+            dead.extend(dead_letter(item, f"unknown operation {shown(op)!r}") for item in run)
             continue
         try:
             group = _Group(conn, spec)
