@@ -42,6 +42,25 @@ def producer(home: str, ident: str, count: int, ackfile: str) -> int:
     return 0
 
 
+THREADS = 6
+
+
+def threaded(home: str, ident: str, count: int, ackfile: str) -> int:
+    """``THREADS`` producers as threads of this one process (a thread pool in an analyzer):
+    thread T is producer ``<ID>t<T>`` with its own ack file ``ACKFILE.T``."""
+    import threading
+
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda t=t: results.append(producer(home, f"{ident}t{t}", count,
+                                                                             f"{ackfile}.{t}")))
+               for t in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return 0 if results == [0] * THREADS else 1
+
+
 def naive_putter(qdir: str, ident: str, count: int, go: str) -> int:
     """persist-queue used the obvious way: one Queue per process on a shared directory."""
     import time
@@ -89,7 +108,7 @@ def paced(home: str, ident: str, seconds: int, ackfile: str, rate: float = 40.0)
     return 0
 
 
-ROLES = {"producer": producer, "naive": naive_putter, "spool": spool_putter, "paced": paced}
+ROLES = {"producer": producer, "threaded": threaded, "naive": naive_putter, "spool": spool_putter, "paced": paced}
 
 if __name__ == "__main__":
     sys.exit(ROLES[sys.argv[1]](sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]))

@@ -29,6 +29,7 @@ import importlib.util
 import os
 import struct
 import sys
+import threading
 import zlib
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy reads this as True
@@ -536,6 +537,18 @@ def _written(data: bytes) -> tuple[int, ...] | None:
     return tuple(_WRITTEN.unpack(body))
 
 
+# Held only around acked's two short flocked steps, never across the sync (see spool._THREADS).
+_ACKED_THREADS = threading.Lock()
+
+
+def _fresh_thread_lock() -> None:
+    global _ACKED_THREADS
+    _ACKED_THREADS = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_thread_lock)
+
+
 def acknowledge(data_fd: int, acked_fd: int, pos: int, ops: int) -> bool:
     """Make this append durable, sharing the sync with concurrent producers; returns whether we synced.
 
@@ -554,11 +567,12 @@ def acknowledge(data_fd: int, acked_fd: int, pos: int, ops: int) -> bool:
     to another chunk acknowledges only this append (earlier chunks were
     synced whole when persist-queue started the next one).
     """
-    fcntl.flock(acked_fd, fcntl.LOCK_EX)
-    try:
-        data = os.pread(acked_fd, _WRITTEN_END, 0)
-    finally:
-        fcntl.flock(acked_fd, fcntl.LOCK_UN)
+    with _ACKED_THREADS:  # threads of one process share acked's open file description: flock alone would not exclude them
+        fcntl.flock(acked_fd, fcntl.LOCK_EX)
+        try:
+            data = os.pread(acked_fd, _WRITTEN_END, 0)
+        finally:
+            fcntl.flock(acked_fd, fcntl.LOCK_UN)
     state = _written(data)
     acked = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
     # Covered: a sync reached these bytes and acknowledged them. An acknowledged line never
@@ -569,11 +583,12 @@ def acknowledge(data_fd: int, acked_fd: int, pos: int, ops: int) -> bool:
     if state is not None and state[0] > pos and state[0] >> POS_SHIFT == pos >> POS_SHIFT:
         line, line_ops = state[0], state[1]  # completed before our sync starts, so it covers them
     fsutil.sync_data(data_fd)  # the one sync an acknowledgement needs (recover_head)
-    fcntl.flock(acked_fd, fcntl.LOCK_EX)
-    try:
-        _raise_acked(acked_fd, line, line_ops)  # only ever forward: a later sync may have raised it further
-    finally:
-        fcntl.flock(acked_fd, fcntl.LOCK_UN)
+    with _ACKED_THREADS:
+        fcntl.flock(acked_fd, fcntl.LOCK_EX)
+        try:
+            _raise_acked(acked_fd, line, line_ops)  # only ever forward: a later sync may have raised it further
+        finally:
+            fcntl.flock(acked_fd, fcntl.LOCK_UN)
     return True
 
 

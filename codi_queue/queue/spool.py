@@ -38,6 +38,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import threading
 import time
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook call; mypy reads this as True
@@ -58,6 +59,21 @@ __all__ = ["Spool", "QueueDir", "ID_DIGITS", "LANES", "lane_count", "lane_inbox"
 ID_DIGITS = 20
 ID_FILE = "id"
 LANE_FILE = "lane"  # in the directories of lanes 1..: which lane's journal they belong to
+# Threads of one process append through one lock descriptor, and flock does not exclude
+# holders of the same open file description: without this, two threads enqueueing at once
+# wrote into one chunk together (damage, operations lost). Taken before the flock and
+# released after it; reentrant, as a claim or a rescue runs inside an append. A forked
+# child gets a fresh one: the parent's may be held by a thread the child does not have.
+_THREADS = threading.RLock()
+
+
+def _fresh_thread_lock() -> None:
+    global _THREADS
+    _THREADS = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_fresh_thread_lock)
+
 LANES = 4  # inboxes producers spread over (CODI_QUEUE_LANES overrides)
 MAX_LANES = 64  # the consumer drains every lane up to this, whatever a producer's setting
 
@@ -162,52 +178,11 @@ class Spool:
         every append completed before it, so producers that arrive together
         share it instead of queueing behind one another's.
         """
-        syncs: list[int] = []
-        head: Any = None
-        ops: int | None = None
+        syncs: list[int] = []  # the descriptors the shared sync needs, closed here whatever happens
         try:
-            self._prepare()
-            lock = self._locked() if self._pinned or self._lane_pid == os.getpid() else self._take_lane()
-            with lock:
-                # The inbox id only changes under this lock (claim, a fresh inbox), so the
-                # cached queue's id, checked on the way in, still names it on the way out.
-                queue = self._cached_inbox()
-                inbox_id, id_file = self._queue_inbox_id, self._queue_id_file
-                if queue is None:
-                    queue = self._open_inbox()
-                    inbox_id = read_dir_id(self.inbox)
-                    id_file = _id_identity(queue.dir_fd())
-                self._queue, self._queue_inbox_id = None, None  # detached while in use
-                start = list(queue.info["head"])
-                size, ops_before = int(queue.info["size"]), int(queue.info.get("ops", 0))
-                try:
-                    for record in records:
-                        queue.put(record)
-                    data_fd, dir_fd, acked_fd, sync_dir = queue.pending_syncs()
-                    syncs = [data_fd, dir_fd, acked_fd]
-                    head = list(queue.info["head"])
-                    ops = int(queue.info.get("ops", 0))
-                    if sync_dir:
-                        # A chunk file (or a fresh inbox's first files) was created: its name is
-                        # made durable before any producer can append, and acknowledge, past it.
-                        os.fsync(dir_fd)
-                    publish_written(acked_fd, queue.head_state())
-                except BaseException:
-                    # Not acknowledged, so not kept: whatever this append wrote is cut off
-                    # here, or a later opener's recovery would adopt intact frames of it.
-                    _cut_back(self.inbox, start, queue)
-                    try:
-                        # and info, which the append may have rewritten (at a new chunk, ...)
-                        queue.rewind(start, size, ops_before)
-                    except OSError:
-                        pass  # a failing disk: the next opener rewinds it (outran_its_data)
-                    queue.close()
-                    raise
-                if inbox_id is not None and id_file is not None:
-                    self._queue, self._queue_inbox_id, self._queue_id_file = queue, inbox_id, id_file
-                else:
-                    queue.close()
-            if syncs and head is not None and ops is not None:
+            with _THREADS:  # the writes only: the shared sync below runs outside it
+                head, ops = self._write(records, syncs)
+            if syncs:
                 # One sync, shared with the producers whose appends it covers; then the
                 # consumer may read this far (the acked file of the directory we appended
                 # to, even if the inbox was claimed since).
@@ -221,6 +196,52 @@ class Spool:
         finally:
             for fd in syncs:
                 os.close(fd)
+
+    def _write(self, records: Sequence[bytes], syncs: list[int]) -> tuple[list[int], int]:
+        """The records written under the lane's lock: (the head after them, the operation count
+        published with it); ``syncs`` receives the data, directory and ``acked`` descriptors."""
+        self._prepare()
+        lock = self._locked() if self._pinned or self._lane_pid == os.getpid() else self._take_lane()
+        with lock:
+            # The inbox id only changes under this lock (claim, a fresh inbox), so the
+            # cached queue's id, checked on the way in, still names it on the way out.
+            queue = self._cached_inbox()
+            inbox_id, id_file = self._queue_inbox_id, self._queue_id_file
+            if queue is None:
+                queue = self._open_inbox()
+                inbox_id = read_dir_id(self.inbox)
+                id_file = _id_identity(queue.dir_fd())
+            self._queue, self._queue_inbox_id = None, None  # detached while in use
+            start = list(queue.info["head"])
+            size, ops_before = int(queue.info["size"]), int(queue.info.get("ops", 0))
+            try:
+                for record in records:
+                    queue.put(record)
+                data_fd, dir_fd, acked_fd, sync_dir = queue.pending_syncs()
+                syncs += [data_fd, dir_fd, acked_fd]
+                head = list(queue.info["head"])
+                ops = int(queue.info.get("ops", 0))
+                if sync_dir:
+                    # A chunk file (or a fresh inbox's first files) was created: its name is
+                    # made durable before any producer can append, and acknowledge, past it.
+                    os.fsync(dir_fd)
+                publish_written(acked_fd, queue.head_state())
+            except BaseException:
+                # Not acknowledged, so not kept: whatever this append wrote is cut off
+                # here, or a later opener's recovery would adopt intact frames of it.
+                _cut_back(self.inbox, start, queue)
+                try:
+                    # and info, which the append may have rewritten (at a new chunk, ...)
+                    queue.rewind(start, size, ops_before)
+                except OSError:
+                    pass  # a failing disk: the next opener rewinds it (outran_its_data)
+                queue.close()
+                raise
+            if inbox_id is not None and id_file is not None:
+                self._queue, self._queue_inbox_id, self._queue_id_file = queue, inbox_id, id_file
+            else:
+                queue.close()
+        return head, ops
 
     def _open_inbox(self) -> Any:
         why = inbox_problem(self.inbox)
@@ -342,7 +363,7 @@ class Spool:
         if not self._pinned and self._lane_pid != os.getpid():
             return self._lane(self.lane).rescue_inbox()  # no lane taken yet: never take one here
         self._prepare()
-        with self._locked():
+        with _THREADS, self._locked():
             why = inbox_problem(self.inbox)  # a producer may have been mid-way through its first record
             if why is None:
                 return None
@@ -355,7 +376,7 @@ class Spool:
         if not (self._pinned and lane == self.lane):
             return self._lane(lane).claim(expected_id, lane)
         self._prepare()
-        with self._locked():
+        with _THREADS, self._locked():
             if read_dir_id(self.inbox) != expected_id:
                 return False
             return self._claim_locked() is not None
