@@ -242,6 +242,34 @@ def unsafe_directory(st: os.stat_result) -> str | None:
     return None
 
 
+def unsafe_ancestor(path: str) -> str | None:
+    """Why a directory above ``path`` would let another user replace it (rename ours away,
+    put theirs in its place), or None. Each one, on the way written and on the way the links
+    lead, must be ours or root's and writable by no one else unless sticky, as ``/tmp`` is;
+    our own group may write (user private groups), as OpenSSH's StrictModes allows."""
+    uid, gid = os.getuid(), os.getgid()
+    seen: set[str] = set()
+    for start in (os.path.abspath(path), os.path.realpath(path)):
+        parent = os.path.dirname(start)
+        while parent not in seen:
+            seen.add(parent)
+            try:
+                st = os.stat(parent)
+            except OSError:
+                st = None  # not there yet (we make it) or not ours to look at: the path itself is checked
+            if st is not None:
+                if st.st_uid not in (0, uid):
+                    return f"{parent}, a directory above it, is owned by uid {st.st_uid}, who could replace it"
+                writable = st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_gid != gid)
+                if writable and not st.st_mode & stat.S_ISVTX:
+                    return (f"{parent}, a directory above it, is writable by others (mode "
+                            f"{stat.S_IMODE(st.st_mode):o}, not sticky), who could replace it")
+            if parent == os.path.dirname(parent):
+                break
+            parent = os.path.dirname(parent)
+    return None
+
+
 def open_home(path: str) -> int:
     """A descriptor of the home directory, through a link if the home is one (the user's own
     link to a private directory is allowed, as ``Paths.private_dirs`` says), checked on the

@@ -139,10 +139,13 @@ class Paths:
         Another user able to write there could plant a config file, swap the
         logs for a link, or forge spool files: nothing is read or written then.
         """
-        from .fsutil import check_private
+        from .fsutil import check_private, unsafe_ancestor
 
+        below_home = os.path.abspath(self.home) + os.sep
         for path, follow in self.private_dirs(databases):
             why = check_private(path, follow=follow)
+            if not why and not os.path.abspath(path).startswith(below_home):  # the home's own are checked once
+                why = unsafe_ancestor(path)
             if why:
                 from .errors import UnsafePath
 

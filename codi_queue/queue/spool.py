@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 from ..errors import CorruptRecord, SpoolError, UnsafePath
-from ..fsutil import DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, write_atomic
+from ..fsutil import (DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, unsafe_ancestor,
+                      write_atomic)
 from .durable_queue import (POS_SHIFT, acknowledge, check_head, open_queue, publish_acked, publish_written, read_acked,
                             read_acked_ops, read_info)
 
@@ -187,6 +188,8 @@ class Spool:
                 # consumer may read this far (the acked file of the directory we appended
                 # to, even if the inbox was claimed since).
                 acknowledge(syncs[0], syncs[2], (int(head[0]) << POS_SHIFT) | int(head[2]), ops)
+        except SpoolError:
+            raise  # says what it is already (an unsafe home, ...)
         except OSError as exc:
             raise SpoolError(
                 f"cannot append to spool {self.root}: {exc.strerror or exc}",
@@ -462,7 +465,7 @@ class Spool:
         if self._ready:
             return
         for path, follow in ((self.home, True), (self.root, False), (self.segments, False)):
-            why = check_private(path, follow=follow)
+            why = check_private(path, follow=follow) or (unsafe_ancestor(path) if path == self.home else None)
             if why:
                 raise SpoolError(f"cannot append to spool {self.root}: {UnsafePath(path, why)}", path=path)
         ensure_private_dir(self.root)

@@ -34,12 +34,26 @@ def _victim(tmp_path: Path) -> Path:
     return victim
 
 
-@pytest.mark.parametrize("how", ["world-writable", "other-owner"])
+@pytest.mark.parametrize("how", ["world-writable", "other-owner", "parent-world-writable", "parent-other-owner",
+                                 "link-parent-world-writable"])
 def test_a_home_another_user_can_write_is_refused_by_every_command(tmp_path: Path, how: str) -> None:
-    home = tmp_path / "home"
+    """A directory above the home that another user can write lets them rename the home away and
+    put their own in its place (session 13: only the home itself was checked)."""
+    parent = tmp_path / "above"
+    parent.mkdir(mode=0o700)
+    home = parent / "home"
     assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"x","success":true}').returncode == 0
-    if how == "world-writable":
+    if how == "link-parent-world-writable":  # the home is a link, in a directory others can write
+        (tmp_path / "shared").mkdir()
+        os.chmod(tmp_path / "shared", 0o777)
+        (tmp_path / "shared" / "home").symlink_to(home, target_is_directory=True)
+        home = tmp_path / "shared" / "home"
+    elif how == "world-writable":
         os.chmod(home, 0o777)
+    elif how == "parent-world-writable":
+        os.chmod(parent, 0o777)
+    elif how == "parent-other-owner":
+        os.chown(parent, 12345, 12345)
     else:
         os.chown(home, 12345, 12345)  # the project's machines run the suite as root
     # What another user could plant there: a config that points the textfile at a victim.
@@ -53,6 +67,20 @@ def test_a_home_another_user_can_write_is_refused_by_every_command(tmp_path: Pat
     assert hook.returncode == 0 and "refusing" in hook.stderr  # a hook never fails its caller, but says why
     assert enqueue("tool_event", {"tool_name": "api", "success": True}, home=str(home)) is False
     assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o775])
+def test_a_home_below_a_sticky_or_own_group_directory_is_accepted(tmp_path: Path, mode: int) -> None:
+    """/tmp (sticky: others cannot rename our entries) and a home directory writable by the
+    user's own group (user private groups) are not another user's to replace."""
+    parent = tmp_path / "above"
+    parent.mkdir()
+    os.chown(parent, os.getuid(), os.getgid())
+    os.chmod(parent, mode)
+    home = parent / "home"
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"x","success":true}').returncode == 0
+    assert run_cli(home, "run", "--once").returncode == 0
+    assert query(resolve(str(home)), "sessions", "SELECT tool_name FROM tool_events") == [("x",)]
 
 
 def test_a_home_that_is_the_user_s_link_to_a_private_directory_works_with_every_command(tmp_path: Path) -> None:
