@@ -18,10 +18,12 @@ import pytest
 from codi_queue.consumer.loop import Consumer
 from codi_queue.consumer.metrics import read_metrics
 from codi_queue.consumer.status import collect
+from codi_queue.errors import TierUnavailable
 from codi_queue.paths import Paths
 from codi_queue.producers.api import append_records, enqueue, enqueue_many
 from codi_queue.producers.validate import pack_records
 from codi_queue.schemas.envelope import Envelope, Record, new_op_id
+from codi_queue.schemas.migrations import latest_version
 
 from .conftest import cli_env, count_when_ready, query, named_rows, run_cli, wait_until
 
@@ -572,3 +574,27 @@ def test_a_huge_operation_name_in_the_spool_is_cut_wherever_it_is_shown(home: Pa
     listing = run_cli(home, "dead-letters")
     assert listing.returncode == 0 and "x" * 79 + "…" in listing.stdout and len(listing.stdout) < 2_000
     assert query(paths, "state", "SELECT length(op) FROM cq_dead_letters") == [(1_000_000,)]
+
+
+def test_status_counts_what_a_tier_it_cannot_write_still_owes(home: Path, paths: Paths) -> None:
+    """A tier the consumer cannot write holds its operations in the spool while the others go
+    on; status said "pending 0" then, as it counted only past the furthest tier (session 13)."""
+    enqueue("tool_event", {"tool_name": "before", "success": True}, home=str(home))
+    Consumer(paths).run(once=True)
+    conn = apsw.Connection(paths.database("sessions"))
+    conn.execute("PRAGMA user_version = 99")  # newer than this code: sessions is set aside
+    conn.close()
+    enqueue("tool_event", {"tool_name": "waits", "success": True}, home=str(home))
+    enqueue("task", {"task_id": "t1", "title": "goes on"}, home=str(home))
+    enqueue_many("tool_event", [{"tool_name": "waits too", "success": True}] * 3, home=str(home))
+    with pytest.raises(TierUnavailable, match="sessions"):
+        Consumer(paths).run(once=True)
+    assert query(paths, "project", "SELECT title FROM tasks") == [("goes on",)]
+    assert collect(paths)["pending"] == 4
+    conn = apsw.Connection(paths.database("sessions"))
+    conn.execute(f"PRAGMA user_version = {latest_version('sessions')}")
+    conn.close()
+    Consumer(paths).run(once=True)
+    assert collect(paths)["pending"] == 0
+    assert sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events")) == [
+        "before", "waits", "waits too", "waits too", "waits too"]

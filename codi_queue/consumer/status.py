@@ -15,8 +15,8 @@ from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import SegmentReader
 from ..queue.spool import Spool
-from ..schemas.envelope import RecordHead
-from ..schemas.registry import STATE_TIER, TIERS
+from ..schemas.envelope import RecordHead, RecordOps
+from ..schemas.registry import OPS, STATE_TIER, TIERS
 from .db import open_readonly
 from .lock import consumer_pid
 from .metrics import read_metrics
@@ -209,36 +209,60 @@ def _has_table(conn: Any, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
 
 
-def _applied_upto(conns: dict[str, Any], seg: str) -> int:
-    best = 0
-    for conn in conns.values():
+def _cursors(conns: dict[str, Any], seg: str) -> dict[str, int]:
+    """Each tier's applied position in this queue directory (0: nothing applied there yet)."""
+    cursors: dict[str, int] = {}
+    for tier, conn in conns.items():
+        cursors[tier] = 0
         try:
             if conn is not None and _has_table(conn, "cq_cursor"):
                 row = conn.execute("SELECT pos FROM cq_cursor WHERE segment = ?", (seg,)).fetchone()
                 if row:
-                    best = max(best, int(row[0]))
+                    cursors[tier] = int(row[0])
         except apsw.Error:
             continue  # reported under tiers_unavailable
-    return best
+    return cursors
 
 
 def _pending(paths: Paths, conns: dict[str, Any]) -> tuple[int, float | None]:
+    """Operations acknowledged but not applied, and the enqueue time of the oldest.
+
+    Past every tier's cursor a record counts whole (its head says how many); between the
+    lowest cursor and the highest, only its operations whose tier has not applied it: a tier
+    the consumer cannot write (a newer schema, a FIFO in its place) holds its operations
+    in the spool while the others go on, and they are pending, not done.
+    """
     count = 0
     oldest: float | None = None
     for qd in Spool(paths.spool, paths.archive).queue_dirs():
+        cursors = _cursors(conns, qd.id)
+        low, high = min(cursors.values(), default=0), max(cursors.values(), default=0)
         try:
             reader = SegmentReader(qd.path, live=qd.live, trust_info=True)  # all that info names
         except OSError:
             continue  # claimed, archived or quarantined while we looked
         with reader:
-            for entry in reader.entries(_applied_upto(conns, qd.id)):
+            for entry in reader.entries(low):
                 if entry.payload is None:
                     continue
+                json = entry.kind == KIND_JSON_RECORD
                 try:
-                    head = (_decode_json_head if entry.kind == KIND_JSON_RECORD else _decode_head)(entry.payload)
+                    head = (_decode_json_head if json else _decode_head)(entry.payload)
+                    n = head.n if entry.end > high else _unapplied(entry.payload, json, entry.end, cursors)
                 except (msgspec.DecodeError, RecursionError):
                     continue  # damaged records are the consumer's to report
-                count += head.n
-                if oldest is None or head.ts < oldest:  # each lane's inbox is in order; lanes are not
+                count += n
+                if n and (oldest is None or head.ts < oldest):  # each lane's inbox is in order; lanes are not
                     oldest = head.ts
     return count, oldest
+
+
+_TIER_OF = {name: spec.tier for name, spec in OPS.items()}
+_decode_names = msgspec.msgpack.Decoder(RecordOps).decode
+_decode_json_names = msgspec.json.Decoder(RecordOps).decode
+
+
+def _unapplied(payload: bytes, json: bool, end: int, cursors: dict[str, int]) -> int:
+    """How many of this record's operations a tier still owes (unknown ones go to the state tier)."""
+    ops = (_decode_json_names if json else _decode_names)(payload).ops
+    return sum(1 for op in ops if end > cursors.get(_TIER_OF.get(op.op, STATE_TIER), 0))

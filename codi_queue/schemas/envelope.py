@@ -13,7 +13,7 @@ import msgspec
 
 from ..ids import new_op_id
 
-__all__ = ["Envelope", "Record", "RawRecord", "RecordHead", "Rejected", "new_op_id", "MAX_OP_BYTES", "MAX_RECORD_BYTES"]
+__all__ = ["Envelope", "Record", "RawRecord", "RecordHead", "RecordOps", "OpName", "Rejected", "new_op_id", "MAX_OP_BYTES", "MAX_RECORD_BYTES"]
 
 # The limits every producer path enforces (published to the standard-library
 # path by ``schemas.gen`` in ``schemas/wire.py``; documented in the README).
@@ -53,6 +53,19 @@ class RecordHead(msgspec.Struct, array_like=True):
 
     n: int
     ts: float
+
+
+class OpName(msgspec.Struct, array_like=True):
+    """An envelope's id and operation, the rest skipped (what each tier still owes, for ``status``)."""
+
+    id: str
+    op: str
+
+
+class RecordOps(msgspec.Struct, array_like=True):
+    n: int
+    ts: float
+    ops: list[OpName]
 
 
 class Rejected(msgspec.Struct, array_like=True):
