@@ -13,7 +13,7 @@ import os
 import threading
 import time
 
-__all__ = ["new_op_id", "derived_op_id"]
+__all__ = ["new_op_id", "derived_op_id", "op_id_time"]
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -41,6 +41,17 @@ def new_op_id() -> str:
                 _seq = 0
         ms, seq = _last_ms, _seq
     return _format(ms, seq, int.from_bytes(os.urandom(8), "big"))
+
+
+def op_id_time(op_id: object) -> float | None:
+    """The unix time a well-formed operation id carries (its first 48 bits, milliseconds), or
+    None for anything else: ids order upserts, so one from elsewhere must be one of ours."""
+    if not isinstance(op_id, str) or len(op_id) != 36 or op_id.count("-") != 4:
+        return None
+    digits = op_id.replace("-", "")
+    if len(digits) != 32 or digits.strip("0123456789abcdef") or [len(p) for p in op_id.split("-")] != [8, 4, 4, 4, 12]:
+        return None
+    return int(digits[:12], 16) / 1000
 
 
 def derived_op_id(ts_seconds: float, line_no: int, *source: str | bytes) -> str:

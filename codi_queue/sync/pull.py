@@ -14,13 +14,16 @@ pushed back.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from ..config import SyncConfig
+from ..errors import shown
 from ..fsutil import ensure_private_dir, read_file, write_atomic
+from ..ids import op_id_time
 from ..paths import Paths
 from ..producers.records import append_records
 from ..producers.validate import encode_body, pack_records
@@ -100,10 +103,11 @@ def _pull_table(paths: Paths, conn: Any, table: PgTable, machine: str, since: in
             for row in rows:
                 body = {name: value for name, value in zip(table.fields, row[:width]) if value is not None}
                 try:
+                    _check_op_id(row[width])
                     bodies.append(encode_body(msgspec.convert(body, spec.type), spec.name))
                 except (msgspec.ValidationError, ValueError, TypeError) as exc:
                     result.unusable += 1
-                    result.first_problem = result.first_problem or f"{table.qualified} op {row[width]}: {exc}"
+                    result.first_problem = result.first_problem or f"{table.qualified} op {shown(row[width])}: {exc}"
                     continue
                 ids.append(row[width])
             if bodies:
@@ -111,3 +115,19 @@ def _pull_table(paths: Paths, conn: Any, table: PgTable, machine: str, since: in
                 count += len(bodies)
                 result.operations += len(bodies)
     return count
+
+
+FUTURE_SKEW_S = 86_400.0  # clocks disagree; by a day, something else is wrong
+
+
+def _check_op_id(op_id: object) -> None:
+    """A pulled row's operation id must be one of ours, and not from the future: ids order
+    upserts here and in the team database, so an id that sorts after every real one (``zzz…``,
+    ``ffff…``) would make its row win over every later change, for good."""
+    when = op_id_time(op_id)
+    if when is None:
+        raise ValueError("its operation id is not a time-ordered id of ours")
+    ahead = when - time.time()
+    if ahead > FUTURE_SKEW_S:
+        raise ValueError(f"its operation id is dated {ahead / 86_400:.0f} days ahead: it would outrank every "
+                         "later change")

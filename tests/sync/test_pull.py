@@ -67,3 +67,28 @@ def test_a_pull_repeated_after_a_crash_changes_nothing(tmp_path: Path, team: str
     stats = Consumer(bob).run(once=True)
     assert stats.operations == 100 and stats.dead_letters == 0
     assert query(bob, "org", "SELECT count(*), count(DISTINCT op_id) FROM decisions") == [(50, 50)]
+
+
+def test_a_pulled_row_whose_id_would_outrank_every_change_is_not_taken(tmp_path: Path, team: str) -> None:
+    """Ids order upserts: a row another machine's name carries with an id that sorts after
+    every real one (far in the future, or not an id of ours) would win over every later
+    change here for good, the smuggling of issue 10 through the team database."""
+    alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
+    alice, bob = configure(alice_home, team, "alice"), configure(bob_home, team, "bob")
+    _decide(alice_home, "db", "use sqlite")
+    _decide(alice_home, "lang", "python")
+    Consumer(alice).run(once=True)
+    assert run_cli(alice_home, "sync", "push").returncode == 0
+    import psycopg
+
+    with psycopg.connect(team) as conn:  # what a hostile machine could write there
+        conn.execute("UPDATE org.decisions SET machine = 'mallory', push_batch = 1, title = 'forged', "
+                     "op_id = CASE decision_id WHEN 'db' THEN 'ffffffff-ffff-7fff-bfff-ffffffffffff' "
+                     "ELSE 'zzzz' END")
+        conn.execute("INSERT INTO codi_queue.push_cursors (machine, tier, batch) VALUES (%s, %s, 1)", ("mallory", "org"))
+    res = run_cli(bob_home, "sync", "pull", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["unusable"] == 2 and "outrank every later change" in report["first_problem"], report
+    Consumer(bob).run(once=True)
+    assert query(bob, "org", "SELECT count(*) FROM decisions") == [(0,)]
