@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from .errors import CodiQueueError
 from .paths import Paths
 
 __all__ = ["LABEL", "UNIT", "Agent", "render_plist", "render_unit", "agent_for", "default_kind"]
@@ -44,7 +45,9 @@ def render_plist(python: str, home: str, logs: str) -> bytes:
 
 
 def _systemd_quote(arg: str) -> str:
-    arg = arg.replace("%", "%%")
+    # systemd expands %specifiers and $VARIABLES in ExecStart, quoted or not: a home named
+    # "…$HOME…" would have started the consumer on another home.
+    arg = arg.replace("%", "%%").replace("$", "$$")
     if arg and all(c.isalnum() or c in "/._-+:=@%" for c in arg):
         return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -101,6 +104,12 @@ def default_kind() -> str:
 def agent_for(paths: Paths, kind: str | None = None, python: str | None = None) -> Agent:
     kind = kind or default_kind()
     python = python or sys.executable
+    for what, path in (("the home", paths.home), ("the logs directory", paths.logs), ("the interpreter", python)):
+        if any(ord(c) < 32 or c == "\x7f" for c in path):
+            # A newline would end the unit's line and start one of its own (a directive);
+            # a property list cannot hold most control characters at all.
+            raise CodiQueueError(f"{what} {path!r} holds a control character: it cannot be written into an "
+                                 "agent's file safely; choose a path without one")
     if kind == "launchd":
         path = os.path.expanduser(f"~/Library/LaunchAgents/{LABEL}.plist")
         domain = f"gui/{os.getuid()}"

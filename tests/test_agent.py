@@ -52,6 +52,24 @@ def test_paths_with_spaces_and_percent_are_quoted_for_systemd(tmp_path: Path) ->
     assert exec_start == 'ExecStart="/opt/my python/bin/python" -m codi_queue --home "/home/a b/50%%" run'
 
 
+def test_a_dollar_in_a_path_is_not_a_variable_to_systemd(tmp_path: Path) -> None:
+    """systemd expands $VARIABLES in ExecStart, quoted or not: a home named "…$HOME…" started
+    the consumer on another home (session 13)."""
+    text = render_unit("/opt/python", "/home/a/$HOME and ${USER}")
+    exec_start = [l for l in text.splitlines() if l.startswith("ExecStart=")][0]
+    assert exec_start == 'ExecStart=/opt/python -m codi_queue --home "/home/a/$$HOME and $${USER}" run'
+
+
+def test_a_path_with_a_control_character_is_never_written_into_an_agent(tmp_path: Path) -> None:
+    """A newline in the home would end ExecStart's line and start a directive of its own."""
+    home = tmp_path / "h\nExecStartPre=touch pwned"
+    home.mkdir(mode=0o700)
+    for kind in ("systemd", "launchd"):
+        res = run_cli(home, "agent", "install", "--kind", kind, "--dry-run")
+        assert res.returncode == 1 and "holds a control character" in res.stderr, res.stderr
+        assert "ExecStartPre" not in res.stdout
+
+
 def test_ops_examples_are_what_the_code_renders() -> None:
     plist = (ROOT / "ops" / "launchd" / "dev.codi-queue.consumer.plist").read_bytes()
     assert plist == render_plist("/path/to/venv/bin/python", "/Users/you/Library/Application Support/codi-queue",
