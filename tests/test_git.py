@@ -168,3 +168,25 @@ def test_install_git_hook_dry_run_says_what_it_would_do(tmp_path: Path, home: Pa
                          env=cli_env(home), capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "would be installed" in res.stdout and ": installed" not in res.stdout
     assert not (repo / ".git" / "hooks" / "post-commit").exists()
+
+
+def test_a_commit_whose_text_is_not_utf8_is_recorded_with_replacements(tmp_path: Path, home: Path,
+                                                                       paths: Paths) -> None:
+    """A Latin-1 author or message (git keeps bytes) made the post-commit hook fail with
+    UnicodeDecodeError, and the commit went unrecorded (session 13)."""
+    repo = _repo(tmp_path / "repo")
+    subprocess.run(["git", "-C", str(repo), "config", "user.name", b"Jos\xe9".decode("latin-1")], check=True)
+    res = subprocess.run([sys.executable, "-m", "codi_queue", "install-git-hook", str(repo)], env=cli_env(home),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    (repo / "f").write_text("x")
+    _git(repo, "add", "f")
+    env = {**cli_env(home), "GIT_AUTHOR_NAME": "Jos\udce9"}  # the raw byte 0xE9, as a Latin-1 terminal sends it
+    subprocess.run(["git", "-C", str(repo), "-c", "i18n.commitEncoding=latin-1", "commit", "-q", "-F", "-"],
+                   input=b"caf\xe9 \xff", env={k: v.encode("utf-8", "surrogateescape") for k, v in env.items()},
+                   check=True, timeout=60)
+    Consumer(paths).run(once=True)
+    (row,) = named_rows(paths, "sessions", "SELECT author, message FROM git_events")
+    assert row["author"].startswith("Jos\ufffd") and row["message"].startswith("caf\ufffd"), row
+    assert query(paths, "state", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
+    assert not (home / "logs" / "errors.jsonl").exists()

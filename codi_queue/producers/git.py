@@ -22,7 +22,11 @@ _SEP = "\x1f"
 
 
 def _git(repo: str, *args: str) -> str | None:
-    res = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, timeout=30)
+    # Git keeps names and messages as bytes (i18n.commitEncoding, a Latin-1 author): text
+    # that is not UTF-8 is recorded with U+FFFD, as at every entry point, never the reason
+    # the commit goes unrecorded.
+    res = subprocess.run(["git", "-C", repo, *args], capture_output=True, encoding="utf-8", errors="replace",
+                         timeout=30)
     return res.stdout if res.returncode == 0 else None
 
 
