@@ -88,7 +88,7 @@ class Agent:
         failures = []
         for cmd in commands:
             try:
-                res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+                res = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=60)
             except FileNotFoundError:
                 failures.append(f"{cmd[0]}: not found")
                 continue

@@ -129,7 +129,8 @@ def install_claude_hooks(settings_path: str, command: str, dry_run: bool = False
 
 def _hooks_dir(repo: str) -> str:
     out = subprocess.run(
-        ["git", "-C", repo, "rev-parse", "--git-path", "hooks"], capture_output=True, text=True, timeout=30
+        ["git", "-C", repo, "rev-parse", "--git-path", "hooks"], capture_output=True, timeout=30,
+        encoding="utf-8", errors="surrogateescape",  # a path, whatever its bytes: as os.fsdecode keeps it
     )
     if out.returncode != 0:
         raise ValueError(f"{repo} is not a git repository: {out.stderr.strip()}")
