@@ -177,6 +177,7 @@ def load_config(paths: Paths) -> Config:
             database_path(value, paths.home)
         except ValueError as exc:
             raise ConfigError(path, f"databases.{tier}", str(exc)) from None
+    _one_file_per_tier(path, paths, set(databases))
     archive = data.get("archive", {})
     if not isinstance(archive, dict) or set(archive) - {"max_age_days", "max_bytes"}:
         raise ConfigError(path, "archive", "expected a table with max_age_days and/or max_bytes")
@@ -214,6 +215,18 @@ def load_config(paths: Paths) -> Config:
             raise ConfigError(path, key, unknown_operation(op, OPS).reason)
         config.jsonl[_path(path, key, file)] = op
     return config
+
+
+def _one_file_per_tier(path: str, paths: Paths, configured: set[str]) -> None:
+    """Each tier in a file of its own: two in one would share its schema version and its
+    cursors, so one tier's progress would pass for the other's."""
+    seen: dict[str, str] = {}
+    for tier, (file, _) in paths.databases().items():
+        other = seen.setdefault(os.path.realpath(file), tier)
+        if other != tier:
+            named = tier if tier in configured else other
+            raise ConfigError(path, f"databases.{named}", f"{file} is the {other if named == tier else tier} "
+                                                          "database already: each tier needs a file of its own")
 
 
 def _sync(path: str, table: Any) -> SyncConfig:

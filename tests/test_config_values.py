@@ -43,6 +43,9 @@ def _cli(home: Path, cwd: Path, *args: str, env: dict[str, str] | None = None) -
     ('[watch.jsonl]\n"a\\u0000b" = "routing_metric"', "watch.jsonl.'a\\x00b'"),
     ('[databases]\nsessions = "../../outside.db"', "databases.sessions"),
     ('[databases]\norg = "a\\u0000b"', "databases.org"),
+    # two tiers in one file would share its schema version and cursors (bug 39)
+    ('[databases]\nsessions = "shared.db"\nproject = "shared.db"', "databases.project"),
+    ('[databases]\nsessions = "db/project.db"', "databases.sessions"),
 ])
 def test_a_config_value_that_names_no_file_or_no_number_is_refused_by_its_key(tmp_path: Path, text: str,
                                                                              key: str) -> None:
