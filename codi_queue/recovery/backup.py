@@ -206,5 +206,6 @@ def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -
                         os.replace(live + suffix, aside + suffix)
                 moved[tier] = aside
             os.replace(staged, live)
-        fsync_dir(paths.db_dir)
+        for folder in {os.path.dirname(paths.database_file(t)) for t in chosen}:  # an adopted one's too
+            fsync_dir(folder)
     return moved, manifest.created
