@@ -156,3 +156,17 @@ def test_restore_refuses_a_hostile_manifest_before_touching_anything(tmp_path: P
     (missing / "manifest.json").write_text('{"created": 1, "tiers": {"sessions": {"file": "sessions.db"}}}')
     res = run_cli(home, "restore", str(missing), "--tier", "org")
     assert res.returncode == 1 and "holds no org database" in res.stderr, res.stderr
+
+
+def test_nothing_to_back_up_or_restore_is_said_not_done(tmp_path: Path) -> None:
+    """A backup of a home with no database yet exited 1 after writing an empty snapshot, saying
+    only where; restoring an empty snapshot said it re-sent 0 operations, exit 0 (session 13)."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    res = run_cli(home, "backup")
+    assert res.returncode == 1 and "nothing to back up" in res.stderr and not (home / "backups").exists()
+    empty = tmp_path / "snapshot"
+    empty.mkdir()
+    (empty / "manifest.json").write_text('{"created": 1.0, "tiers": {}, "home": "/elsewhere"}')
+    res = run_cli(home, "restore", str(empty))
+    assert res.returncode == 1 and "holds no database: nothing to restore" in res.stderr

@@ -113,6 +113,8 @@ def unique_path(base: str) -> str:
 def backup(paths: Paths, into: str | None = None) -> BackupResult:
     if into is not None and os.path.lexists(into) and (not os.path.isdir(into) or os.listdir(into)):
         raise SnapshotError(f"{into} already exists and is not an empty directory: back up into a new one")
+    if not any(os.path.lexists(paths.database(t)) for t in ALL_TIERS):
+        raise SnapshotError(f"no database in {paths.home} yet (nothing has been applied there): nothing to back up")
     directory = into or unique_path(os.path.join(paths.home, "backups", time.strftime("%Y%m%d-%H%M%S")))
     ensure_private_dir(directory, under=None if into else paths.home)
     result = BackupResult(directory)
@@ -181,6 +183,8 @@ def _snapshot_files_are_plain(snapshot: str, name: str) -> None:
 def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -> tuple[dict[str, str], float]:
     """Put a snapshot back; (tier → where the replaced file went, the snapshot's time)."""
     manifest = read_manifest(snapshot)
+    if not manifest.tiers:
+        raise SnapshotError(f"{snapshot} holds no database: nothing to restore")
     missing = [t for t in tiers or () if t not in manifest.tiers]
     if missing:
         raise SnapshotError(f"{snapshot} holds no {', '.join(missing)} database (it holds: "
