@@ -228,3 +228,19 @@ def test_bodies_decoded_without_post_init_equal_the_operations_own_structs() -> 
                 if "timestamp" not in body and isinstance(e, dict) and isinstance(g, dict):
                     assert abs(g.pop("timestamp") - e.pop("timestamp")) <= 2
             assert got_values == expected
+
+
+def test_a_producer_name_is_cut_like_any_name(tmp_path: Path) -> None:
+    """A 10 MB producer= (API) or --producer (CLI) was written whole into every envelope: a
+    record past the 32 MiB record limit from one call (session 13)."""
+    import os
+
+    home = tmp_path / "home"
+    assert enqueue("tool_event", {"tool_name": "api", "success": True}, home=str(home), producer="p" * 10_000_000)
+    cli = run_cli(home, "enqueue", "--producer", "q" * 100_000, "tool_event", '{"tool_name": "cli", "success": true}')
+    assert cli.returncode == 0, cli.stderr
+    spool = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(home / "spool") for f in files)
+    assert spool < 100_000, spool
+    paths = resolve(str(home))
+    _run(paths)
+    assert sorted(_tool_names(paths)) == ["api", "cli"]

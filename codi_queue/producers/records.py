@@ -96,6 +96,7 @@ def _envelope(op: str, body: dict[str, Any], op_id: str | None, now: float, prod
 def json_records(ops: Iterable[Op], producer: str) -> list[JsonRecord]:
     """JSON records for the operations, each under the record size limit."""
     now = time.time()
+    producer = fit_name(producer) or producer_name()  # who wrote it is a name: not a 40 MB one on every envelope
     envelopes = [_envelope(op, body, op_id, now, producer) for op, body, op_id in ops]
     return [_record(batch, now) for batch in batches_within(envelopes)]
 

@@ -15,7 +15,7 @@ from ..schemas.registry import OPS, OpSpec
 from ..schemas.types import OpBase
 from ..schemas.vocab import outside
 from ..values import clean_text, clean_value
-from .records import batches_within, producer_name
+from .records import batches_within, fit_name, producer_name
 
 __all__ = [
     "MAX_OP_BYTES",
@@ -113,7 +113,7 @@ def pack_records(
     sources); by default each gets a fresh UUIDv7.
     """
     spec = OPS[op]
-    who = clean_text(producer or producer_name())
+    who = clean_text(fit_name(producer) or producer_name())  # a name, cut as names are
     now = time.time()
     envelopes = [
         _encode(Envelope(clean_text(ids[n]) if ids is not None else new_op_id(), op, spec.version, now, who,
