@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from codi_queue.producers.statedirs import mirror_state_dirs
 from codi_queue.producers.transcripts import import_transcripts
 from codi_queue.queries import skill_adoption
 
-from .conftest import ROOT, cli_env, count_when_ready, query, run_cli, wait_until
+from .conftest import ROOT, cli_env, query, run_cli
 
 FIXTURES = ROOT / "tests" / "fixtures" / "transcripts"
 
@@ -220,20 +219,15 @@ def test_a_consumer_watching_fifos_keeps_draining_and_says_so_once(tmp_path: Pat
                                   f'"{tmp_path / "routing-metrics.jsonl"}" = "auto"\n')
     load_config(paths)  # valid
     enqueue("tool_event", {"tool_name": "through", "success": True}, home=str(home))
-    # a real process with a deadline: a FIFO opened to read waits for a writer for ever
-    proc = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "0.2"], env=cli_env(home),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_until(lambda: count_when_ready(paths, "sessions", "SELECT count(*) FROM tool_events") == 1, 60, "drain")
-        time.sleep(1.5)  # several polls meet the same FIFOs
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # stuck on a FIFO: never left running past the test
-            proc.communicate()
-            raise
+    # One consumer, two passes that meet the same FIFOs; in a process of its own with a
+    # deadline, as a FIFO opened to read waits for a writer for ever.
+    code = ("import sys\nfrom codi_queue.config import load_config\nfrom codi_queue.consumer.loop import Consumer\n"
+            "from codi_queue.paths import resolve\npaths = resolve(sys.argv[1])\n"
+            "consumer = Consumer(paths, config=load_config(paths))\n"
+            "consumer.run(once=True)\nconsumer.run(once=True)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(home)], env=cli_env(home), capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
     assert query(paths, "sessions", "SELECT tool_name FROM tool_events") == [("through",)]
     lines = (home / "logs" / "errors.jsonl").read_text().splitlines()
     messages = [json.loads(line)["message"] for line in lines]
