@@ -90,7 +90,8 @@ def redact_url(url: str) -> str:
             if ":" in user:
                 user = user.split(":", 1)[0] + ":***"
             netloc = f"{user}@{host}"
-        query = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query, True)]
+        # password, and libpq's sslpassword (a client key's passphrase): any parameter holding one
+        query = [(k, "***" if "password" in k.lower() else v) for k, v in parse_qsl(parts.query, True)]
         return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
     except ValueError:
         return "(a URL that cannot be parsed)"

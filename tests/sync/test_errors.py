@@ -114,3 +114,14 @@ def test_paths_names_the_team_database_without_its_password(home: Path, team: st
     res = run_cli(home, "paths", "--json")
     assert json.loads(res.stdout)["sync"] == team.replace(PASSWORD, "***") + " as alice"
     assert PASSWORD not in res.stdout
+
+
+def test_every_password_a_url_can_carry_is_hidden(home: Path) -> None:
+    """The password in the user part or as a parameter, and libpq's sslpassword (a client key's
+    passphrase), which was printed as it was (session 13)."""
+    url = "postgresql://alice:s3cret-1@db.example/codi?sslpassword=s3cret-2&PASSWORD=s3cret-3&sslmode=require"
+    configure(home, url, "alice")
+    for args in (("config", "--show"), ("config", "--json"), ("paths", "--json")):
+        res = run_cli(home, *args)
+        assert res.returncode == 0, res.stderr
+        assert "s3cret" not in res.stdout + res.stderr and "sslmode=require" in res.stdout, res.stdout
