@@ -22,9 +22,9 @@ from typing import Any
 
 from ..ids import derived_op_id
 from ..schemas.types import normalize_timestamp
+from ..schemas.wire import COUNT_MAX
 from ..timestamps import SECONDS_BELOW
 from ..values import loads
-from ..schemas.wire import COUNT_MAX
 from .records import Op, fit_name
 from .sources import Line, SourceFile
 
