@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import apsw
+import pytest
 
 from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
@@ -249,3 +250,61 @@ def test_a_fifo_or_a_link_as_a_state_json_is_passed_over_and_said(tmp_path: Path
     assert f"{root / 's3' / 'state.json'}: not read (" in res.stderr
     assert run_cli(home, "run", "--once").returncode == 0
     assert query(paths, "project", "SELECT session_id FROM sessions") == [("s1",)]
+
+
+def test_the_watcher_reads_only_the_transcripts_that_changed(tmp_path: Path, home: Path, paths: Paths,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every poll opened every transcript of the tree: an idle consumer watching 2,000 of them
+    used 12% of a core (session 13). Now a file unchanged since it was read to its end is
+    passed over; one that grew is read from where it was left."""
+    import codi_queue.producers.transcripts as transcripts
+    from codi_queue.config import load_config
+
+    root = _projects_tree(tmp_path)
+    os.makedirs(home, exist_ok=True)
+    Path(paths.config).write_text(f'[watch]\ntranscripts = ["{root}"]\n')
+    opened: list[str] = []
+
+    class Counting(transcripts.SourceFile):
+        def __init__(self, path: str, state_dir: str) -> None:
+            opened.append(os.path.basename(path))
+            super().__init__(path, state_dir)
+
+    monkeypatch.setattr(transcripts, "SourceFile", Counting)
+    consumer = Consumer(paths, config=load_config(paths))
+    consumer.run(once=True)
+    assert sorted(opened) == ["agent-1.jsonl", "sess-a.jsonl", "sess-b.jsonl"]
+    before = query(paths, "sessions", "SELECT count(*) FROM messages")
+    opened.clear()
+    consumer.run(once=True)
+    assert opened == []  # nothing changed: nothing opened
+    with open(root / "-home-dev-spotter" / "sess-a.jsonl", "a") as fp:
+        fp.write(json.dumps({"type": "user", "sessionId": "s-new", "uuid": "u-new", "timestamp": "2026-02-11T00:00:00Z",
+                             "message": {"role": "user", "content": "one more"}}) + "\n")
+    consumer.run(once=True)
+    assert opened == ["sess-a.jsonl"]
+    assert query(paths, "sessions", "SELECT count(*) FROM messages") == [(before[0][0] + 1,)]
+
+
+def test_a_state_json_whose_append_failed_is_mirrored_on_the_next_poll(tmp_path: Path, home: Path, paths: Paths,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mirror remembered a state.json as mirrored before its operations were in the spool:
+    when that append failed (a full disk), the change was never mirrored until the file changed
+    again (session 13)."""
+    import codi_queue.producers.records as records
+    from codi_queue.errors import SpoolError
+
+    root = tmp_path / "sessions"
+    _state(root / "s1", {"session": {"id": "s1", "status": "running"}})
+    real = records.append_ops
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise SpoolError("cannot append to spool: No space left on device")
+
+    monkeypatch.setattr(records, "append_ops", full)
+    with pytest.raises(SpoolError):
+        mirror_state_dirs(paths, str(root))
+    monkeypatch.setattr(records, "append_ops", real)
+    assert mirror_state_dirs(paths, str(root)).operations > 0
+    Consumer(paths).run(once=True)
+    assert query(paths, "project", "SELECT session_id, status FROM sessions") == [("s1", "running")]

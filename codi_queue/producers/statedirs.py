@@ -37,6 +37,8 @@ from .records import Op
 __all__ = ["MirrorResult", "operations_for_state", "mirror_state_dirs"]
 
 _seen: dict[str, str] = {}  # state.json path → content hash last mirrored (this process)
+# and the file as it was then (device, inode, size, modification time): an unchanged one is not read again
+_seen_as: dict[str, tuple[int, int, int, int]] = {}
 
 
 class MirrorResult:
@@ -131,6 +133,7 @@ def mirror_state_dirs(paths: Any, root: str, *, rescan: bool = False, settle_s: 
     result = MirrorResult()
     real_root = os.path.realpath(root)
     ops: list[Op] = []
+    mirrored: dict[str, tuple[str, tuple[int, int, int, int]]] = {}  # remembered once in the spool
     now = time.time()
     for entry in sorted(os.scandir(real_root), key=lambda e: e.name):
         if not entry.is_dir(follow_symlinks=False):
@@ -140,6 +143,9 @@ def mirror_state_dirs(paths: Any, root: str, *, rescan: bool = False, settle_s: 
             st = os.stat(path, follow_symlinks=False)
             if not rescan and now - st.st_mtime < settle_s:
                 continue  # still being written: the next poll takes it
+            seen_as = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            if not rescan and _seen_as.get(path) == seen_as:
+                continue
             # Never through a link: a watched directory must not read files outside itself.
             with os.fdopen(open_regular(path, os.O_RDONLY | os.O_CLOEXEC), "rb") as fp:  # nor a FIFO
                 data = fp.read()
@@ -149,17 +155,18 @@ def mirror_state_dirs(paths: Any, root: str, *, rescan: bool = False, settle_s: 
             result.problems.append(f"{path}: not read ({exc.strerror}; a symbolic link or not a regular file)")
             continue
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        mirrored[path] = (digest, seen_as)  # a malformed one too: reported once per version of the file
         if not rescan and _seen.get(path) == digest:
             continue
         try:
             ops += operations_for_state(loads(data), entry.path, path)
         except (ValueError, RecursionError) as exc:
             result.problems.append(f"{path}: malformed state.json, not mirrored: {exc}")
-            _seen[path] = digest  # reported once per version of the file
             continue
-        _seen[path] = digest
         result.files += 1
     if ops:
-        append_ops(paths, ops, producer_name("statedirs"))
+        append_ops(paths, ops, producer_name("statedirs"))  # SpoolError: nothing remembered, read again next time
         result.operations = len(ops)
+    for path, (digest, seen_as) in mirrored.items():
+        _seen[path], _seen_as[path] = digest, seen_as
     return result
