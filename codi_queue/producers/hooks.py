@@ -107,8 +107,6 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-
-
 def _marker_path(inflight: str, tool_use_id: str) -> str:
     """The marker's file: the id itself when it is a plain, short file name (Claude Code's
     ``toolu_…`` always is); any other id (``..``, a slash, 300 characters) by its digest, so

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from .. import jsontext
+from ..errors import shown
 from ..ids import new_op_id
 from ..paths import Paths
 from ..queue.frame import JsonRecord
@@ -44,9 +45,7 @@ def fit_name(value: Any) -> str | None:
     """An identifier read from someone else's file or payload (a session id, a model, a tool
     name) as a name column holds it: a string longer than any real one is cut and marked,
     never the reason the whole operation is refused; anything but a non-empty string is None."""
-    if not isinstance(value, str) or not value:
-        return None
-    return value if len(value) <= NAME_MAX else value[: NAME_MAX - 1] + "…"
+    return shown(value, NAME_MAX) if isinstance(value, str) and value else None
 
 
 _names: dict[tuple[str | None, str, int], str] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from urllib.parse import urlencode, urlunsplit
 
 import pytest
 
@@ -119,9 +120,10 @@ def test_paths_names_the_team_database_without_its_password(home: Path, team: st
 def test_every_password_a_url_can_carry_is_hidden(home: Path) -> None:
     """The password in the user part or as a parameter, and libpq's sslpassword (a client key's
     passphrase), which was printed as it was (session 13)."""
-    url = "postgresql://alice:s3cret-1@db.example/codi?sslpassword=s3cret-2&PASSWORD=s3cret-3&sslmode=require"
+    url = urlunsplit(("postgresql", f"alice:{PASSWORD}@db.example", "/codi",
+                      urlencode({"sslpassword": PASSWORD, "PASSWORD": PASSWORD, "sslmode": "require"}), ""))
     configure(home, url, "alice")
     for args in (("config", "--show"), ("config", "--json"), ("paths", "--json")):
         res = run_cli(home, *args)
         assert res.returncode == 0, res.stderr
-        assert "s3cret" not in res.stdout + res.stderr and "sslmode=require" in res.stdout, res.stdout
+        assert PASSWORD not in res.stdout + res.stderr and "sslmode=require" in res.stdout, res.stdout
