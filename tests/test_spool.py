@@ -522,6 +522,50 @@ def test_a_position_past_every_chunk_file_is_damage_not_a_walk(paths: Paths, dam
     assert collect(paths)["dead_letters"] < 10
 
 
+_HOSTILE_INFO = {
+    "head of one value": {"head": [0]},
+    "negative head offset": {"head": [0, 1, -5]},
+    "head offset past a position": {"head": [0, 1, 1 << 41]},
+    "head count past the chunk size": {"head": [0, 5000, 0]},
+    "text in the head": {"head": ["x", 1, 0]},
+    "a float in the head": {"head": [0.5, 1, 0]},
+    "tail past the head": {"tail": [5, 0, 0]},
+    "negative tail": {"tail": [-1, 0, 0]},
+    "chunk size 0": {"chunksize": 0},
+    "chunk size as text": {"chunksize": "1000"},
+    "chunk size true": {"chunksize": True},
+    "negative size": {"size": -100},
+    "size past a u64": {"size": 1 << 70},
+    "negative operation count": {"ops": -7},
+    "operation count past a u64": {"ops": 1 << 70},
+}
+
+
+@pytest.mark.parametrize("change", list(_HOSTILE_INFO.values()), ids=list(_HOSTILE_INFO))
+def test_an_info_whose_checksum_holds_but_values_do_not_is_damage(home: Path, paths: Paths,
+                                                                  change: dict[str, object]) -> None:
+    """The checksum says info's bytes are as written, not that its values are what persist-queue and
+    our readers assume. A head of one value or a negative offset made every CLI enqueue fail for
+    good ("internal error") while the consumer read nothing from the inbox and said nothing,
+    acknowledged operations included: such an info is damage, moved aside and scanned."""
+    from codi_queue.queue.durable_queue import read_info
+
+    from .conftest import run_cli
+
+    enqueue("tool_event", {"tool_name": "before", "success": True}, home=paths.home)
+    inbox = os.path.join(paths.spool, "inbox")
+    info = {**read_info(inbox), **change}
+    Path(inbox, "info").write_bytes(frame.encode_frame(frame.encode_meta(info), frame.KIND_META))
+    res = run_cli(home, "enqueue", "tool_event", '{"tool_name": "cli", "success": true}')
+    assert res.returncode == 0, res.stderr
+    assert enqueue("tool_event", {"tool_name": "api", "success": True}, home=paths.home) is True
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 0, res.stderr
+    names = sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events"))
+    assert names == ["api", "before", "cli"]
+    assert "info unreadable (queue info" in Path(paths.error_log).read_text()
+
+
 def test_a_queue_closed_after_interpreter_exit_cleared_its_module_stays_quiet(tmp_path: Path,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A producer's cached queue may be collected at exit after its module's globals were set to

@@ -41,7 +41,7 @@ from .. import fsutil
 from ..fsutil import FILE_MODE, open_regular, write_all
 from . import frame
 
-__all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "recover_head", "NOFOLLOW",
+__all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "checked_info", "recover_head", "NOFOLLOW",
            "POS_SHIFT", "ACKED_FILE", "chunk_files", "check_head", "publish_acked", "publish_written", "read_written", "acknowledge", "read_acked",
            "read_acked_ops", "read_acked_state"]
 
@@ -411,12 +411,47 @@ def open_queue(path: str, chunksize: int = CHUNK_RECORDS) -> Any:
 
 
 def read_info(path: str, dir_fd: int | None = None) -> dict[str, Any]:
-    """The decoded ``info`` of a queue directory; raises OSError or CorruptRecord."""
+    """The decoded, checked ``info`` of a queue directory; raises OSError or CorruptRecord."""
     fd = os.open("info" if dir_fd is not None else os.path.join(path, "info"), os.O_RDONLY | NOFOLLOW, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as fp:
-        info = frame.load(fp)
-    if not isinstance(info, dict) or not {"head", "tail", "size", "chunksize"} <= info.keys():
-        raise CorruptRecord("queue info lacks head/tail/size/chunksize")
+        return checked_info(frame.load(fp))
+
+
+_U64 = (1 << 64) - 1
+
+
+def _count(info: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = info[key]
+    if type(value) is not int or not low <= value <= high:  # bool is an int to isinstance
+        raise CorruptRecord(f"queue info's {key} is {repr(value)[:40]}, not a whole number from {low} to {high}")
+    return value
+
+
+def checked_info(info: Any) -> dict[str, Any]:
+    """``info`` if every value is of the shape and range persist-queue and our readers assume.
+
+    Its checksum only says the bytes are as written; the values are checked here, once, for
+    every reader (producers opening the inbox, the consumer, status, rebuild): a head of the
+    wrong length or a negative offset raised later in one of them, as an append that fails for
+    ever or a live read that silently returns nothing."""
+    if not isinstance(info, dict):
+        raise CorruptRecord("queue info is not an object")
+    missing = {"head", "tail", "size", "chunksize"} - info.keys()
+    if missing:
+        raise CorruptRecord(f"queue info lacks {', '.join(sorted(missing))}")
+    chunksize = _count(info, "chunksize", 1, 1 << 31)
+    _count(info, "size", 0, _U64)
+    if "ops" in info:
+        _count(info, "ops", 0, _U64)  # every frame header carries it as a u64
+    for key in ("head", "tail"):
+        where = info[key]
+        if not isinstance(where, list) or len(where) != 3:
+            raise CorruptRecord(f"queue info's {key} is {repr(where)[:40]}, not [chunk, records, offset]")
+        for value, high in zip(where, (_U64 >> POS_SHIFT, chunksize, _OFFSET_MASK)):
+            if type(value) is not int or not 0 <= value <= high:
+                raise CorruptRecord(f"queue info's {key} is {repr(where)[:60]}, out of range")
+    if info["tail"][0] > info["head"][0]:
+        raise CorruptRecord(f"queue info's tail {info['tail']} lies past its head {info['head']}")
     return info
 
 

@@ -39,7 +39,7 @@ from typing import NamedTuple
 from ..errors import CorruptRecord
 from ..fsutil import DIR_FLAGS, NOFOLLOW
 from . import frame
-from .durable_queue import read_acked_state, recover_head
+from .durable_queue import checked_info, read_acked_state, recover_head
 
 __all__ = ["Entry", "SegmentReader", "POS_SHIFT", "describe_pos", "QUARANTINE_INLINE"]
 
@@ -181,9 +181,7 @@ class SegmentReader:
         try:
             self._info_fd = _open_regular("info", self._dfd)
             with open(os.dup(self._info_fd), "rb") as fp:
-                info = frame.load(fp)
-            if not isinstance(info, dict):
-                raise CorruptRecord("info is not an object")
+                info = checked_info(frame.load(fp))
             info = recover_head(info, self._dfd)  # info may trail what is on disk: see recover_head
             hnum, _, hoff = (int(x) for x in info["head"])
             if not 0 <= hnum <= self._chunks or not 0 <= hoff <= _OFFSET_MASK:
