@@ -128,6 +128,28 @@ def test_state_dirs_mirror_one_way_and_survive_a_malformed_file(tmp_path: Path, 
     assert query(paths, "project", "SELECT message FROM agent_logs ORDER BY timestamp") == [("planned",), ("retrying",)]
 
 
+def test_agent_logs_without_a_time_of_their_own_are_stored_once_across_rescans(
+        tmp_path: Path, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log entry's id carried the rescan's time when the entry had none, so every rescan (each
+    change of the state.json the consumer watches) stored every such entry again."""
+    root = tmp_path / "sessions"
+    state = {"session": {"id": "s1", "status": "running"},
+             "agents": [{"id": "a1", "logs": [{"message": "planned"}, {"level": "warn", "message": "retrying"},
+                                              {"message": "planned"}]}]}
+    _state(root / "s1", state)
+    mirror_state_dirs(paths, str(root), rescan=True)
+    Consumer(paths).run(once=True)
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    state["session"]["status"] = "finished"  # type: ignore[index]
+    _state(root / "s1", state)
+    mirror_state_dirs(paths, str(root), rescan=True)
+    Consumer(paths).run(once=True)
+    assert query(paths, "project", "SELECT status FROM sessions") == [("finished",)]
+    assert query(paths, "project", "SELECT message FROM agent_logs ORDER BY id") == [
+        ("planned",), ("retrying",), ("planned",)]  # the same message twice in the list is two entries
+
+
 def test_session_registry_and_skill_adoption_rate(paths: Paths, home: Path) -> None:
     enqueue("session", {"session_id": "s1", "project": "spotter", "branch": "main"}, home=str(home))
     enqueue("session", {"session_id": "s1", "status": "ended"}, home=str(home))

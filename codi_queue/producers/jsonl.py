@@ -43,7 +43,11 @@ class ImportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _convert(op: str, line: Line, columns: tuple[str, ...]) -> Any:
+def _convert(op: str, line: Line, columns: tuple[str, ...]) -> tuple[Any, int]:
+    """The line as an operation, and the time its id carries: the line's own timestamp, or 0 for
+    a line that has none. Its ``timestamp`` is then the time of reading, which differs at every
+    reading, and an id derived from it made each re-read (a lost offset, the tailer killed between
+    its append and its offset, a replay) store the line again."""
     try:
         obj = _decode_line(line.raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -55,12 +59,15 @@ def _convert(op: str, line: Line, columns: tuple[str, ...]) -> Any:
             raise InvalidOperation(f"not valid JSON: {exc}", op=op, record=line.number) from None
     if not isinstance(obj, dict):
         raise InvalidOperation(f"expected a JSON object, got {type(obj).__name__}", op=op, record=line.number)
+    body = from_legacy(op, obj, columns)
     try:
-        return msgspec.convert(from_legacy(op, obj, columns), OPS[op].type, strict=False)
+        item = msgspec.convert(body, OPS[op].type, strict=False)
     except msgspec.ValidationError as exc:
         raise invalid_from_msgspec(exc, op, line.number) from None
     except RecursionError:
         raise InvalidOperation("nested too deeply", op=op, record=line.number) from None
+    own = item.timestamp if body.get("timestamp") is not None else 0
+    return item, own if isinstance(own, int) else 0  # whole seconds once the Struct normalised it
 
 
 def import_file(
@@ -113,9 +120,9 @@ def _flush(
     last = batch[-1]
     for line in batch:
         try:
-            item = _convert(op, line, columns)
+            item, stamp = _convert(op, line, columns)
             bodies.append(encode_body(item, op, line.number))
-            ids.append(derived_op_id(item.timestamp, line.number, source.path, line.raw))
+            ids.append(derived_op_id(stamp, line.number, source.path, line.raw))
         except InvalidOperation as err:
             # Every line, the last one too (with or without its newline), ends
             # as an operation or as a rejection with its number: never skipped.

@@ -117,10 +117,12 @@ def operations_for_state(state: Any, session_dir: str, state_path: str) -> list[
         for n, entry in enumerate(logs):
             if not isinstance(entry, dict) or not isinstance(entry.get("message"), str):
                 continue
-            ts = _ts(entry.get("ts") or entry.get("timestamp")) or now
+            own = _ts(entry.get("ts") or entry.get("timestamp"))
+            ts = own or now
             raw = json.dumps(entry, sort_keys=True)
-            # A log line keeps its id across rescans, so it is stored once.
-            op_id = derived_op_id(ts, n, session_id, agent_id, raw)
+            # A log line keeps its id across rescans, so it is stored once: the id carries the
+            # entry's own time, never the time of this rescan (0 for an entry without one).
+            op_id = derived_op_id(own or 0, n, session_id, agent_id, raw)
             ops.append(("agent_log", _clean({"timestamp": ts, "session_id": session_id, "agent_id": agent_id,
                                               "message": entry["message"][:60_000], "level": entry.get("level")}), op_id))
     return ops

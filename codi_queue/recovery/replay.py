@@ -94,7 +94,7 @@ def _retry_rejected(op_id: str, payload: bytes, now: float) -> tuple[bytes, bool
     rej = msgspec.json.decode(payload, type=Rejected)
     line = Line(rej.line, rej.raw.encode(), 0)
     try:
-        item = _convert(rej.op, line, OPS[rej.op].columns)
+        item, stamp = _convert(rej.op, line, OPS[rej.op].columns)
         body = encode_body(item, rej.op, rej.line)
     except InvalidOperation as err:
         # Still bad: re-file it under the same dead letter with today's reason.
@@ -102,7 +102,7 @@ def _retry_rejected(op_id: str, payload: bytes, now: float) -> tuple[bytes, bool
         again = Rejected(rej.op, rej.source, rej.line, why, rej.raw)
         env = Envelope(op_id, REJECTED_OP, 1, now, "replay", msgspec.Raw(msgspec.msgpack.encode(again)))
         return msgspec.msgpack.encode(Record(1, now, [env])), False
-    new_id = derived_op_id(item.timestamp, rej.line, rej.source, line.raw)
+    new_id = derived_op_id(stamp, rej.line, rej.source, line.raw)  # the id an import of the line gives
     env = Envelope(new_id, rej.op, OPS[rej.op].version, now, "replay", msgspec.Raw(body), retry_of=op_id)
     return msgspec.msgpack.encode(Record(1, now, [env])), False
 

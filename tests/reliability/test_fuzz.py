@@ -84,7 +84,7 @@ def test_hook_payloads_never_make_a_body_that_would_be_dead_lettered(event: Any,
        raw_lines)
 def test_legacy_lines_become_operations_or_clear_rejections(op: str, raw: bytes) -> None:
     try:
-        item = _convert(op, Line(7, raw, 0), OPS[op].columns)
+        item, _stamp = _convert(op, Line(7, raw, 0), OPS[op].columns)
     except InvalidOperation as err:
         assert err.record == 7 and err.reason
         return
