@@ -94,6 +94,39 @@ def test_reimport_after_lost_offsets_applies_nothing_twice(tmp_path: Path, paths
     assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(20,)]
 
 
+_DAMAGED_POSITIONS = {
+    "negative offset": lambda saved: json.dumps({**saved, "offset": -50}),
+    "text line number": lambda saved: json.dumps({**saved, "line": "x"}),
+    "fractional offset": lambda saved: json.dumps({**saved, "offset": 1.5}),
+    "offset as text": lambda saved: json.dumps({**saved, "offset": "7"}),
+    "no head": lambda saved: json.dumps({k: v for k, v in saved.items() if k != "head"}),
+    "a list": lambda saved: "[1, 2]",
+    "not UTF-8": lambda saved: b"\xff\xfe\x00",
+    "NaN": lambda saved: '{"path": "x", "offset": NaN}',
+}
+
+
+@pytest.mark.parametrize("damage", list(_DAMAGED_POSITIONS.values()), ids=list(_DAMAGED_POSITIONS))
+def test_a_damaged_saved_position_reads_the_file_again_and_stores_nothing_twice(
+        tmp_path: Path, home: Path, paths: Paths, damage: object) -> None:
+    """A saved position of the wrong shape (a negative offset, a text line number) made every later
+    import of its file an "internal error", so no new line of it was ever imported again."""
+    src = tmp_path / "tool-usage.jsonl"
+    _write(src, [{"tool": f"t{i}", "success": True} for i in range(3)])
+    assert run_cli(home, "import", str(src), "--op", "tool_event").returncode == 0
+    (store,) = Path(paths.state, "offsets").iterdir()
+    text = damage(json.loads(store.read_text()))  # type: ignore[operator]
+    store.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with src.open("a") as fp:
+        fp.write(json.dumps({"tool": "new", "success": True}) + "\n")
+    res = run_cli(home, "import", str(src), "--op", "tool_event")
+    assert res.returncode == 0, res.stderr
+    assert "saved position" in res.stderr and "reading it from the start" in res.stderr
+    assert run_cli(home, "run", "--once").returncode == 0
+    assert sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events")) == [
+        "new", "t0", "t1", "t2"]
+
+
 def test_partial_last_line_waits_for_its_newline(tmp_path: Path, paths: Paths) -> None:
     src = tmp_path / "x.jsonl"
     src.write_text(json.dumps({"ts": 1, "tool": "A", "success": True}) + "\n" + '{"ts": 2, "tool": "B", "succ')

@@ -40,6 +40,17 @@ def _open_regular(path: str) -> BinaryIO:
     return os.fdopen(open_regular(path, os.O_RDONLY | os.O_CLOEXEC, follow=True), "rb")
 
 
+def _position_ok(saved: dict[str, object]) -> bool:
+    """Whether a saved position has the shape ``commit`` writes (dev and ino may be null)."""
+    if not isinstance(saved.get("path"), str) or not isinstance(saved.get("head"), str):
+        return False
+    for key in ("offset", "line", "dev", "ino"):
+        value = saved.get(key)
+        if not (value is None and key in ("dev", "ino")) and (type(value) is not int or value < 0):
+            return False
+    return True
+
+
 class SourceFile:
     def __init__(self, path: str, state_dir: str) -> None:
         self.path = os.path.realpath(path)
@@ -54,9 +65,16 @@ class SourceFile:
     def _load(self) -> None:
         try:
             saved = json.loads(read_file(self._store))
-        except (OSError, ValueError):
-            return  # no position yet (or an unreadable one): the file is read from the start
-        if isinstance(saved, dict) and saved.get("path") == self.path:
+        except FileNotFoundError:
+            return  # no position yet: the file is read from the start
+        except (OSError, ValueError, RecursionError):
+            saved = None
+        if not isinstance(saved, dict) or not _position_ok(saved):
+            # Read again from the start, which stores nothing twice (ids come from the lines); a
+            # position taken as it came raised on every later read of the file, for good.
+            self.notes.append(f"{self.path}: its saved position {self._store} is unreadable; "
+                              "reading it from the start")
+        elif saved["path"] == self.path:
             self._saved = saved
 
     def _head_hash(self, fp: object, length: int) -> str:
