@@ -220,6 +220,51 @@ def test_a_marker_a_killed_hook_left_half_written_is_swept_once_stale(tmp_path: 
     assert os.listdir(inflight) == []
 
 
+_DAMAGED_PRE = {
+    "infinite time": '{"t": -Infinity, "session_id": "sess-1", "tool_name": "Bash"}',
+    "time not a number": '{"t": NaN, "session_id": "sess-1", "tool_name": "Bash"}',
+    "time before 1970": '{"t": -1e18, "session_id": "sess-1", "tool_name": "Bash"}',
+    "time past year 5138": '{"t": 1e300, "session_id": "sess-1", "tool_name": "Bash"}',
+    "tool name a list": '{"t": 1.0, "session_id": "sess-1", "tool_name": [1, 2]}',
+    "tool name too long": '{"t": 1.0, "session_id": "sess-1", "tool_name": "%s"}' % ("B" * 5000),
+    "context a number": '{"t": 1.0, "session_id": "sess-1", "tool_name": "Bash", "context": 5}',
+    "context too large": '{"t": 1.0, "session_id": "sess-1", "tool_name": "Bash", "context": {"tool_input": "%s"}}'
+                         % ("x" * 100_000),
+    # no session of its own, so only the sweep of markers older than a day reports it
+    "session an object": '{"t": 2.0, "session_id": {"a": 1}, "tool_name": "Bash", "tool_use_id": 7}',
+}
+
+
+@pytest.mark.parametrize("marker", list(_DAMAGED_PRE.values()), ids=list(_DAMAGED_PRE))
+@pytest.mark.parametrize("then", ["its Post", "the session's end"])
+def test_a_damaged_marker_costs_at_most_a_duration(home: Path, paths: Paths, marker: str, then: str) -> None:
+    """Markers are files under the home, read back. An infinite time raised OverflowError in the
+    hook that found it (the SessionEnd it was handling lost too); a list as the tool name, a
+    context too large, a time before 1970 made the tool call a dead letter. Every value read
+    from a marker is now held to the rules the payload's were."""
+    import time
+
+    assert _hook(home, {**BASE, "hook_event_name": "SessionStart", "source": "startup"}).returncode == 0
+    Path(paths.state).mkdir(mode=0o700, exist_ok=True)
+    inflight = Path(paths.state, "inflight")
+    inflight.mkdir(mode=0o700, exist_ok=True)
+    pre = inflight / "toolu_Z"
+    pre.write_text(marker.replace('"t": 1.0', f'"t": {time.time() - 5}').replace('"t": 2.0', f'"t": {time.time() - 2 * 86400}'))
+    pre.chmod(0o600)
+    if then == "its Post":
+        post = {"hook_event_name": "PostToolUse", "tool_name": "Bash", "tool_use_id": "toolu_Z", "tool_response": {}}
+        assert _hook(home, {**BASE, **post}).returncode == 0
+    assert _hook(home, {**BASE, "hook_event_name": "SessionEnd", "reason": "exit"}).returncode == 0
+    Consumer(paths).run(once=True)
+    report = collect(paths)
+    assert (report["dead_letters"], report["producer_errors"], report["last_error"]) == (0, 0, None)
+    (tool,) = named_rows(paths, "sessions", "SELECT tool_name, success, tool_use_id FROM tool_events")
+    assert tool["tool_use_id"] == "toolu_Z" and tool["success"] == (then == "its Post")
+    kinds = sorted(r["event_type"] for r in named_rows(paths, "sessions", "SELECT event_type FROM activity_events"))
+    assert kinds == ["session_end", "session_start"]
+    assert os.listdir(inflight) == []
+
+
 def test_huge_fields_are_cut_to_fit(tmp_path: Path) -> None:
     ((_, body, _),) = operations_for({**BASE, "hook_event_name": "UserPromptSubmit", "prompt": "p" * 500_000}, str(tmp_path))
     assert len(body["data"]["prompt"]) == 4000

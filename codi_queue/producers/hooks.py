@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 from .. import jsontext
 from ..errors import CodiQueueError
 from ..fsutil import NOFOLLOW, ensure_private_dir, read_file, refuse_links_below
+from ..timestamps import SECONDS_BELOW
 from .records import Op
 from .records import fit_name as _name
 
@@ -206,21 +207,41 @@ def _paired(post: dict[str, Any], pre: dict[str, Any] | None) -> dict[str, Any]:
     A Pre handled after its Post (hooks run asynchronously) says nothing about
     how long the call took: no duration rather than a wrong one.
     """
-    body = post.get("body")
-    body = dict(body) if isinstance(body, dict) else {}
+    body = _post_body(post.get("body"))
     pre = pre or {}
     started, ended = _time(pre), _time(post)
     if started is not None and ended is not None and ended >= started:
         body["duration_ms"] = int(round((ended - started) * 1000))
-    if not isinstance(body.get("tool_name"), str) or not body["tool_name"]:
-        body["tool_name"] = pre.get("tool_name") if isinstance(pre.get("tool_name"), str) else "unknown"
-    body["success"] = body.get("success") is not False
-    return _clean(body)
+    body["tool_name"] = body.get("tool_name") or _name(pre.get("tool_name")) or "unknown"
+    return body
 
 
+# A marker is a file under the home, read back: what it holds is held again to the rules the
+# payload's values were (damage or another program may have changed it), so that it costs at
+# most a duration, never the event or the hook's other events (an infinite time had raised
+# OverflowError and lost a SessionEnd; a list as the tool's name made a dead letter).
 def _time(marker: dict[str, Any]) -> float | None:
     value = marker.get("t")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < SECONDS_BELOW:
+        return float(value)
+    return None  # absent, not a number, NaN, infinite or out of range: no time
+
+
+def _post_body(body: Any) -> dict[str, Any]:
+    """The tool_event a Post marker carries, as ``_post`` built it."""
+    if not isinstance(body, dict):
+        return {"success": True}
+    ts = body.get("timestamp")
+    error = _str(body.get("error_message"))
+    return _clean({
+        "timestamp": ts if type(ts) is int and 0 <= ts < SECONDS_BELOW else None,
+        "tool_name": _name(body.get("tool_name")),
+        "success": body.get("success") is not False,
+        "error_message": _cut(error) if error else None,
+        "context": _context(body["context"]) if isinstance(body.get("context"), dict) else None,
+        "session_id": _name(body.get("session_id")),
+        "tool_use_id": _name(body.get("tool_use_id")),
+    })
 
 
 def _unlink(path: str) -> None:
@@ -259,6 +280,7 @@ def _activity(event: Any, payload: dict[str, Any], session: str | None, now: flo
 
 
 def _context(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload's fields a tool_event keeps as its context (from a marker too: the same keys, cut alike)."""
     ctx: dict[str, Any] = {k: _shrink(payload[k]) for k in ("tool_input", "cwd", "agent_id", "agent_type", "permission_mode") if k in payload}
     return ctx
 
@@ -279,11 +301,13 @@ def _sweep(inflight: str, session: str | None, now: float, grace: float) -> list
             if _age(path, now) > _STALE_S:
                 _unlink(path)
             continue
-        marker = _read_marker(path) or {}
-        started = _time(marker)
-        if started is None:
+        marker = _read_marker(path)
+        if marker is None:
             _unlink(path)  # unreadable: nothing to report
             continue
+        started = _time(marker)
+        if started is None:  # a damaged time: the file's own
+            started = now - _age(path, now)
         age = now - started
         if name.endswith(_POST):
             body = marker.get("body")
@@ -300,13 +324,14 @@ def _sweep(inflight: str, session: str | None, now: float, grace: float) -> list
             os.unlink(path)  # whoever unlinks first reports it
         except FileNotFoundError:
             continue
+        context = marker.get("context")
         ops.append(("tool_event", _clean({
             "timestamp": int(started),
-            "tool_name": marker.get("tool_name") or "unknown",
+            "tool_name": _name(marker.get("tool_name")) or "unknown",
             "success": False,
             "error_message": ORPHAN_REASON,
-            "context": marker.get("context"),
-            "session_id": marker.get("session_id"),
+            "context": _context(context) if isinstance(context, dict) else None,
+            "session_id": _name(marker.get("session_id")),
             "tool_use_id": _name(marker.get("tool_use_id")) or name,
         }), None))
     return ops
