@@ -53,6 +53,29 @@ def test_running_again_applies_nothing_twice(paths: Paths) -> None:
     assert len(_tools(paths)) == 100
 
 
+@pytest.mark.parametrize("pos", ["'abc'", "-5", "1.5", str(2**63 - 1), str(1 << 40)],
+                         ids=["text", "negative", "fractional", "largest integer", "past every chunk"])
+def test_a_damaged_cursor_is_said_and_the_directory_read_again_once(home: Path, paths: Paths, pos: str) -> None:
+    """A tier's cursor in cq_cursor is read back from the database: text there made ``run`` and
+    ``status`` end in an internal error for good, and a position past the data made the consumer
+    pass over every operation acknowledged after it, with ``status`` saying nothing pending."""
+    for i in range(3):
+        enqueue("tool_event", {"tool_name": f"before{i}", "success": True}, home=paths.home)
+    Consumer(paths).run(once=True)
+    conn = apsw.Connection(paths.database("sessions"))
+    conn.execute(f"UPDATE cq_cursor SET pos = {pos}")
+    conn.close()
+    enqueue("tool_event", {"tool_name": "after", "success": True}, home=paths.home)
+    for _ in range(2):  # the second run finds the cursor mended: nothing read again, nothing said
+        res = run_cli(home, "run", "--once")
+        assert res.returncode == 0, res.stderr
+        assert res.stderr.count("reading it again from its start") == (1 if _ == 0 else 0), res.stderr
+        assert run_cli(home, "status").returncode == 0
+    assert sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events")) == [
+        "after", "before0", "before1", "before2"]
+    assert collect(paths)["pending"] == 0
+
+
 def test_upserts_end_with_the_last_enqueued(paths: Paths) -> None:
     for title in ("one", "two", "three"):
         enqueue("task", {"task_id": "k", "title": title}, home=paths.home)

@@ -26,7 +26,7 @@ from ..schemas.registry import OPS, REJECTED_OP, Binding, OpSpec
 from ..schemas.types import settled_type, unsettled
 from ..schemas.vocab import count_outside, has_rules
 from ..values import clean_text, loads
-from .db import immediate
+from .db import checked_cursor, immediate
 from .summaries import Summaries
 
 __all__ = ["Item", "DeadLetter", "decode_body", "decode_bodies", "repay_owed", "TierResult", "apply_items",
@@ -320,7 +320,9 @@ def apply_items(
         record_dead_letters(conn, segment, dead)
         conn.execute(
             "INSERT INTO cq_cursor (segment, pos) VALUES (?, ?) "
-            "ON CONFLICT(segment) DO UPDATE SET pos = max(pos, excluded.pos)",
+            # The consumer's cursors only move forward, but for one found damaged and read again from
+            # the start (loop._cursor_map, _drain_dir), which this replaces.
+            "ON CONFLICT(segment) DO UPDATE SET pos = excluded.pos",
             (segment, end_pos),
         )
         # An older directory that is not pending any more is archived: its cursor
@@ -439,6 +441,9 @@ def record_dead_letters(conn: apsw.Connection, segment: str | None, dead: Sequen
         )
 
 
-def get_cursor(conn: apsw.Connection, segment: str) -> int:
+def get_cursor(conn: apsw.Connection, segment: str) -> int | None:
+    """This tier's applied position in ``segment`` (0: nothing yet), or None when the stored
+    one is damaged (not a position): the caller says so and reads the directory from its start."""
     row = conn.execute("SELECT pos FROM cq_cursor WHERE segment = ?", (segment,)).fetchone()
-    return int(row[0]) if row else 0
+    return checked_cursor(row[0]) if row else 0
+

@@ -21,6 +21,7 @@ from ..schemas.migrations import MIGRATIONS, latest_version
 
 __all__ = [
     "open_tier",
+    "checked_cursor",
     "open_readonly",
     "immediate",
     "migrate",
@@ -223,3 +224,13 @@ def immediate(conn: apsw.Connection) -> Iterator[apsw.Connection]:
 def scalar(conn: apsw.Connection, sql: str, bindings: Any = ()) -> Any:
     row = conn.execute(sql, bindings).fetchone()
     return None if row is None else row[0]
+
+
+CURSOR_MAX = (1 << 63) - 1
+
+
+def checked_cursor(value: object) -> int | None:
+    """A stored cursor position, or None if it is not one (text, a negative or fractional number:
+    only an outside write puts one there). Every reader of cq_cursor goes through this: one
+    taken as it came had made ``run`` and ``status`` end in an internal error."""
+    return value if type(value) is int and 0 <= value <= CURSOR_MAX else None

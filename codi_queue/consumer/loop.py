@@ -391,9 +391,14 @@ class Consumer:
     def _cursor_map(self, seg: str) -> dict[str, int]:
         cursors = self._cursors.get(seg)
         if cursors is None:
-            cursors = self._cursors[seg] = {
-                t: get_cursor(self._conns[t], seg) if t in self._conns else 0 for t in ALL_TIERS
-            }
+            cursors = {}
+            for t in ALL_TIERS:
+                pos = get_cursor(self._conns[t], seg) if t in self._conns else 0
+                if pos is None:
+                    self._report(f"segment {seg}: the {t} database's cursor there is not a position; "
+                                 "reading it again from its start (operation ids keep each applied once)")
+                cursors[t] = pos or 0
+            self._cursors[seg] = cursors
         return cursors
 
     def _drain_dir(self, qd: QueueDir, tiers: tuple[str, ...] | None = None) -> tuple[int, bool]:
@@ -424,6 +429,16 @@ class Consumer:
                 self._report(warning)
             if qd.live:
                 self._note_hint(qd.id, reader)
+            if max(cursors[t] for t in tiers) > reader.info_end:
+                # Past everything the directory holds (a live inbox's acknowledged line may trail a
+                # cursor after a power cut, never the data): a cursor written from outside, or data
+                # cut after it was applied. Read it again; operation ids keep each applied once.
+                self._report(f"segment {qd.id}: a cursor lies past the end of its data "
+                             f"({describe_pos(reader.info_end)}); reading it again from its start")
+                for t in tiers:
+                    if cursors[t] > reader.info_end:
+                        cursors[t] = 0
+                start = min(cursors[t] for t in tiers)
             if start >= reader.end:
                 return 0, True
             if reader.trusted:

@@ -25,7 +25,7 @@ from ..queue.segment import SegmentReader
 from ..queue.spool import QueueDir, Spool
 from ..schemas.registry import OPS, STATE_TIER, TIERS
 from .apply import Item
-from .db import open_readonly
+from .db import checked_cursor, open_readonly
 from .records import decode_record
 
 __all__ = ["read_progress", "save_progress", "home_id", "retention_hold", "note_error", "PULLED_PREFIX",
@@ -156,7 +156,7 @@ class Applied:
                 continue  # not migrated yet: nothing applied there
             finally:
                 conn.close()
-            cursors[name] = {str(seg): int(pos) for seg, pos in rows}
+            cursors[name] = {str(seg): checked_cursor(pos) or 0 for seg, pos in rows}
         furthest: dict[str, int] = {}
         for tier_cursors in cursors.values():
             for seg, pos in tier_cursors.items():

@@ -17,7 +17,7 @@ from ..queue.segment import SegmentReader
 from ..queue.spool import Spool
 from ..schemas.envelope import RecordHead, RecordOps
 from ..schemas.registry import OPS, STATE_TIER, TIERS
-from .db import open_readonly
+from .db import checked_cursor, open_readonly
 from .lock import consumer_pid
 from .metrics import read_metrics
 from .wake import UNWATCHED_POLL_S
@@ -218,7 +218,7 @@ def _cursors(conns: dict[str, Any], seg: str) -> dict[str, int]:
             if conn is not None and _has_table(conn, "cq_cursor"):
                 row = conn.execute("SELECT pos FROM cq_cursor WHERE segment = ?", (seg,)).fetchone()
                 if row:
-                    cursors[tier] = int(row[0])
+                    cursors[tier] = checked_cursor(row[0]) or 0
         except apsw.Error:
             continue  # reported under tiers_unavailable
     return cursors
