@@ -43,9 +43,42 @@ def read_progress(paths: Paths) -> dict[str, Any]:
     ({} if none). ``segment``/``pos`` are lane 0's mark; ``lanes`` holds the others (``{"1": [segment, pos]}``)."""
     try:
         data = json.loads(read_file(paths.sync_push_file, 1024 * 1024))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
-    return data if isinstance(data, dict) else {}
+    return _checked_progress(data) if isinstance(data, dict) else {}
+
+
+def _when(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e11  # finite, 1970-5138
+    return float(value) if ok else None
+
+
+def _checked_progress(data: dict[str, Any]) -> dict[str, Any]:
+    """The progress file's values held to the shapes ``save_progress`` and ``note_error`` write.
+    It is read back from the state directory: a time that is text made ``status`` end in an
+    internal error, and an operation count that is text failed every push after its COPY. A
+    value of the wrong shape is dropped (a mark: that lane is pushed again from its start,
+    which the team database takes once)."""
+    out: dict[str, Any] = {}
+    for key in ("last_push", "last_error_at"):
+        if key in data:
+            out[key] = _when(data[key])
+    if "last_error" in data:
+        out["last_error"] = data["last_error"] if isinstance(data["last_error"], str) else None
+    tiers = data.get("tiers")
+    out["tiers"] = {}
+    for tier, entry in tiers.items() if isinstance(tiers, dict) else ():
+        if not isinstance(entry, dict):
+            continue
+        count = entry.get("operations")
+        marks = pushed_marks(entry)
+        zero = marks.pop(0, ("", 0))
+        out["tiers"][tier] = {
+            "segment": zero[0], "pos": zero[1], "pushed_at": _when(entry.get("pushed_at")),
+            "lanes": {str(lane): list(mark) for lane, mark in sorted(marks.items())},
+            "operations": count if type(count) is int and count >= 0 else 0,
+        }
+    return out
 
 
 def save_progress(paths: Paths, tier: str, marks: dict[int, Mark], operations: int) -> None:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
 from codi_queue.producers.api import enqueue, enqueue_many
@@ -28,6 +30,36 @@ def _mixed(home: Path, tag: str, n: int) -> None:
     enqueue_many("decision", [{"decision_id": f"{tag}-d{i % 7}", "title": f"t{i}", "decision": "d"}
                               for i in range(n // 10)], home=h)
     enqueue("task", {"task_id": f"{tag}-task", "title": "ship it", "status": "pending"}, home=h)
+
+
+@pytest.mark.parametrize("damage", [
+    {"last_push": "yesterday", "last_error_at": 1e999, "last_error": {"a": 1}},
+    {"tiers": {"sessions": {"operations": "many", "segment": 7, "pos": -1, "lanes": {"1": "x"}}}},
+    {"tiers": [1, 2]},
+], ids=["times and error", "a tier's entry", "tiers a list"])
+def test_a_damaged_progress_file_costs_no_push_and_no_status(home: Path, team: str, damage: dict[str, object]) -> None:
+    """The push's progress (state/sync-push.json) is read back: a last push time that is text
+    made ``status`` end in an internal error, and an operation count that is text failed every
+    push after its COPY. Values of the wrong shape are dropped; a lost mark is pushed again from
+    its start, which the team database takes once."""
+    paths = configure(home, team, "alice")
+    _mixed(home, "a", 50)
+    _drain(paths)
+    assert run_cli(home, "sync", "push").returncode == 0
+    progress = json.loads(Path(paths.sync_push_file).read_text())
+    progress.update(damage)
+    Path(paths.sync_push_file).write_text(json.dumps(progress))
+    res = run_cli(home, "status")
+    assert res.returncode == 0 and "team sync" in res.stdout, res.stderr
+    _mixed(home, "b", 50)
+    _drain(paths)
+    for _ in range(2):
+        res = run_cli(home, "sync", "push")
+        assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("pushed 0 operations"), res.stdout
+    rows = team_rows(team, "SELECT count(*), count(DISTINCT op_id) FROM sessions.tool_events")
+    assert rows == [(100, 100)]
+    assert run_cli(home, "status").returncode == 0
 
 
 def test_push_sends_each_applied_operation_once(home: Path, team: str) -> None:
