@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import threading
 from pathlib import Path
 
 import apsw
+import pytest
 
 from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
@@ -109,6 +111,32 @@ def test_db_check_vacuum_migrate(home: Path, paths: Paths) -> None:
     mig = run_cli(home, "db", "migrate")
     v = latest_version("sessions")
     assert mig.returncode == 0 and f"sessions  schema v{v} -> v{v}" in mig.stdout
+
+
+@pytest.mark.parametrize("action", ["vacuum", "migrate"])
+@pytest.mark.parametrize("damage", ["fifo", "not a database"])
+def test_db_vacuum_and_migrate_go_on_past_a_tier_they_cannot_do(home: Path, paths: Paths, action: str,
+                                                               damage: str) -> None:
+    """Like ``db check`` and ``backup``: a tier that fails costs only itself. Both stopped at the
+    first (the org database, second of five) and printed nothing of the tiers already done."""
+    enqueue("tool_event", {"tool_name": "x", "success": True}, home=str(home))
+    enqueue("decision", {"decision_id": "d", "title": "t", "decision": "x"}, home=str(home))
+    Consumer(paths).run(once=True)
+    org = Path(paths.database("org"))
+    for name in os.listdir(org.parent):
+        if name.startswith(org.name):
+            os.unlink(org.parent / name)
+    if damage == "fifo":
+        os.mkfifo(org, 0o600)
+    else:
+        org.write_bytes(b"not a database " * 100)
+    res = run_cli(home, "db", action, timeout=60)
+    assert res.returncode == 1
+    lines = {line.split()[0]: line for line in res.stdout.splitlines()}
+    assert set(lines) == {"platform", "org", "sessions", "project", "state"}, res.stdout + res.stderr
+    assert "failed:" in lines["org"] and all("failed" not in lines[t] for t in lines if t != "org")
+    report = json.loads(run_cli(home, "db", action, "--json").stdout)
+    assert "error" in report["org"] and report["sessions"]["after"] > 0
 
 
 HOSTILE_MANIFESTS = {

@@ -42,13 +42,18 @@ def db(args: argparse.Namespace, paths: Paths) -> int:
                           f"/{info['latest_version']}  {info['bytes']} bytes  wal {info['wal_bytes']} bytes")
         bad = [t for t, i in report.items() if i["exists"] and i.get("integrity") != "ok"]
         return EXIT_FAILURE if bad else EXIT_OK
-    if args.action == "vacuum":
-        for tier, (before, after) in maintenance.vacuum(paths).items():
-            print(f"{tier:<9} {before} -> {after} bytes")
-        return EXIT_OK
-    for tier, (before, after) in maintenance.migrate(paths).items():
-        print(f"{tier:<9} schema v{before} -> v{after}")
-    return EXIT_OK
+    done = maintenance.vacuum(paths) if args.action == "vacuum" else maintenance.migrate(paths)
+    if args.json:
+        print(json.dumps({t: {"error": o} if isinstance(o, str) else {"before": o[0], "after": o[1]}
+                          for t, o in done.items()}, indent=2))
+    for tier, outcome in done.items() if not args.json else ():
+        if isinstance(outcome, str):
+            print(f"{tier:<9} failed: {outcome}")
+        elif args.action == "vacuum":
+            print(f"{tier:<9} {outcome[0]} -> {outcome[1]} bytes")
+        else:
+            print(f"{tier:<9} schema v{outcome[0]} -> v{outcome[1]}")
+    return EXIT_FAILURE if any(isinstance(o, str) for o in done.values()) else EXIT_OK
 
 
 @command(

@@ -66,37 +66,53 @@ def check(paths: Paths) -> dict[str, dict[str, Any]]:
     return report
 
 
-def vacuum(paths: Paths) -> dict[str, tuple[int, int]]:
-    """Checkpoint the WAL and rebuild each file compactly: tier → (bytes before, bytes after)."""
-    sizes: dict[str, tuple[int, int]] = {}
-    with ConsumerLock(paths):
-        for tier in ALL_TIERS:
-            path = paths.database_file(tier)
-            if not os.path.exists(path):
-                continue
-            before = os.path.getsize(path) + _wal_bytes(path)
-            conn = apsw.Connection(path)
-            try:
-                set_busy_timeout(conn)
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                conn.execute("VACUUM")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                conn.close()
-            sizes[tier] = (before, os.path.getsize(path) + _wal_bytes(path))
-    return sizes
+# Each tier's outcome: (before, after), or why it failed. A tier that fails costs only itself,
+# as in ``check`` and ``backup``: the others are still done, and every outcome is reported.
+Outcome = tuple[int, int] | str
 
 
-def migrate(paths: Paths) -> dict[str, tuple[int, int]]:
-    """Apply pending migrations: tier → (version before, version after)."""
-    done: dict[str, tuple[int, int]] = {}
+def _each_tier(paths: Paths, step: Any) -> dict[str, Outcome]:
+    done: dict[str, Outcome] = {}
     with ConsumerLock(paths):
         for tier in ALL_TIERS:
-            path = paths.database_file(tier)
-            before = _version(path) or 0
-            conn = open_tier(path, tier)  # migrates (and refuses a database newer than this code)
             try:
-                done[tier] = (before, run_migrations(conn, tier))
-            finally:
-                conn.close()
+                result = step(paths.database_file(tier), tier)
+            except (apsw.Error, CodiQueueError, OSError) as exc:
+                result = f"{type(exc).__name__}: {exc}"
+            if result is not None:
+                done[tier] = result
     return done
+
+
+def vacuum(paths: Paths) -> dict[str, Outcome]:
+    """Checkpoint the WAL and rebuild each file compactly: tier → (bytes before, bytes after)."""
+    return _each_tier(paths, _vacuum_one)
+
+
+def _vacuum_one(path: str, tier: str) -> tuple[int, int] | None:
+    if _version(path) is None:  # absent (opened as regular files only: a FIFO would hang SQLite)
+        return None
+    before = os.path.getsize(path) + _wal_bytes(path)
+    conn = apsw.Connection(path)
+    try:
+        set_busy_timeout(conn)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return before, os.path.getsize(path) + _wal_bytes(path)
+
+
+def migrate(paths: Paths) -> dict[str, Outcome]:
+    """Apply pending migrations: tier → (version before, version after)."""
+    return _each_tier(paths, _migrate_one)
+
+
+def _migrate_one(path: str, tier: str) -> tuple[int, int]:
+    before = _version(path) or 0
+    conn = open_tier(path, tier)  # migrates (and refuses a database newer than this code)
+    try:
+        return before, run_migrations(conn, tier)
+    finally:
+        conn.close()
