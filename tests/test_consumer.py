@@ -121,6 +121,19 @@ def _tool_type() -> type:
     return ToolEvent
 
 
+def test_a_record_dated_by_no_clock_does_not_hide_the_lag(paths: Paths) -> None:
+    """A record's time is written by its producer's clock; one written by hand can carry NaN, a
+    time before 1970 or one ahead of now. The first of them read first made ``status`` report
+    a lag of 0 however old the operations waiting behind it."""
+    body = msgspec.msgpack.encode({"tool_name": "x", "success": True})
+    for ts in (float("nan"), -5.0, time.time() + 86400, time.time() - 100):
+        env = Envelope(new_op_id(), "tool_event", 1, ts, "test", msgspec.Raw(body))
+        append_records(paths, [msgspec.msgpack.encode(Record(1, ts, [env]))])
+    report = collect(paths)
+    assert report["pending"] == 4
+    assert 99 < report["oldest_pending_age_s"] < 1000
+
+
 def test_poison_statement_is_dead_lettered_and_the_batch_commits(paths: Paths) -> None:
     Consumer(paths).run(once=True)  # create the databases
     conn = apsw.Connection(paths.database("sessions"))

@@ -234,6 +234,7 @@ def _pending(paths: Paths, conns: dict[str, Any]) -> tuple[int, float | None]:
     """
     count = 0
     oldest: float | None = None
+    now = time.time()
     for qd in Spool(paths.spool, paths.archive).queue_dirs():
         cursors = _cursors(conns, qd.id)
         low, high = min(cursors.values(), default=0), max(cursors.values(), default=0)
@@ -252,7 +253,9 @@ def _pending(paths: Paths, conns: dict[str, Any]) -> tuple[int, float | None]:
                 except (msgspec.DecodeError, RecursionError):
                     continue  # damaged records are the consumer's to report
                 count += n
-                if n and (oldest is None or head.ts < oldest):  # each lane's inbox is in order; lanes are not
+                # Each lane's inbox is in order; lanes are not. A time no producer writes (NaN, before
+                # 1970, ahead of now: a record written by hand) dates nothing: it made the lag read 0.
+                if n and 0 <= head.ts <= now and (oldest is None or head.ts < oldest):
                     oldest = head.ts
     return count, oldest
 
