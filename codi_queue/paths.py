@@ -302,7 +302,14 @@ def _under(home: str, source: str, config: str = "") -> Paths:
         from .errors import CodiQueueError
 
         raise CodiQueueError(f"{source}: a path cannot hold a NUL byte")
-    home = os.path.abspath(os.path.expanduser(home))
+    expanded = os.path.expanduser(home)
+    if source == ENV_HOME and not os.path.isabs(expanded):
+        # Inherited by hooks that run in each project's directory, a relative home would give
+        # every project a home of its own that no consumer drains (as a relative ``home =``).
+        from .errors import CodiQueueError
+
+        raise CodiQueueError(f"{ENV_HOME}: {home!r} is not an absolute path (or ~/...)")
+    home = os.path.abspath(expanded)
     return _checked(Paths(
         home,
         source,

@@ -16,7 +16,7 @@ import codi_queue
 from codi_queue.config import load_config
 from codi_queue.consumer.loop import Consumer
 from codi_queue.consumer.status import collect
-from codi_queue.errors import UnsafePath
+from codi_queue.errors import CodiQueueError, UnsafePath
 from codi_queue.paths import Paths, resolve, resolve_cached
 from codi_queue.producers.api import enqueue, enqueue_many
 from codi_queue.queue.spool import Spool
@@ -76,12 +76,14 @@ def test_a_long_lived_producer_follows_every_change_resolve_would_see(tmp_path: 
     monkeypatch.setenv("CODI_QUEUE_HOME", str(tmp_path / "env"))
     assert same() == str(tmp_path / "env") and resolve_cached().source == "CODI_QUEUE_HOME"
     assert resolve_cached(str(tmp_path / "flag")).source == "--home"
-    monkeypatch.setenv("CODI_QUEUE_HOME", "relative")
+    monkeypatch.setenv("CODI_QUEUE_HOME", "~/home-under-tilde")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert same() == str(tmp_path / "home-under-tilde")
+    monkeypatch.setenv("CODI_QUEUE_HOME", "relative")  # hooks inherit it in every project's directory
     monkeypatch.chdir(tmp_path)
-    assert same() == str(tmp_path / "relative")
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
-    assert same() == str(tmp_path / "elsewhere" / "relative")
+    with pytest.raises(CodiQueueError, match="CODI_QUEUE_HOME: 'relative' is not an absolute path"):
+        resolve_cached()
+    assert resolve_cached("relative").home == str(tmp_path / "relative")  # --home: the user's own directory
 
 
 def test_home_inside_the_package_is_refused(tmp_path: Path) -> None:
