@@ -48,7 +48,7 @@ def db(args: argparse.Namespace, paths: Paths) -> int:
                           for t, o in done.items()}, indent=2))
     for tier, outcome in done.items() if not args.json else ():
         if isinstance(outcome, str):
-            print(f"{tier:<9} failed: {outcome}")
+            say(f"{tier}: {outcome}")
         elif args.action == "vacuum":
             print(f"{tier:<9} {outcome[0]} -> {outcome[1]} bytes")
         else:
