@@ -60,7 +60,8 @@ def derived_op_id(ts_seconds: float, line_no: int, *source: str | bytes) -> str:
 
     digest = hashlib.blake2b(digest_size=8)
     for part in source:
-        digest.update(part.encode() if isinstance(part, str) else part)
+        # A file name that is not UTF-8 reaches us with its bytes as surrogates: hash the bytes.
+        digest.update(part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part)
         digest.update(b"\0")
     digest.update(str(line_no).encode())
     h = int.from_bytes(digest.digest(), "big")

@@ -150,6 +150,55 @@ def test_agent_logs_without_a_time_of_their_own_are_stored_once_across_rescans(
         ("planned",), ("retrying",), ("planned",)]  # the same message twice in the list is two entries
 
 
+def test_file_names_that_are_not_utf8_are_read_and_said_like_any_other(tmp_path: Path, home: Path,
+                                                                        paths: Paths) -> None:
+    """A file name is bytes; Python hands one that is not UTF-8 over with surrogates in it. Such a
+    name ended ``import`` and ``import-transcripts`` (every file of the tree) in an internal error,
+    made ``mirror-state`` call its state.json malformed, stopped the consumer's transcript watch
+    on every poll, and lost any consumer log line naming it ("--- Logging error ---")."""
+    root = os.fsencode(tmp_path)
+    tree = root + b"/projects/p"
+    os.makedirs(tree)
+    line = {"type": "user", "sessionId": "s1", "timestamp": "2026-01-01T00:00:00Z", "message": {"role": "user"}}
+    for n, name in enumerate((b"bad\xff\xfe.jsonl", b"new\nline.jsonl", b"plain.jsonl")):
+        with open(tree + b"/" + name, "w") as fp:
+            fp.write(json.dumps({**line, "uuid": f"u{n}", "message": {"role": "user", "content": f"m{n}"}}) + "\n")
+    legacy = os.fsdecode(root + b"/tool-usage\xff.jsonl")
+    Path(legacy).write_text(json.dumps({"tool": "Bash", "success": True}) + "\n")
+    sessions = root + b"/sessions"
+    os.makedirs(sessions + b"/s\xff1")
+    with open(sessions + b"/s\xff1/state.json", "w") as fp:
+        json.dump({"session": {"status": "running"}, "agents": [{"id": "a", "logs": [{"message": "hi"}]}]}, fp)
+    os.makedirs(sessions + b"/f\xff")
+    os.mkfifo(sessions + b"/f\xff/state.json", 0o600)  # said in the consumer's log, by name
+    for args in (["import-transcripts", os.fsdecode(root + b"/projects")], ["import", legacy, "--op", "tool_event"],
+                 ["import", legacy, "--op", "tool_event"], ["mirror-state", os.fsdecode(sessions)]):
+        # the names are printed as they are, bytes and all, as ls would
+        res = subprocess.run([sys.executable, "-m", "codi_queue", *args], env=cli_env(home), capture_output=True,
+                             timeout=60)
+        err = res.stderr.decode("utf-8", "replace")
+        assert res.returncode == (3 if args[0] == "mirror-state" else 0) and "internal error" not in err, (args, err)
+    assert "malformed" not in err
+    home.joinpath("config.toml").write_text(f"[watch]\nstate_dirs = [{json.dumps(os.fsdecode(sessions))}]\n")
+    home.joinpath("config.toml").chmod(0o600)
+    proc = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "0.2"], env=cli_env(home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        log = Path(paths.logs, "consumer.log")
+        while time.monotonic() < deadline and not (log.exists() and "f\ufffd/state.json" in log.read_text()):
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "Logging error" not in err.decode("utf-8", "replace")
+    assert "f\ufffd/state.json: not read" in log.read_text()
+    assert query(paths, "sessions", "SELECT count(*) FROM messages") == [(3,)]
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(1,)]  # imported twice, stored once
+    assert query(paths, "project", "SELECT session_id, state_path FROM sessions") == [
+        ("s\ufffd1", os.fsdecode(sessions).replace("\udcff", "\ufffd") + "/s\ufffd1/state.json")]
+
+
 def test_session_registry_and_skill_adoption_rate(paths: Paths, home: Path) -> None:
     enqueue("session", {"session_id": "s1", "project": "spotter", "branch": "main"}, home=str(home))
     enqueue("session", {"session_id": "s1", "status": "ended"}, home=str(home))

@@ -10,6 +10,7 @@ import sys
 import time
 
 from ..fsutil import check_private, ensure_private_dir, open_regular
+from ..values import clean_text
 
 __all__ = ["configure_logging", "JsonFormatter"]
 
@@ -29,7 +30,9 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             event["exception"] = self.formatException(record.exc_info)
-        return json.dumps(event, ensure_ascii=False)
+        # A file name that is not UTF-8 carries its bytes as surrogates, which the UTF-8 file
+        # cannot take (the record was lost, with a "Logging error" traceback): the text rule.
+        return clean_text(json.dumps(event, ensure_ascii=False))
 
 
 class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):

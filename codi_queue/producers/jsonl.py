@@ -23,7 +23,7 @@ from ..paths import Paths
 from ..schemas.envelope import Envelope, Record, Rejected
 from ..schemas.legacy import from_legacy
 from ..schemas.registry import OPS, REJECTED_OP
-from ..values import loads
+from ..values import clean_text, loads
 from .records import append_records
 from .sources import Line, SourceFile
 from .validate import encode_body, invalid_from_msgspec, pack_records, spec_or_raise
@@ -88,7 +88,7 @@ def import_file(
     spec = spec_or_raise(op)
     source = SourceFile(path, paths.state)
     result = ImportResult()
-    who = producer or f"import:{source.path}"
+    who = clean_text(producer or f"import:{source.path}")  # a file name as text: the text rule
     batch: list[Line] = []
     for line in source.lines(final=final):
         batch.append(line)
@@ -128,7 +128,7 @@ def _flush(
             # as an operation or as a rejection with its number: never skipped.
             result.rejected.append(err)
             why = f"field {err.field}: {err.reason}" if err.field else err.reason
-            body = Rejected(op, source.path, line.number, why, line.raw.decode("utf-8", "replace"))
+            body = Rejected(op, clean_text(source.path), line.number, why, line.raw.decode("utf-8", "replace"))
             rid = derived_op_id(0, line.number, source.path, line.raw, b"rejected")
             rejected.append(Envelope(rid, REJECTED_OP, 1, time.time(), who, msgspec.Raw(_encode(body))))
     records = pack_records(op, bodies, who, ids=ids) if bodies else []

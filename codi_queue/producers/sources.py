@@ -54,7 +54,8 @@ def _position_ok(saved: dict[str, object]) -> bool:
 class SourceFile:
     def __init__(self, path: str, state_dir: str) -> None:
         self.path = os.path.realpath(path)
-        key = hashlib.blake2b(self.path.encode(), digest_size=12).hexdigest()
+        # A name that is not UTF-8 comes with its bytes as surrogates: the key is those bytes.
+        key = hashlib.blake2b(self.path.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
         self._store = os.path.join(state_dir, "offsets", f"{key}.json")
         self.offset = 0
         self.line = 0

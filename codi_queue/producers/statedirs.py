@@ -31,7 +31,7 @@ from typing import Any
 from ..fsutil import open_regular
 from ..ids import derived_op_id
 from ..schemas.types import normalize_timestamp
-from ..values import loads
+from ..values import clean_text, loads
 from .records import Op
 
 __all__ = ["MirrorResult", "operations_for_state", "mirror_state_dirs"]
@@ -76,7 +76,7 @@ def operations_for_state(state: Any, session_dir: str, state_path: str) -> list[
     now = int(time.time())
     project = _obj(state.get("project"))
     session = _obj(state.get("session"))
-    session_id = str(session.get("id") or os.path.basename(os.path.normpath(session_dir)))
+    session_id = clean_text(str(session.get("id") or os.path.basename(os.path.normpath(session_dir))))
     project_id = project.get("id") or project.get("path") or project.get("name")
     ops: list[Op] = []
     if project_id:
@@ -94,7 +94,7 @@ def operations_for_state(state: Any, session_dir: str, state_path: str) -> list[
         "cost_usd": _num(session.get("cost_usd"), float),
         "input_tokens": _num(session.get("input_tokens"), int),
         "output_tokens": _num(session.get("output_tokens"), int),
-        "state_path": state_path,
+        "state_path": clean_text(state_path),  # a file name that is not UTF-8: the text rule
     }), None))
     agents: list[Any] = state["agents"] if isinstance(state.get("agents"), list) else []
     for agent in agents:
