@@ -262,6 +262,8 @@ def database_path(value: object, home: str) -> str:
     if not isinstance(value, str) or not value or "\x00" in value:
         raise ValueError("expected a path")
     path = os.path.expanduser(os.path.expandvars(value))
+    if not _utf8(path):
+        raise ValueError(f"{path!r} is not valid UTF-8, and SQLite opens a database only by a UTF-8 path")
     if os.path.isabs(path):
         return os.path.normpath(path)
     resolved = os.path.normpath(os.path.join(os.path.abspath(home), path))
@@ -324,7 +326,24 @@ def _under(home: str, source: str, config: str = "") -> Paths:
 DATABASE_SIDECARS = ("-wal", "-shm", "-journal")
 
 
+def _utf8(path: str) -> bool:
+    """Whether ``path`` is UTF-8 (a name that is not comes from Python with surrogates in it)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _checked(paths: Paths) -> Paths:
+    for where in (paths.home, paths.logs, paths.state):
+        if not _utf8(where):
+            # SQLite (through apsw) opens databases by UTF-8 paths only: producers would acknowledge
+            # operations into a spool no consumer could ever apply, and every command would fail.
+            from .errors import CodiQueueError
+
+            raise CodiQueueError(f"{paths.source}: {where!r} is not valid UTF-8, and SQLite opens databases "
+                                 "only by UTF-8 paths: choose a home whose path is")
     # Where the home really is: the home itself may be a link (Paths.private_dirs)
     package = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
     home = os.path.realpath(paths.home)

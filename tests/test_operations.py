@@ -86,6 +86,33 @@ def test_a_long_lived_producer_follows_every_change_resolve_would_see(tmp_path: 
     assert resolve_cached("relative").home == str(tmp_path / "relative")  # --home: the user's own directory
 
 
+def test_a_home_sqlite_cannot_open_is_refused_before_anything_is_acknowledged(tmp_path: Path) -> None:
+    """SQLite (through apsw) opens databases by UTF-8 paths only. A home whose path is not UTF-8
+    took every enqueue (exit 0) while ``run`` and ``status`` ended in an internal error: operations
+    acknowledged into a spool no consumer could apply. Every entry point now refuses it."""
+    home = os.fsdecode(os.fsencode(tmp_path) + b"/home\xff")
+    os.mkdir(home, 0o700)
+    env = {**os.environ, "CODI_QUEUE_HOME": home}
+    why = "is not valid UTF-8, and SQLite opens databases only by UTF-8 paths"
+    for args, code in ((["enqueue", "tool_event", '{"tool_name": "x", "success": true}'], 1), (["status"], 1),
+                       (["run", "--once"], 1), (["hook"], 0)):
+        res = subprocess.run([sys.executable, "-m", "codi_queue", *args], env=env, input=b'{"hook_event_name": "Stop"}',
+                             capture_output=True, timeout=60)
+        err = res.stderr.decode("utf-8", "replace")
+        assert res.returncode == code and why in err and "internal error" not in err, (args, err)
+    with pytest.raises(CodiQueueError, match=why):
+        enqueue("tool_event", {"tool_name": "x", "success": True}, home=home)
+    assert os.listdir(home) == []  # nothing was acknowledged there
+    good = tmp_path / "good"
+    good.mkdir(mode=0o700)
+    (good / "config.toml").write_text('[databases]\nsessions = "$CODI_TEST_BAD/s.db"\n')
+    (good / "config.toml").chmod(0o600)
+    res = subprocess.run([sys.executable, "-m", "codi_queue", "config", "--show"], capture_output=True, timeout=60,
+                         env={**os.environ, "CODI_QUEUE_HOME": str(good),
+                              "CODI_TEST_BAD": os.fsdecode(os.fsencode(tmp_path) + b"/\xfe")})
+    assert res.returncode == 1 and b"databases.sessions" in res.stderr and b"not valid UTF-8" in res.stderr
+
+
 def test_home_inside_the_package_is_refused(tmp_path: Path) -> None:
     inside = os.path.join(os.path.dirname(codi_queue.__file__), "data")
     with pytest.raises(UnsafePath, match="inside the installed codi-queue package"):
