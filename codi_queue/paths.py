@@ -263,7 +263,7 @@ def database_path(value: object, home: str) -> str:
         raise ValueError("expected a path")
     path = os.path.expanduser(os.path.expandvars(value))
     if not _utf8(path):
-        raise ValueError(f"{path!r} is not valid UTF-8, and SQLite opens a database only by a UTF-8 path")
+        raise ValueError(f"{path!r} {NOT_UTF8}")
     if os.path.isabs(path):
         return os.path.normpath(path)
     resolved = os.path.normpath(os.path.join(os.path.abspath(home), path))
@@ -335,15 +335,24 @@ def _utf8(path: str) -> bool:
     return True
 
 
+NOT_UTF8 = "is not valid UTF-8, and SQLite opens databases only by UTF-8 paths"
+
+
+def sqlite_path(path: str, what: str) -> str:
+    """``path`` if SQLite can open a database under it; CodiQueueError naming ``what`` if not. Checked
+    before anything is written: SQLite (through apsw) takes UTF-8 paths only, and a path that is
+    not ended the command half-way in an internal error (a backup's first file written)."""
+    if not _utf8(path):
+        from .errors import CodiQueueError
+
+        raise CodiQueueError(f"{what}: {path!r} {NOT_UTF8}: choose one whose path is")
+    return path
+
+
 def _checked(paths: Paths) -> Paths:
     for where in (paths.home, paths.logs, paths.state):
-        if not _utf8(where):
-            # SQLite (through apsw) opens databases by UTF-8 paths only: producers would acknowledge
-            # operations into a spool no consumer could ever apply, and every command would fail.
-            from .errors import CodiQueueError
-
-            raise CodiQueueError(f"{paths.source}: {where!r} is not valid UTF-8, and SQLite opens databases "
-                                 "only by UTF-8 paths: choose a home whose path is")
+        # Producers would otherwise acknowledge operations into a spool no consumer can apply.
+        sqlite_path(where, paths.source)
     # Where the home really is: the home itself may be a link (Paths.private_dirs)
     package = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
     home = os.path.realpath(paths.home)

@@ -111,6 +111,14 @@ def test_a_home_sqlite_cannot_open_is_refused_before_anything_is_acknowledged(tm
                          env={**os.environ, "CODI_QUEUE_HOME": str(good),
                               "CODI_TEST_BAD": os.fsdecode(os.fsencode(tmp_path) + b"/\xfe")})
     assert res.returncode == 1 and b"databases.sessions" in res.stderr and b"not valid UTF-8" in res.stderr
+    (good / "config.toml").unlink()
+    elsewhere = os.fsdecode(os.fsencode(tmp_path) + b"/snap\xfe")
+    for args in (["backup", "--into", elsewhere], ["rebuild", "--into", elsewhere], ["restore", elsewhere]):
+        res = subprocess.run([sys.executable, "-m", "codi_queue", *args], capture_output=True, timeout=60,
+                             env={**os.environ, "CODI_QUEUE_HOME": str(good)})
+        err = res.stderr.decode("utf-8", "replace")
+        assert res.returncode == 1 and why in err and "internal error" not in err, (args, err)
+    assert not os.path.lexists(elsewhere)  # refused before the first file was written
 
 
 def test_home_inside_the_package_is_refused(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from ..consumer.lock import ConsumerLock
 from ..schemas.registry import ALL_TIERS
 from ..errors import CodiQueueError
 from ..fsutil import FILE_MODE, ensure_private_dir, fsync_dir, read_file, write_atomic
-from ..paths import DATABASE_SIDECARS, Paths
+from ..paths import DATABASE_SIDECARS, Paths, sqlite_path
 
 __all__ = ["BackupResult", "backup", "restore", "copy_database", "integrity", "CATCH_UP_MARGIN_S"]
 
@@ -111,6 +111,8 @@ def unique_path(base: str) -> str:
 
 
 def backup(paths: Paths, into: str | None = None) -> BackupResult:
+    if into is not None:
+        sqlite_path(into, "backup --into")
     if into is not None and os.path.lexists(into) and (not os.path.isdir(into) or os.listdir(into)):
         raise SnapshotError(f"{into} already exists and is not an empty directory: back up into a new one")
     if not any(os.path.lexists(paths.database(t)) for t in ALL_TIERS):
@@ -182,7 +184,7 @@ def _snapshot_files_are_plain(snapshot: str, name: str) -> None:
 
 def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -> tuple[dict[str, str], float]:
     """Put a snapshot back; (tier → where the replaced file went, the snapshot's time)."""
-    manifest = read_manifest(snapshot)
+    manifest = read_manifest(sqlite_path(snapshot, "restore"))
     if not manifest.tiers:
         raise SnapshotError(f"{snapshot} holds no database: nothing to restore")
     missing = [t for t in tiers or () if t not in manifest.tiers]

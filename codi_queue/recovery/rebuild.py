@@ -24,7 +24,7 @@ from ..consumer.loop import Consumer
 from ..schemas.registry import ALL_TIERS
 from ..fsutil import ensure_private_dir, fsync_dir
 from ..errors import CodiQueueError
-from ..paths import Paths
+from ..paths import Paths, sqlite_path
 from ..schemas.registry import OPS, REJECTED_OP, STATE_TIER
 from .journal import journal_dirs, records
 
@@ -55,7 +55,7 @@ def count_journal(paths: Paths, tiers: tuple[str, ...]) -> RebuildResult:
 def rebuild_into(
     paths: Paths, into: str, tiers: tuple[str, ...] = ALL_TIERS, progress: Callable[[int], None] | None = None
 ) -> RebuildResult:
-    ensure_private_dir(into)
+    ensure_private_dir(sqlite_path(into, "rebuild --into"))
     for tier in tiers:
         if os.path.exists(os.path.join(into, os.path.basename(paths.database(tier)))):
             raise FileExistsError(f"{into} already holds a {tier} database: rebuild into an empty directory")
