@@ -429,10 +429,12 @@ class Consumer:
                 self._report(warning)
             if qd.live:
                 self._note_hint(qd.id, reader)
-            if max(cursors[t] for t in tiers) > reader.info_end:
+            if max(cursors[t] for t in tiers) > reader.info_end and (reader.info_end or not qd.live):
                 # Past everything the directory holds (a live inbox's acknowledged line may trail a
                 # cursor after a power cut, never the data): a cursor written from outside, or data
                 # cut after it was applied. Read it again; operation ids keep each applied once.
+                # (A live inbox whose info is missing or damaged says nothing of its extent: it is
+                # moved aside, and judged once claimed.)
                 self._report(f"segment {qd.id}: a cursor lies past the end of its data "
                              f"({describe_pos(reader.info_end)}); reading it again from its start")
                 for t in tiers:
