@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
 
@@ -94,6 +96,51 @@ def test_reinstall_is_idempotent(tmp_path: Path, home: Path) -> None:
     assert again.stdout.count("already installed") == 3
     assert not any(p.name.endswith(".pre-codi-queue") for p in (repo / ".git" / "hooks").iterdir())
     assert os.access(repo / ".git" / "hooks" / "post-commit", os.X_OK)
+
+
+@pytest.mark.parametrize("planted", ["a directory", "a link to a directory", "a link to nothing",
+                                     "a second hook over a chained one"])
+def test_a_hook_that_cannot_be_chained_is_refused_before_any_is_installed(tmp_path: Path, home: Path,
+                                                                         planted: str) -> None:
+    """post-merge is looked at second: a directory there ended the command with "[Errno 22]" after
+    post-commit was installed and unreported; a link to nothing was written through (a file made
+    at its target, outside the repository); a second foreign hook replaced the one chained before."""
+    repo = _repo(tmp_path / "repo")
+    hooks = repo / ".git" / "hooks"
+    hook = hooks / "post-merge"
+    target = tmp_path / "elsewhere"
+    if planted == "a directory":
+        hook.mkdir()
+    elif planted == "a link to a directory":
+        target.mkdir()
+        hook.symlink_to(target)
+    elif planted == "a link to nothing":
+        hook.symlink_to(target)
+    else:
+        (hooks / "post-merge.pre-codi-queue").write_text("#!/bin/sh\necho first\n")
+        hook.write_text("#!/bin/sh\necho second\n")
+    before = sorted(p.name for p in hooks.iterdir())
+    res = subprocess.run([sys.executable, "-m", "codi_queue", "install-git-hook", str(repo)], env=cli_env(home),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "post-merge" in res.stderr and "Errno" not in res.stderr, res.stderr
+    assert sorted(p.name for p in hooks.iterdir()) == before  # nothing installed, nothing moved
+    assert not target.is_file()
+    if planted == "a second hook over a chained one":
+        assert (hooks / "post-merge.pre-codi-queue").read_text() == "#!/bin/sh\necho first\n"
+
+
+def test_a_hook_that_is_the_user_s_link_is_chained_and_its_target_left_alone(tmp_path: Path, home: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    shared = tmp_path / "shared-hook"
+    shared.write_text("#!/bin/sh\nexit 0\n")
+    shared.chmod(0o755)
+    (repo / ".git" / "hooks" / "post-commit").symlink_to(shared)
+    res = subprocess.run([sys.executable, "-m", "codi_queue", "install-git-hook", str(repo)], env=cli_env(home),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert shared.read_text() == "#!/bin/sh\nexit 0\n"
+    assert os.readlink(repo / ".git" / "hooks" / "post-commit.pre-codi-queue") == str(shared)
+    assert not (repo / ".git" / "hooks" / "post-commit").is_symlink()
 
 
 REFS_GUARD = """#!/bin/sh

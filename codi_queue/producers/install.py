@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import shutil
-import stat
 import subprocess
 import sys
 import time
@@ -165,30 +164,58 @@ exit $status
 """
 
 
+def _existing_hook(path: str) -> str | None:
+    """The hook at ``path`` (followed if it is the user's link), None if there is none; ValueError
+    for what cannot be chained: a directory, a FIFO, a dangling link."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        return read_users_file(path).decode("utf-8", "replace")
+    except FileNotFoundError:
+        raise ValueError(f"{path} is a link to nothing: remove it or point it at a hook") from None
+    except OSError as exc:
+        raise ValueError(f"{path} is not a hook that can be chained ({exc.strerror or exc}): move it aside") from None
+
+
 def install_git_hooks(repo: str, command: str, dry_run: bool = False) -> list[str]:
-    """Install (or refresh) our git hooks in ``repo``; what was done, one line each."""
+    """Install (or refresh) our git hooks in ``repo``; what was done, one line each.
+
+    Every hook is looked at before any is written (ValueError: nothing changed), so a problem
+    with the third never leaves the first two installed and unreported."""
     hooks = _hooks_dir(repo)
-    done = []
+    plan: list[tuple[str, str, str, bool]] = []  # name, path, script, whether to chain what is there
     for name in GIT_HOOKS:
         path = os.path.join(hooks, name)
         script = _git_script(name, command)
-        existing = None
-        if os.path.exists(path):
-            existing = read_users_file(path).decode("utf-8", "replace")
-        would = "would be " if dry_run else ""
-        if existing == script:
+        existing = _existing_hook(path)
+        chain = existing is not None and existing != script and _MARK not in existing
+        if chain and os.path.lexists(path + ".pre-codi-queue"):
+            # Another tool put a hook here after ours chained the first one: chaining this one too
+            # would replace that first one, which is the user's.
+            raise ValueError(f"{path} is another hook, and {name}.pre-codi-queue (the one chained before) "
+                             "exists already: merge the two by hand, then install again")
+        plan.append((name, path, script if existing != script else "", chain))
+    would = "would be " if dry_run else ""
+    dry = " (dry run: nothing changed)" if dry_run else ""
+    done = []
+    for name, path, script, chain in plan:
+        if not script:
             done.append(f"{name}: already installed")
             continue
-        if existing is not None and _MARK not in existing:
-            done.append(f"{name}: existing hook {would}kept as {name}.pre-codi-queue and chained"
-                        + (" (dry run: nothing changed)" if dry_run else ""))
-            if not dry_run:
-                os.replace(path, path + ".pre-codi-queue")
-        else:
-            done.append(f"{name}: {would}installed" + (" (dry run: nothing changed)" if dry_run else ""))
-        if not dry_run:
-            os.makedirs(hooks, exist_ok=True)
-            with open(path, "w", encoding="utf-8") as fp:
+        done.append(f"{name}: existing hook {would}kept as {name}.pre-codi-queue and chained{dry}" if chain
+                    else f"{name}: {would}installed{dry}")
+        if dry_run:
+            continue
+        if chain:
+            os.replace(path, path + ".pre-codi-queue")  # a link is moved as it is, never written through
+        os.makedirs(hooks, exist_ok=True)
+        tmp = f"{path}.codi-queue-{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o755)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fp:
                 fp.write(script)
-            os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+            os.replace(tmp, path)  # never through a link left at path
+        except BaseException:
+            os.unlink(tmp)
+            raise
     return done
