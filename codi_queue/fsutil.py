@@ -159,6 +159,21 @@ def read_users_file(path: str, limit: int = 64 * 1024 * 1024) -> bytes:
         return fp.read(limit)
 
 
+def write_users_file(path: str, data: bytes) -> None:
+    """Replace a file of the user's outside the home (Claude's settings, the agent's unit) whole.
+
+    Their own link (a dotfiles repository) stays a link and the file it names is the one
+    replaced, keeping its mode; replacing the link with a file of ours cut the settings off
+    from the repository without a word."""
+    target = os.path.realpath(path)
+    try:
+        mode = os.stat(target).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = FILE_MODE
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    write_atomic(target, data, mode=mode)
+
+
 def read_private_file(path: str, home: str | None) -> bytes:
     """A configuration file's bytes, refused (``UnsafePath``) when another user could have written it.
 

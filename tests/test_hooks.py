@@ -322,6 +322,26 @@ def test_install_hooks_dry_run_backup_and_rerun(home: Path, tmp_path: Path) -> N
     assert "already installed" in again.stdout
 
 
+def test_install_hooks_keeps_a_settings_file_that_is_the_user_s_link(home: Path, tmp_path: Path) -> None:
+    """~/.claude/settings.json is often a link into a dotfiles repository. It was replaced by a
+    file of ours (0600), so the repository's copy no longer was the settings and said nothing."""
+    dotfiles = tmp_path / "dotfiles" / "settings.json"
+    dotfiles.parent.mkdir()
+    dotfiles.write_text(json.dumps({"theme": "dark"}))
+    dotfiles.chmod(0o644)
+    settings = tmp_path / "claude" / "settings.json"
+    settings.parent.mkdir()
+    settings.symlink_to(dotfiles)
+    res = subprocess.run([sys.executable, "-m", "codi_queue", "install-hooks", str(settings)], capture_output=True,
+                         text=True, env=cli_env(home), timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert settings.is_symlink() and os.readlink(settings) == str(dotfiles)
+    installed = json.loads(dotfiles.read_text())
+    assert installed["theme"] == "dark" and set(installed["hooks"]) == set(HOOK_EVENTS)
+    assert dotfiles.stat().st_mode & 0o777 == 0o644
+    assert json.loads(next(settings.parent.glob("settings.json.bak-*")).read_text()) == {"theme": "dark"}
+
+
 def test_the_ops_snippet_lists_the_same_events() -> None:
     snippet = json.loads((ROOT / "ops" / "claude-hooks.json").read_text())
     assert set(snippet["hooks"]) == set(HOOK_EVENTS)

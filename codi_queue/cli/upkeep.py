@@ -71,7 +71,7 @@ def db(args: argparse.Namespace, paths: Paths) -> int:
 def agent(args: argparse.Namespace, paths: Paths) -> int:
     from ..agent import agent_for
     from ..consumer.lock import consumer_pid
-    from ..fsutil import write_atomic
+    from ..fsutil import write_users_file
 
     unit = agent_for(paths, args.kind)
     if args.action == "status":
@@ -92,8 +92,7 @@ def agent(args: argparse.Namespace, paths: Paths) -> int:
             print("# would run: " + " ".join(cmd))
         return EXIT_OK
     if args.action == "install":
-        os.makedirs(os.path.dirname(unit.path), exist_ok=True)
-        write_atomic(unit.path, unit.content)
+        write_users_file(unit.path, unit.content)
         print(f"wrote {unit.path}")
         # bootout first so a reinstall reloads; it fails when nothing was loaded, which is fine
         failures = [f for f in unit.apply(commands) if "bootout" not in f]

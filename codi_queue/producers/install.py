@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from ..fsutil import read_users_file, write_atomic
+from ..fsutil import read_users_file, write_users_file
 
 __all__ = ["HOOK_EVENTS", "SYNC_EVENTS", "command_line", "merge_settings", "install_claude_hooks", "install_git_hooks", "GIT_HOOKS"]
 
@@ -121,8 +121,7 @@ def install_claude_hooks(settings_path: str, command: str, dry_run: bool = False
     if before_text:
         backup = f"{settings_path}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
         shutil.copy2(settings_path, backup)
-    os.makedirs(os.path.dirname(os.path.abspath(settings_path)), exist_ok=True)
-    write_atomic(settings_path, after_text.encode())
+    write_users_file(settings_path, after_text.encode())
     return diff, backup
 
 
