@@ -14,7 +14,7 @@ import apsw
 import pytest
 
 from codi_queue.consumer.loop import Consumer
-from codi_queue.paths import Paths
+from codi_queue.paths import Paths, resolve
 from codi_queue.schemas.migrations import latest_version
 from codi_queue.producers.api import enqueue, enqueue_many
 
@@ -136,6 +136,34 @@ def test_db_vacuum_and_migrate_go_on_past_a_tier_they_cannot_do(home: Path, path
     assert res.stderr.startswith("codi-queue: org: ") and res.stderr.count("\n") == 1, res.stderr
     report = json.loads(run_cli(home, "db", action, "--json").stdout)
     assert "error" in report["org"] and report["sessions"]["after"] > 0
+
+
+def test_restore_of_an_adopted_database_that_is_the_user_s_link_keeps_the_link(home: Path, tmp_path: Path) -> None:
+    """An adopted database outside the home may be the user's link (claude.db kept on another
+    volume). Restore renamed the snapshot over the link: the link became a plain file, and the
+    file it named, the one the user keeps, was left as it was."""
+    real = tmp_path / "volume" / "claude.db"
+    real.parent.mkdir()
+    link = tmp_path / "claude" / "claude.db"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    home.mkdir(mode=0o700)
+    (home / "config.toml").write_text(f'[databases]\nsessions = "{link}"\n')
+    (home / "config.toml").chmod(0o600)
+    paths = resolve(str(home))
+    enqueue("tool_event", {"tool_name": "before", "success": True}, home=str(home))
+    Consumer(paths).run(once=True)
+    assert run_cli(home, "backup").returncode == 0
+    enqueue("tool_event", {"tool_name": "after", "success": True}, home=str(home))
+    Consumer(paths).run(once=True)
+    (snapshot,) = Path(paths.home, "backups").iterdir()
+    res = run_cli(home, "restore", str(snapshot), "--tier", "sessions")
+    assert res.returncode == 0, res.stderr
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert list(real.parent.glob("claude.db.before-restore-*"))  # the replaced file, kept beside it
+    conn = apsw.Connection(str(real))
+    assert [r[0] for r in conn.execute("SELECT tool_name FROM tool_events")] == ["before"]
+    conn.close()
 
 
 HOSTILE_MANIFESTS = {

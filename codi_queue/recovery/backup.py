@@ -202,7 +202,10 @@ def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -
     with ConsumerLock(paths):
         ensure_private_dir(paths.db_dir, under=paths.home)
         for tier in chosen:
-            live = paths.database_file(tier)
+            # An adopted database outside the home may be the user's link (claude.db on another
+            # volume): the file it names is restored, and the link stays, as SQLite opens it. Under
+            # the home a link is refused before this (database_file), so realpath changes nothing.
+            live = os.path.realpath(paths.database_file(tier))
             staged = unique_path(f"{live}.restoring-{stamp}")
             copy_database(os.path.join(snapshot, manifest.tiers[tier].file), staged)
             if os.path.exists(live):
@@ -212,6 +215,6 @@ def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -
                         os.replace(live + suffix, aside + suffix)
                 moved[tier] = aside
             os.replace(staged, live)
-        for folder in {os.path.dirname(paths.database_file(t)) for t in chosen}:  # an adopted one's too
+        for folder in {os.path.dirname(os.path.realpath(paths.database_file(t))) for t in chosen}:  # adopted too
             fsync_dir(folder)
     return moved, manifest.created
