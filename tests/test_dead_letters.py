@@ -66,3 +66,19 @@ def test_replay_subcommands_and_the_old_spellings_agree(home: Path, paths: Paths
     for bad in (["replay"], ["replay", "archive", "--dead-letter"], ["replay", "dead-letters", "--rebuild"]):
         res = run_cli(home, *bad)
         assert res.returncode == 2 and res.stderr.startswith("codi-queue: ") and "Traceback" not in res.stderr, bad
+
+
+def test_a_dead_letter_row_written_by_hand_is_listed_as_it_is(home: Path, paths: Paths) -> None:
+    """The listing read its times back as numbers: a row edited by hand (a time that is text)
+    ended ``dead-letters`` in an internal error."""
+    import apsw
+
+    append_records(paths, pack_records("tool_event", [msgspec.msgpack.encode({"tool_name": 5})]))
+    Consumer(paths).run(once=True)
+    conn = apsw.Connection(paths.database("sessions"))  # where a body that fails its schema is kept
+    conn.execute("UPDATE cq_dead_letters SET last_failed = 'yesterday', attempts = 'many'")
+    assert conn.changes() == 1
+    conn.close()
+    res = run_cli(home, "dead-letters")
+    assert res.returncode == 0, res.stderr
+    assert "yesterday" in res.stdout and "1 dead letters" in res.stdout

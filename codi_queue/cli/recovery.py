@@ -46,7 +46,9 @@ def dead_letters(args: argparse.Namespace, paths: Paths) -> int:
         print(json.dumps(letters, indent=2))
         return EXIT_OK
     for d in letters:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["last_failed"]))
+        failed = d["last_failed"]  # read back from the database: shown as it is when it is not a time
+        ok = isinstance(failed, (int, float)) and not isinstance(failed, bool) and 0 <= failed < 1e11
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(failed)) if ok else shown(str(failed), 40)
         source = f"  [{shown(d['source'], 200)}]" if d["source"] else ""
         reason = " ".join(str(d["reason"]).split())
         print(f"{shown(d['id'])}  {shown(d['op'])}  {d['tier']}  x{d['attempts']}  {when}  {reason[:160]}{source}")
