@@ -79,8 +79,12 @@ def _no_constant(name: str) -> Any:
 
 def loads(data: bytes | str) -> Any:
     """JSON under these rules: invalid UTF-8 replaced, numbers too large for a double kept
-    as their literal text, NaN/Infinity refused (ValueError), and every string cleaned."""
+    as their literal text, NaN/Infinity refused (ValueError), and every string cleaned. A
+    byte-order mark before the text (a file saved by a Windows editor, files joined with cat)
+    marks the encoding and is not content: it is skipped, where json refuses the line."""
     text = decode_text(data) if isinstance(data, (bytes, bytearray)) else data
+    if text.startswith("\ufeff"):
+        text = text[1:]
     value = jsontext.loads(text, parse_float=_number, parse_constant=_no_constant)
     return clean_value(value) if _needs_cleaning(text) else value
 

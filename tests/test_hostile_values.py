@@ -81,6 +81,29 @@ def test_invalid_utf8_bytes_are_replaced_on_every_stdin_path(tmp_path: Path) -> 
     assert "p \ufffd" in query(paths, "sessions", "SELECT data FROM activity_events")[0][0]
 
 
+def test_a_byte_order_mark_before_the_json_is_skipped_at_every_entry_point(tmp_path: Path) -> None:
+    """A file saved by a Windows editor, or files joined with cat, start a line with a UTF-8
+    byte-order mark: json refuses it, so the first line of such a legacy file became a dead
+    letter that replay could never apply. It marks the encoding, not content, and is skipped."""
+    home = tmp_path / "home"
+    paths = resolve(str(home))
+    bom = b"\xef\xbb\xbf"
+    env = cli_env(home)
+    stdin = bom + b'{"tool_name": "stdin", "success": true}\r\n'
+    for args, data in ((["enqueue", "tool_event", "-"], stdin), (["hook"], bom + b'{"hook_event_name": "Stop"}'),
+                       (["enqueue", "tool_event", '\ufeff{"tool_name": "argument", "success": true}'], b"")):
+        proc = subprocess.run([sys.executable, "-m", "codi_queue", *args], input=data, env=env, capture_output=True,
+                              timeout=60)
+        assert proc.returncode == 0 and not proc.stderr, (args, proc.stderr)
+    legacy = tmp_path / "tool-usage.jsonl"
+    legacy.write_bytes(bom + b'{"tool": "first line", "success": true}\r\n' + bom + b'{"tool": "joined", "success": true}\n')
+    res = run_cli(home, "import", str(legacy))
+    assert res.returncode == 0 and "2 enqueued" in res.stdout, res.stdout + res.stderr
+    _run(paths)
+    assert sorted(_tool_names(paths)) == ["argument", "first line", "joined", "stdin"]
+    assert query(paths, "sessions", "SELECT event_type FROM activity_events") == [("stop",)]
+
+
 def test_no_record_in_the_spool_can_stop_the_consumer(tmp_path: Path) -> None:
     """Hostile records written straight into the spool: each is a row or a dead letter, the rest commit."""
     paths = resolve(str(tmp_path / "home"))
