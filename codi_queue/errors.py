@@ -14,6 +14,7 @@ __all__ = [
     "SpoolError",
     "CorruptRecord",
     "ConsumerRunning",
+    "HomeReplaced",
     "SchemaTooNew",
     "UnsafePath",
     "TierUnavailable",
@@ -111,6 +112,15 @@ class UnsafePath(CodiQueueError):
         self.path = path
         self.why = why
         super().__init__(f"refusing {path}: {why}")
+
+
+class HomeReplaced(CodiQueueError):
+    """The home the consumer locked was deleted or replaced while it ran."""
+
+    def __init__(self, home: str) -> None:
+        self.home = home
+        super().__init__(f"the home {home} was deleted or replaced while the consumer ran: stopping, so that "
+                         "a consumer started now takes the new home's lock (the agent restarts one)")
 
 
 class TierUnavailable(CodiQueueError):

@@ -76,6 +76,31 @@ def test_a_damaged_cursor_is_said_and_the_directory_read_again_once(home: Path, 
     assert collect(paths)["pending"] == 0
 
 
+def test_a_consumer_whose_home_is_deleted_stops_so_one_can_lock_the_new_home(home: Path, paths: Paths) -> None:
+    """The consumer's lock is an flock on the home directory. A user clearing the data directory
+    left it holding a lock on a deleted directory: ``status`` said no consumer ran, and a second
+    consumer took the new home's lock beside it, two writers of the same databases."""
+    import shutil
+
+    enqueue("tool_event", {"tool_name": "before", "success": True}, home=paths.home)
+    proc = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "0.2"], env=cli_env(home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: collect(paths)["consumer"]["running"], 30, "the consumer to start")
+        shutil.rmtree(home)
+        enqueue("tool_event", {"tool_name": "after", "success": True}, home=paths.home)  # makes a new home
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1 and b"was deleted or replaced while the consumer ran" in err, err
+    assert "Traceback" not in err.decode("utf-8", "replace")
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 0, res.stderr
+    assert query(paths, "sessions", "SELECT tool_name FROM tool_events") == [("after",)]
+
+
 def test_upserts_end_with_the_last_enqueued(paths: Paths) -> None:
     for title in ("one", "two", "three"):
         enqueue("task", {"task_id": "k", "title": title}, home=paths.home)

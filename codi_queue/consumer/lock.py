@@ -47,6 +47,16 @@ class ConsumerLock:
         self._fd = fd
         return self
 
+    def still_guards(self) -> bool:
+        """Whether the home path still names the directory this lock holds. Deleted (a user
+        clearing the data directory) or replaced, the flock guards nothing: a consumer started
+        now locks the new one, and two would write the same databases."""
+        try:
+            now, held = os.stat(self.paths.home), os.fstat(self._fd)
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
     def __exit__(self, *exc: object) -> None:
         if self._fd >= 0:
             os.close(self._fd)  # releases the flock; the stale pid file is harmless

@@ -24,7 +24,7 @@ from typing import Any
 import apsw
 
 from ..config import Config
-from ..errors import CodiQueueError, TierUnavailable, UnsafePath, shown
+from ..errors import CodiQueueError, HomeReplaced, TierUnavailable, UnsafePath, shown
 from ..errorlog import ensure_reserve, record_error
 from ..fsutil import ensure_private_dir
 from ..paths import Paths
@@ -114,6 +114,7 @@ class Consumer:
         self.stats = ConsumerStats()
         self._stop = threading.Event()
         self._waker: Waker | None = None
+        self._lock: ConsumerLock | None = None  # held while run() runs
         self._unwatched: list[str] = []  # what the waker could not watch, as last reported
         self._conns: dict[str, apsw.Connection] = {}
         # Tiers whose database could not be opened or adopted, and why: the
@@ -144,7 +145,8 @@ class Consumer:
 
         ``on_start`` is called once the home is ours and checked (the CLI says so).
         """
-        with ConsumerLock(self.paths):
+        with ConsumerLock(self.paths) as lock:
+            self._lock = lock
             self._check_dirs()
             if on_start is not None:
                 on_start()
@@ -163,7 +165,8 @@ class Consumer:
                     self._serve()  # opens the databases inside its retry loop: a locked one only delays
             finally:
                 self._close_databases()
-                self._flush_metrics(force=True, running=False)
+                if lock.still_guards():  # else the metrics file is the new home's, its consumer's to write
+                    self._flush_metrics(force=True, running=False)
         return self.stats
 
     def _flush_metrics(self, force: bool = False, running: bool = True) -> None:
@@ -190,6 +193,9 @@ class Consumer:
             self._waker = waker
             try:
                 while not self.stopping:
+                    if self._lock is not None and not self._lock.still_guards():
+                        self._report(str(HomeReplaced(self.paths.home)))
+                        raise HomeReplaced(self.paths.home)
                     self._note_unwatched(waker)
                     try:
                         self._poll_sources()
