@@ -9,9 +9,9 @@ import math
 
 TYPE_CHECKING = False  # typing costs milliseconds on every enqueue; mypy reads this as True
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypeGuard
 
-__all__ = ["normalize_timestamp", "SECONDS_BELOW"]
+__all__ = ["normalize_timestamp", "SECONDS_BELOW", "is_seconds"]
 
 # The accepted range is [1970, year 5138) in seconds. Numbers at or past its
 # end are read as milliseconds (1e11 ms is 1973); ISO 8601 is never reread as
@@ -20,6 +20,13 @@ __all__ = ["normalize_timestamp", "SECONDS_BELOW"]
 _MS_FROM = 100_000_000_000  # 1e11: as seconds that is year 5138, as milliseconds 1973
 SECONDS_BELOW = _MS_FROM  # an int in [0, SECONDS_BELOW) is unix seconds and normalises to itself
 _RANGE = "between 1970 and the year 5138"
+
+
+def is_seconds(value: object) -> TypeGuard[int | float]:
+    """Whether a number read back from a file or a database (a marker's time, a last push) is a
+    time we could have written: unix seconds from 1970 to the year 5138, so not NaN, infinite,
+    text or a boolean."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < SECONDS_BELOW
 
 
 def normalize_timestamp(value: Any) -> int:

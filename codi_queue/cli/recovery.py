@@ -35,6 +35,7 @@ _REBUILD_OPTIONS = [
 def dead_letters(args: argparse.Namespace, paths: Paths) -> int:
     from ..errors import shown
     from ..recovery.replay import list_dead_letters, parse_time
+    from ..timestamps import is_seconds
 
     try:
         since = parse_time(args.since)
@@ -47,8 +48,7 @@ def dead_letters(args: argparse.Namespace, paths: Paths) -> int:
         return EXIT_OK
     for d in letters:
         failed = d["last_failed"]  # read back from the database: shown as it is when it is not a time
-        ok = isinstance(failed, (int, float)) and not isinstance(failed, bool) and 0 <= failed < 1e11
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(failed)) if ok else shown(str(failed), 40)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(failed)) if is_seconds(failed) else shown(str(failed), 40)
         source = f"  [{shown(d['source'], 200)}]" if d["source"] else ""
         reason = " ".join(str(d["reason"]).split())
         print(f"{shown(d['id'])}  {shown(d['op'])}  {d['tier']}  x{d['attempts']}  {when}  {reason[:160]}{source}")

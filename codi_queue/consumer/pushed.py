@@ -24,6 +24,7 @@ from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import SegmentReader
 from ..queue.spool import QueueDir, Spool
 from ..schemas.registry import OPS, STATE_TIER, TIERS
+from ..timestamps import is_seconds
 from .apply import Item
 from .db import checked_cursor, open_readonly
 from .records import decode_record
@@ -49,8 +50,7 @@ def read_progress(paths: Paths) -> dict[str, Any]:
 
 
 def _when(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e11  # finite, 1970-5138
-    return float(value) if ok else None
+    return float(value) if is_seconds(value) else None
 
 
 def _checked_progress(data: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 from .. import jsontext
 from ..errors import CodiQueueError
 from ..fsutil import NOFOLLOW, ensure_private_dir, read_file, refuse_links_below
-from ..timestamps import SECONDS_BELOW
+from ..timestamps import SECONDS_BELOW, is_seconds
 from .records import Op
 from .records import fit_name as _name
 
@@ -222,7 +222,7 @@ def _paired(post: dict[str, Any], pre: dict[str, Any] | None) -> dict[str, Any]:
 # OverflowError and lost a SessionEnd; a list as the tool's name made a dead letter).
 def _time(marker: dict[str, Any]) -> float | None:
     value = marker.get("t")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < SECONDS_BELOW:
+    if is_seconds(value):
         return float(value)
     return None  # absent, not a number, NaN, infinite or out of range: no time
 
