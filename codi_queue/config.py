@@ -201,6 +201,9 @@ def load_config(paths: Paths) -> Config:
         raise ConfigError(path, "watch", f"unknown keys {sorted(unknown)} (known: jsonl, transcripts, state_dirs)")
     config.transcripts = _str_list(path, "watch.transcripts", watch.get("transcripts", []))
     config.state_dirs = _str_list(path, "watch.state_dirs", watch.get("state_dirs", []))
+    for key, roots in (("watch.transcripts", config.transcripts), ("watch.state_dirs", config.state_dirs)):
+        for i, root in enumerate(roots):
+            _outside_home(path, f"{key}[{i}]", root, paths)
     jsonl = watch.get("jsonl", {})
     if not isinstance(jsonl, dict):
         raise ConfigError(path, "watch.jsonl", "expected a table of path = operation")
@@ -214,8 +217,21 @@ def load_config(paths: Paths) -> Config:
                 raise ConfigError(path, key, "'auto' works only for the known legacy file names")
         if op not in OPS:
             raise ConfigError(path, key, unknown_operation(op, OPS).reason)
-        config.jsonl[_path(path, key, file)] = op
+        config.jsonl[_outside_home(path, key, _path(path, key, file), paths)] = op
     return config
+
+
+def _outside_home(path: str, key: str, source: str, paths: Paths) -> str:
+    """``source`` unless it lies in the home, or the logs or state directories (apart from the
+    home by default): the consumer's own files (its log is JSON lines) would be fed back into
+    it, each line it reads making the lines it writes next (2,667 log lines in 8 s, every one a
+    tool_event row)."""
+    real = os.path.realpath(source)
+    for own in (paths.home, paths.logs, paths.state):
+        mine = os.path.realpath(own)
+        if real == mine or real.startswith(mine + os.sep):
+            raise ConfigError(path, key, f"{source} lies in codi-queue's own {own}: its files are never a source")
+    return source
 
 
 def _one_file_per_tier(path: str, paths: Paths, configured: set[str]) -> None:

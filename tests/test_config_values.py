@@ -64,6 +64,23 @@ def test_a_config_value_that_names_no_file_or_no_number_is_refused_by_its_key(tm
     assert sorted(os.listdir(tmp_path)) == ["cwd", "home"] and os.listdir(cwd) == []
 
 
+@pytest.mark.parametrize(("table", "key"), [
+    ('[watch.jsonl]\n"{home}/logs/consumer.log" = "tool_event"', "watch.jsonl.'{home}/logs/consumer.log'"),
+    ('[watch]\ntranscripts = ["{home}"]', "watch.transcripts[0]"),
+    ('[watch]\nstate_dirs = ["{home}/state"]', "watch.state_dirs[0]"),
+])
+def test_a_source_in_codi_queue_s_own_home_is_refused(tmp_path: Path, table: str, key: str) -> None:
+    """The consumer's log is JSON lines: watched as a source, each line it read became a
+    tool_event row and made the lines it logged next (2,667 lines in 8 s, growing for ever)."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir(mode=0o700)
+    cwd.mkdir()
+    (home / "config.toml").write_text(table.format(home=home) + "\n")
+    res = _cli(home, cwd, "run", "--once")
+    assert res.returncode == 1 and f"config.toml: {key.format(home=home)}: " in res.stderr, res.stderr
+    assert "its files are never a source" in res.stderr
+
+
 def test_a_relative_database_path_lies_under_the_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
