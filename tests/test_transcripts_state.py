@@ -20,7 +20,7 @@ from codi_queue.producers.statedirs import mirror_state_dirs
 from codi_queue.producers.transcripts import import_transcripts
 from codi_queue.queries import skill_adoption
 
-from .conftest import ROOT, cli_env, query, run_cli
+from .conftest import ROOT, cli_env, query, run_cli, wait_until
 
 FIXTURES = ROOT / "tests" / "fixtures" / "transcripts"
 
@@ -184,10 +184,9 @@ def test_file_names_that_are_not_utf8_are_read_and_said_like_any_other(tmp_path:
     proc = subprocess.Popen([sys.executable, "-m", "codi_queue", "run", "--poll", "0.2"], env=cli_env(home),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
         log = Path(paths.logs, "consumer.log")
-        while time.monotonic() < deadline and not (log.exists() and "f\ufffd/state.json" in log.read_text()):
-            time.sleep(0.1)
+        wait_until(lambda: log.exists() and "f\ufffd/state.json" in log.read_text(), 30,
+                   "the consumer to log the FIFO's name")
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
