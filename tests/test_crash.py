@@ -273,3 +273,40 @@ def test_threads_of_producer_processes_with_the_consumer_killed_at_random(tmp_pa
           f"{sum(len(a[0]) for a in acked.values())} acknowledged by {len(acked)} threads, {rows} rows, "
           "lost 0, duplicates 0")
     assert query(paths, "state", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_tailer_killed_at_random_stores_each_line_without_a_timestamp_once(tmp_path: Path, home: Path, paths: Paths,
+                                                                          round_: int) -> None:
+    """The consumer tails a legacy file whose lines carry no timestamp (so each row's time is the
+    time of reading) and is SIGKILLed at random: a line read again must get the same id, so every
+    line is stored once. The window bug 43 needed (between the append and the offset) is too
+    narrow for random kills to find on the old code; test_jsonl's lost-offset case reproduces
+    it deterministically. This loop holds the fix under real kills."""
+    import json
+
+    rng = random.Random(round_ * 7919 + os.getpid())
+    src = tmp_path / "tool-usage.jsonl"
+    src.write_text("")
+    home.mkdir(mode=0o700)
+    Path(paths.config).write_text(f'[watch.jsonl]\n"{src}" = "auto"\n')
+    Path(paths.config).chmod(0o600)
+    total, kills = 0, 0
+    deadline = time.monotonic() + 300
+    while kills < MIN_KILLS:
+        assert time.monotonic() < deadline, "crash loop ran out of time"
+        consumer = _start_consumer(home)
+        with src.open("a") as fp:  # a burst while it runs: reads, appends and offsets in flight
+            for _ in range(rng.randint(20, 200)):
+                fp.write(json.dumps({"tool": f"t{total}", "success": True}) + "\n")
+                total += 1
+        time.sleep(rng.uniform(0.05, 0.6))
+        consumer.send_signal(signal.SIGKILL)
+        consumer.wait(timeout=30)
+        kills += 1
+        time.sleep(rng.uniform(0.0, 1.1))  # a re-read lands in another second, often: ids used to carry it
+    assert run_cli(home, "run", "--once", timeout=300).returncode == 0
+    assert query(paths, "sessions", "SELECT count(*), count(DISTINCT tool_name) FROM tool_events") == [(total, total)]
+    assert query(paths, "sessions", "SELECT count(*) FROM cq_dead_letters") == [(0,)]
+    print(f"crash-tailer: {kills} consumer SIGKILLs while tailing lines without a timestamp, {total} lines, "
+          "lost 0, duplicates 0")

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 from .. import jsontext
 from ..errors import CodiQueueError
 from ..fsutil import NOFOLLOW, ensure_private_dir, read_file, refuse_links_below
-from ..timestamps import SECONDS_BELOW, is_seconds
+from ..timestamps import is_seconds
 from .records import Op
 from .records import fit_name as _name
 
@@ -234,7 +234,7 @@ def _post_body(body: Any) -> dict[str, Any]:
     ts = body.get("timestamp")
     error = _str(body.get("error_message"))
     return _clean({
-        "timestamp": ts if type(ts) is int and 0 <= ts < SECONDS_BELOW else None,
+        "timestamp": ts if type(ts) is int and is_seconds(ts) else None,
         "tool_name": _name(body.get("tool_name")),
         "success": body.get("success") is not False,
         "error_message": _cut(error) if error else None,
