@@ -150,6 +150,14 @@ def test_agent_logs_without_a_time_of_their_own_are_stored_once_across_rescans(
         ("planned",), ("retrying",), ("planned",)]  # the same message twice in the list is two entries
 
 
+def _messages(paths: Paths) -> int | None:
+    """Transcript messages applied so far (None before the database has its table)."""
+    try:
+        return int(query(paths, "sessions", "SELECT count(*) FROM messages")[0][0])
+    except (apsw.CantOpenError, apsw.SQLError):
+        return None
+
+
 def test_file_names_that_are_not_utf8_are_read_and_said_like_any_other(tmp_path: Path, home: Path,
                                                                         paths: Paths) -> None:
     """A file name is bytes; Python hands one that is not UTF-8 over with surrogates in it. Such a
@@ -185,8 +193,9 @@ def test_file_names_that_are_not_utf8_are_read_and_said_like_any_other(tmp_path:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         log = Path(paths.logs, "consumer.log")
-        wait_until(lambda: log.exists() and "f\ufffd/state.json" in log.read_text(), 30,
-                   "the consumer to log the FIFO's name")
+        # The FIFO is said when the watch first polls, which can come before the first drain.
+        wait_until(lambda: log.exists() and "f\ufffd/state.json" in log.read_text() and _messages(paths) == 3, 30,
+                   "the consumer to log the FIFO's name and apply the transcripts")
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
