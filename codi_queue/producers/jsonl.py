@@ -48,6 +48,8 @@ def _convert(op: str, line: Line, columns: tuple[str, ...]) -> tuple[Any, int]:
     a line that has none. Its ``timestamp`` is then the time of reading, which differs at every
     reading, and an id derived from it made each re-read (a lost offset, the tailer killed between
     its append and its offset, a replay) store the line again."""
+    if line.cut:
+        raise InvalidOperation(line.too_long(), op=op, record=line.number)
     try:
         obj = _decode_line(line.raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -128,7 +130,8 @@ def _flush(
             # as an operation or as a rejection with its number: never skipped.
             result.rejected.append(err)
             why = f"field {err.field}: {err.reason}" if err.field else err.reason
-            body = Rejected(op, clean_text(source.path), line.number, why, line.raw.decode("utf-8", "replace"))
+            body = Rejected(op, clean_text(source.path), line.number, why, line.raw.decode("utf-8", "replace"),
+                            line.size if line.cut else 0)
             rid = derived_op_id(0, line.number, source.path, line.raw, b"rejected")
             rejected.append(Envelope(rid, REJECTED_OP, 1, time.time(), who, msgspec.Raw(_encode(body))))
     records = pack_records(op, bodies, who, ids=ids) if bodies else []

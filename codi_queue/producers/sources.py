@@ -6,6 +6,12 @@ truncated one (shorter than the position) or one rewritten in place (its
 first bytes changed) is read again from the start; a partial last line waits
 for its newline. Re-reading is harmless: operations from a source carry ids
 derived from the source line, so the consumer applies each line once.
+
+A line longer than ``LINE_MAX`` is never held whole: its first ``LINE_KEPT``
+bytes and its length are, and the reader skips to its newline. One such line
+(a log that wrote a blob, a writer that never writes a newline) had made the
+consumer hold it all, copying it once per megabyte read, and every later
+line of the file wait behind it for good.
 """
 
 from __future__ import annotations
@@ -17,21 +23,42 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..fsutil import ensure_private_dir, open_regular, read_file, write_atomic
+from ..schemas.types import TEXT_MAX
 
-__all__ = ["SourceFile", "Line"]
+__all__ = ["SourceFile", "Line", "LINE_MAX", "LINE_KEPT"]
 
 _HEAD = 1024  # bytes hashed to recognise a file rewritten in place
 _CHUNK = 1 << 20
+# The longest line (or state.json) held in memory. Every operation a line becomes is far smaller (its texts
+# hold at most 1 MiB), and a rejected line travels whole in one spool frame (64 MiB).
+LINE_MAX = 16 << 20
+LINE_KEPT = TEXT_MAX  # of a longer line, the bytes kept to say what it was: one text value's worth
 
 
 class Line:
     """One line of a source: its number, its bytes without the newline, the offset after it,
-    and whether a newline ended it (only a ``final`` read yields one that none did)."""
+    and whether a newline ended it (only a ``final`` read yields one that none did).
+    ``size`` is its length; ``raw`` holds only its first ``LINE_KEPT`` bytes when that is
+    over ``LINE_MAX`` (``cut``)."""
 
-    __slots__ = ("number", "raw", "end", "complete")
+    __slots__ = ("number", "raw", "end", "complete", "size")
 
-    def __init__(self, number: int, raw: bytes, end: int, complete: bool = True) -> None:
+    def __init__(self, number: int, raw: bytes, end: int, complete: bool = True, size: int | None = None) -> None:
         self.number, self.raw, self.end, self.complete = number, raw, end, complete
+        self.size = len(raw) if size is None else size
+
+    @property
+    def cut(self) -> bool:
+        return self.size > len(self.raw)
+
+    def too_long(self) -> str:
+        """Why a cut line is not read, for its rejection or the importer's note."""
+        return (f"a line of {self.size:,} bytes is longer than the {LINE_MAX:,} a line may have; "
+                f"only its first {len(self.raw):,} bytes are kept")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
 def _open_regular(path: str) -> BinaryIO:
@@ -78,9 +105,9 @@ class SourceFile:
         elif saved["path"] == self.path:
             self._saved = saved
 
-    def _head_hash(self, fp: object, length: int) -> str:
-        fp.seek(0)  # type: ignore[attr-defined]
-        return hashlib.blake2b(fp.read(min(length, _HEAD)), digest_size=12).hexdigest()  # type: ignore[attr-defined]
+    def _head_hash(self, fp: BinaryIO, length: int) -> str:
+        fp.seek(0)
+        return _digest(fp.read(min(length, _HEAD)))
 
     def lines(self, final: bool = False) -> Iterator[Line]:
         """Complete lines past the saved position; with ``final``, a last line without newline too."""
@@ -93,6 +120,7 @@ class SourceFile:
             saved = self._saved
             offset = int(saved.get("offset", 0) or 0)  # type: ignore[call-overload]
             line = int(saved.get("line", 0) or 0)  # type: ignore[call-overload]
+            scanned, kept = 0, b""  # kept: of a line past LINE_MAX, its first bytes; its length is ``skipped``
             if saved and (saved.get("dev"), saved.get("ino")) != (st.st_dev, st.st_ino):
                 self.notes.append(f"{self.path}: a new file (rotated or replaced); reading it from the start")
                 offset = line = 0
@@ -102,43 +130,91 @@ class SourceFile:
             elif offset and saved.get("head") != self._head_hash(fp, offset):
                 self.notes.append(f"{self.path}: rewritten in place; reading it from the start")
                 offset = line = 0
+            else:
+                scanned, kept = self._scanned(saved, fp, offset, st.st_size)
             self.offset, self.line = offset, line
             self._identity = (st.st_dev, st.st_ino)
+            yielded = False  # whether a line was handed out (then the caller commits the position)
             fp.seek(offset)
-            pending = b""
-            pos = offset
+            pending = bytearray()  # the line being read (a bytearray: appended to in place)
+            skipped = 0
+            if scanned:  # an earlier read passed over this much of a long line with no newline yet
+                skipped = scanned - offset
+                fp.seek(scanned)
+            pos = offset  # where the line being read starts
             while True:
                 chunk = fp.read(_CHUNK)
                 if not chunk:
                     break
-                pending += chunk
+                start = 0
+                if skipped:
+                    nl = chunk.find(b"\n")
+                    if nl < 0:
+                        skipped += len(chunk)
+                        continue
+                    line += 1
+                    pos += skipped + nl + 1
+                    yielded = True
+                    yield Line(line, kept, pos, size=skipped + nl)
+                    kept, skipped, start = b"", 0, nl + 1
+                pending += chunk[start:] if start else chunk
                 start = 0
                 while True:
                     nl = pending.find(b"\n", start)
                     if nl < 0:
                         break
                     line += 1
-                    raw = pending[start:nl]
-                    pos += nl + 1 - start
+                    size = nl - start
+                    raw = bytes(pending[start : start + (LINE_KEPT if size > LINE_MAX else size)])
+                    pos += size + 1
                     start = nl + 1
-                    if raw.strip():
-                        yield Line(line, raw, pos)
+                    if raw.strip() or size > LINE_MAX:
+                        yielded = True
+                        yield Line(line, raw, pos, size=size)
                     else:
                         self._advance(pos, line)
-                pending = pending[start:]
-            if final and pending.strip():
-                yield Line(line + 1, pending, pos + len(pending), complete=False)
+                del pending[:start]
+                if len(pending) > LINE_MAX:  # no newline within LINE_MAX: keep its start, pass over the rest
+                    kept, skipped = bytes(pending[:LINE_KEPT]), len(pending)
+                    pending.clear()
+            if skipped:
+                if final:
+                    yield Line(line + 1, kept, pos + skipped, complete=False, size=skipped)
+                elif not yielded:
+                    # Its newline has not come: the next read starts where this one stopped. (After
+                    # lines handed out, the caller's commit comes first, and the next read notes it.)
+                    self.commit(pos, line, scanned=pos + skipped)
+            elif final and pending.strip():
+                yield Line(line + 1, bytes(pending), pos + len(pending), complete=False)
 
     def _advance(self, end: int, line: int) -> None:
         self.offset, self.line = end, line
 
-    def commit(self, end: int, line: int) -> None:
-        """Persist the position after ``line`` (ending at byte ``end``): call once it is in the spool."""
+    def _scanned(self, saved: dict[str, object], fp: BinaryIO, offset: int, size: int) -> tuple[int, bytes]:
+        """Where an earlier read of the line at ``offset`` stopped, passing over a long line that
+        had no newline yet, and the line's first bytes ((0, b""): read it from its start). Only for
+        that line, recognised by those bytes: a file replaced by one that took its inode number
+        must not be read from there."""
+        scanned = saved.get("scanned")
+        if not (type(scanned) is int and saved.get("offset") == offset and offset + LINE_MAX < scanned <= size):
+            return 0, b""
+        fp.seek(offset)
+        kept = fp.read(LINE_KEPT)
+        return (scanned, kept) if saved.get("line_head") == _digest(kept) else (0, b"")
+
+    def commit(self, end: int, line: int, scanned: int | None = None) -> None:
+        """Persist the position after ``line`` (ending at byte ``end``): call once it is in the spool.
+        ``scanned``: how far the long unfinished line after it was passed over (a writer that never
+        ends its line would otherwise have all of it read again at every poll)."""
         self._advance(end, line)
         with _open_regular(self.path) as fp:
             head = self._head_hash(fp, end)
         dev, ino = getattr(self, "_identity", (None, None))
         self._saved = {"path": self.path, "dev": dev, "ino": ino, "offset": end, "line": line, "head": head}
+        if scanned is not None:
+            with _open_regular(self.path) as fp:
+                fp.seek(end)
+                self._saved.update(scanned=scanned, line_head=_digest(fp.read(LINE_KEPT)))
         offsets = os.path.dirname(self._store)
         ensure_private_dir(offsets, under=os.path.dirname(offsets))  # the state directory
         write_atomic(self._store, json.dumps(self._saved).encode())

@@ -33,6 +33,7 @@ from ..ids import derived_op_id
 from ..schemas.types import normalize_timestamp
 from ..values import clean_text, loads
 from .records import Op
+from .sources import LINE_MAX
 
 __all__ = ["MirrorResult", "operations_for_state", "mirror_state_dirs"]
 
@@ -150,7 +151,7 @@ def mirror_state_dirs(paths: Any, root: str, *, rescan: bool = False, settle_s: 
                 continue
             # Never through a link: a watched directory must not read files outside itself.
             with os.fdopen(open_regular(path, os.O_RDONLY | os.O_CLOEXEC), "rb") as fp:  # nor a FIFO
-                data = fp.read()
+                data = fp.read(LINE_MAX + 1)  # never more: a huge file must not take the consumer's memory
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -159,6 +160,9 @@ def mirror_state_dirs(paths: Any, root: str, *, rescan: bool = False, settle_s: 
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         mirrored[path] = (digest, seen_as)  # a malformed one too: reported once per version of the file
         if not rescan and _seen.get(path) == digest:
+            continue
+        if len(data) > LINE_MAX:
+            result.problems.append(f"{path}: larger than the {LINE_MAX:,} bytes a state.json may have; not mirrored")
             continue
         try:
             ops += operations_for_state(loads(data), entry.path, path)

@@ -161,6 +161,12 @@ def import_transcripts(paths: Any, root: str, *, final: bool = True, batch_lines
         ops: list[Op] = []
         last: Line | None = None
         for line in source.lines(final=final):
+            if line.cut:  # never held whole: counted and said, and the lines after it still read
+                result.skipped += 1
+                result.notes.append(f"{source.path}: line {line.number}: {line.too_long()}; passed over")
+                last = line
+                result.lines += 1
+                continue
             try:
                 obj = loads(line.raw)
             except (ValueError, RecursionError):

@@ -92,14 +92,14 @@ def _retry_rejected(op_id: str, payload: bytes, now: float) -> tuple[bytes, bool
     from ..schemas.registry import OPS
 
     rej = msgspec.json.decode(payload, type=Rejected)
-    line = Line(rej.line, rej.raw.encode(), 0)
+    line = Line(rej.line, rej.raw.encode(), 0, size=rej.size or None)  # a cut line stays refused, as it was
     try:
         item, stamp = _convert(rej.op, line, OPS[rej.op].columns)
         body = encode_body(item, rej.op, rej.line)
     except InvalidOperation as err:
         # Still bad: re-file it under the same dead letter with today's reason.
         why = f"field {err.field}: {err.reason}" if err.field else err.reason
-        again = Rejected(rej.op, rej.source, rej.line, why, rej.raw)
+        again = Rejected(rej.op, rej.source, rej.line, why, rej.raw, rej.size)
         env = Envelope(op_id, REJECTED_OP, 1, now, "replay", msgspec.Raw(msgspec.msgpack.encode(again)))
         return msgspec.msgpack.encode(Record(1, now, [env])), False
     new_id = derived_op_id(stamp, rej.line, rej.source, line.raw)  # the id an import of the line gives

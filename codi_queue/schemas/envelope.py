@@ -76,3 +76,6 @@ class Rejected(msgspec.Struct, array_like=True):
     line: int
     reason: str
     raw: str
+    # The line's length in bytes when ``raw`` holds only its start (a line past the reader's
+    # limit); 0: ``raw`` is the whole line. Last and defaulted: reports filed before it decode.
+    size: int = 0
