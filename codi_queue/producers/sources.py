@@ -28,7 +28,7 @@ from ..schemas.types import TEXT_MAX
 __all__ = ["SourceFile", "Line", "LINE_MAX", "LINE_KEPT"]
 
 _HEAD = 1024  # bytes hashed to recognise a file rewritten in place
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # at most LINE_MAX: a line within one chunk is never too long
 # The longest line (or state.json) held in memory. Every operation a line becomes is far smaller (its texts
 # hold at most 1 MiB), and a rejected line travels whole in one spool frame (64 MiB).
 LINE_MAX = 16 << 20
@@ -136,7 +136,8 @@ class SourceFile:
             self._identity = (st.st_dev, st.st_ino)
             yielded = False  # whether a line was handed out (then the caller commits the position)
             fp.seek(offset)
-            pending = bytearray()  # the line being read (a bytearray: appended to in place)
+            held: list[bytes] = []  # a line no newline has ended yet, in pieces: joined once, when it ends
+            held_len = 0
             skipped = 0
             if scanned:  # an earlier read passed over this much of a long line with no newline yet
                 skipped = scanned - offset
@@ -147,8 +148,8 @@ class SourceFile:
                 if not chunk:
                     break
                 start = 0
-                if skipped:
-                    nl = chunk.find(b"\n")
+                nl = chunk.find(b"\n")
+                if skipped:  # passing over a long line
                     if nl < 0:
                         skipped += len(chunk)
                         continue
@@ -157,26 +158,38 @@ class SourceFile:
                     yielded = True
                     yield Line(line, kept, pos, size=skipped + nl)
                     kept, skipped, start = b"", 0, nl + 1
-                pending += chunk[start:] if start else chunk
-                start = 0
-                while True:
-                    nl = pending.find(b"\n", start)
-                    if nl < 0:
-                        break
+                    nl = chunk.find(b"\n", start)
+                elif held and nl >= 0:  # the held line ends in this chunk
+                    held.append(chunk[:nl])
+                    size = held_len + nl
+                    raw = b"".join(held)[:LINE_KEPT] if size > LINE_MAX else b"".join(held)
+                    held, held_len = [], 0
                     line += 1
-                    size = nl - start
-                    raw = bytes(pending[start : start + (LINE_KEPT if size > LINE_MAX else size)])
                     pos += size + 1
                     start = nl + 1
-                    if raw.strip() or size > LINE_MAX:
+                    if size > LINE_MAX or raw.strip():
                         yielded = True
                         yield Line(line, raw, pos, size=size)
                     else:
                         self._advance(pos, line)
-                del pending[:start]
-                if len(pending) > LINE_MAX:  # no newline within LINE_MAX: keep its start, pass over the rest
-                    kept, skipped = bytes(pending[:LINE_KEPT]), len(pending)
-                    pending.clear()
+                    nl = chunk.find(b"\n", start)
+                while nl >= 0:  # lines within the chunk: the hot path (a chunk is no longer than LINE_MAX)
+                    line += 1
+                    raw = chunk[start:nl]
+                    pos += nl + 1 - start
+                    start = nl + 1
+                    if raw.strip():
+                        yielded = True
+                        yield Line(line, raw, pos)
+                    else:
+                        self._advance(pos, line)
+                    nl = chunk.find(b"\n", start)
+                if start < len(chunk):
+                    held.append(chunk[start:] if start else chunk)
+                    held_len += len(chunk) - start
+                    if held_len > LINE_MAX:  # no newline within LINE_MAX: keep its start, pass over the rest
+                        kept, skipped = b"".join(held)[:LINE_KEPT], held_len
+                        held, held_len = [], 0
             if skipped:
                 if final:
                     yield Line(line + 1, kept, pos + skipped, complete=False, size=skipped)
@@ -184,8 +197,10 @@ class SourceFile:
                     # Its newline has not come: the next read starts where this one stopped. (After
                     # lines handed out, the caller's commit comes first, and the next read notes it.)
                     self.commit(pos, line, scanned=pos + skipped)
-            elif final and pending.strip():
-                yield Line(line + 1, bytes(pending), pos + len(pending), complete=False)
+            elif final and held:
+                rest = b"".join(held)
+                if rest.strip():
+                    yield Line(line + 1, rest, pos + len(rest), complete=False)
 
     def _advance(self, end: int, line: int) -> None:
         self.offset, self.line = end, line
