@@ -387,3 +387,20 @@ def test_a_state_json_whose_append_failed_is_mirrored_on_the_next_poll(tmp_path:
     assert mirror_state_dirs(paths, str(root)).operations > 0
     Consumer(paths).run(once=True)
     assert query(paths, "project", "SELECT session_id, status FROM sessions") == [("s1", "running")]
+
+
+def test_a_transcripts_root_holding_the_home_never_reads_codi_queue_s_own_files(tmp_path: Path, home: Path,
+                                                                              paths: Paths) -> None:
+    """``transcripts = ["~"]`` holds the home: its error log (JSON lines) was read as a transcript,
+    and every line logged woke the watch."""
+    root = _projects_tree(tmp_path)
+    run_cli(home, "enqueue", "tool_event", "{}")  # makes the home
+    Path(paths.error_log).parent.mkdir(parents=True, exist_ok=True)
+    Path(paths.error_log).write_text(json.dumps({"type": "user", "sessionId": "own", "uuid": "e1",
+                                              "timestamp": "2026-01-01T00:00:00Z",
+                                              "message": {"role": "user", "content": "ours"}}) + "\n")
+    for where in (tmp_path, home, Path(paths.logs)):
+        assert import_transcripts(paths, str(where)).files == (3 if where == tmp_path else 0), where
+    assert root.exists()
+    Consumer(paths).run(once=True)
+    assert query(paths, "sessions", "SELECT count(*) FROM messages WHERE session_id = 'own'") == [(0,)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from ..ids import derived_op_id
@@ -108,11 +108,14 @@ def operations_for_line(obj: Any, line_no: int, source: str) -> list[Op]:
     return ops
 
 
-def transcript_files(root: str) -> Iterator[str]:
-    """Every ``*.jsonl`` below ``root`` (subagent files included), never following links out of it."""
+def transcript_files(root: str, skip: Collection[str] = ()) -> Iterator[str]:
+    """Every ``*.jsonl`` below ``root`` (subagent files included), never following links out of it,
+    nor entering the directories ``skip`` names (real paths)."""
     real_root = os.path.realpath(root)
+    if any(real_root == d or real_root.startswith(d + os.sep) for d in skip):
+        return
     for dirpath, dirnames, filenames in os.walk(real_root, followlinks=False):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if os.path.join(dirpath, d) not in skip)
         for name in sorted(filenames):
             if name.endswith(".jsonl"):
                 path = os.path.join(dirpath, name)
@@ -144,7 +147,10 @@ def import_transcripts(paths: Any, root: str, *, final: bool = True, batch_lines
     who = producer_name("transcripts")
     known = {} if final else _read_as.get(os.path.realpath(root), {})
     read_as: dict[str, tuple[int, int, int, int]] = {}
-    for path in transcript_files(root):
+    # A root that holds codi-queue's own directories (transcripts = ["~"]): its error log is
+    # JSON lines, and nothing of ours is a transcript.
+    own = {os.path.realpath(d) for d in (paths.home, paths.logs, paths.state)}
+    for path in transcript_files(root, own):
         try:
             st = os.stat(path)
         except FileNotFoundError:
