@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -404,3 +405,40 @@ def test_a_transcripts_root_holding_the_home_never_reads_codi_queue_s_own_files(
     assert root.exists()
     Consumer(paths).run(once=True)
     assert query(paths, "sessions", "SELECT count(*) FROM messages WHERE session_id = 'own'") == [(0,)]
+
+
+def test_a_transcript_that_cannot_be_opened_is_said_and_the_rest_of_the_tree_read(tmp_path: Path, home: Path,
+                                                                                   paths: Paths) -> None:
+    """A link loop (``a.jsonl`` → ``b.jsonl`` → ``a.jsonl``) ended ``import-transcripts`` of the
+    whole tree with one line of error, and stopped the consumer's watch at that file on every
+    poll: every transcript after it in the walk was never read."""
+    root = _projects_tree(tmp_path)
+    proj = root / "-home-dev-spotter"
+    (proj / "a-loop.jsonl").symlink_to("b-loop.jsonl")
+    (proj / "b-loop.jsonl").symlink_to("a-loop.jsonl")
+    res = run_cli(home, "import-transcripts", str(root))
+    assert res.returncode == 0, res.stderr
+    assert "3 transcripts" in res.stdout
+    assert res.stderr.count("not read (Too many levels of symbolic links); passed over") == 2
+    assert run_cli(home, "run", "--once").returncode == 0
+    total, _ = _independent_token_count()
+    assert query(paths, "sessions", "SELECT count(*) FROM token_economics") == [(total,)]
+
+
+def test_a_directory_of_transcripts_that_cannot_be_listed_is_said(tmp_path: Path, paths: Paths,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.walk`` passes over a directory it may not list without a word (run as root, the
+    tests cannot be refused by permissions: the refusal is made here)."""
+    root = _projects_tree(tmp_path)
+    hidden = root / "-home-dev-spotter" / "sess-b"
+    scandir = os.scandir
+
+    def refusing(path: Any) -> Any:
+        if os.fspath(path) == str(hidden):
+            raise PermissionError(13, "Permission denied", str(hidden))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    res = import_transcripts(paths, str(root))
+    assert res.files == 2  # the subagent's transcript lies in the directory refused
+    assert f"{hidden}: not read (Permission denied); passed over" in res.notes

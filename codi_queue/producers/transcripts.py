@@ -20,6 +20,7 @@ import stat
 from collections.abc import Collection, Iterator
 from typing import Any
 
+from ..errors import SpoolError
 from ..ids import derived_op_id
 from ..schemas.types import normalize_timestamp
 from ..schemas.wire import COUNT_MAX
@@ -108,13 +109,19 @@ def operations_for_line(obj: Any, line_no: int, source: str) -> list[Op]:
     return ops
 
 
-def transcript_files(root: str, skip: Collection[str] = ()) -> Iterator[str]:
+def transcript_files(root: str, skip: Collection[str] = (), notes: list[str] | None = None) -> Iterator[str]:
     """Every ``*.jsonl`` below ``root`` (subagent files included), never following links out of it,
-    nor entering the directories ``skip`` names (real paths)."""
+    nor entering the directories ``skip`` names (real paths). A directory that cannot be listed
+    is said in ``notes`` (``os.walk`` passes over it silently)."""
     real_root = os.path.realpath(root)
     if any(real_root == d or real_root.startswith(d + os.sep) for d in skip):
         return
-    for dirpath, dirnames, filenames in os.walk(real_root, followlinks=False):
+
+    def unlisted(exc: OSError) -> None:
+        if notes is not None and not isinstance(exc, FileNotFoundError):  # gone since its parent was read
+            notes.append(f"{exc.filename}: not read ({exc.strerror or exc}); passed over")
+
+    for dirpath, dirnames, filenames in os.walk(real_root, onerror=unlisted, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if os.path.join(dirpath, d) not in skip)
         for name in sorted(filenames):
             if name.endswith(".jsonl"):
@@ -141,7 +148,7 @@ _read_as: dict[str, dict[str, tuple[int, int, int, int]]] = {}
 def import_transcripts(paths: Any, root: str, *, final: bool = True, batch_lines: int = 2000) -> TranscriptResult:
     """Enqueue what is new in every transcript below ``root``. The watcher (``final`` False)
     passes over a file unchanged since it last read it; an explicit import reads them all."""
-    from .records import append_ops, producer_name
+    from .records import producer_name
 
     result = TranscriptResult()
     who = producer_name("transcripts")
@@ -150,54 +157,70 @@ def import_transcripts(paths: Any, root: str, *, final: bool = True, batch_lines
     # A root that holds codi-queue's own directories (transcripts = ["~"]): its error log is
     # JSON lines, and nothing of ours is a transcript.
     own = {os.path.realpath(d) for d in (paths.home, paths.logs, paths.state)}
-    for path in transcript_files(root, own):
+    for path in transcript_files(root, own, result.notes):
         try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            continue  # gone since the walk
-        if not stat.S_ISREG(st.st_mode):  # a FIFO would hold the import (the consumer's too) for ever
-            result.notes.append(f"{path}: not a regular file; passed over")
-            continue
-        seen_as = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if known.get(path) == seen_as:
-            read_as[path] = seen_as
-            continue
-        source = SourceFile(path, paths.state)
-        result.files += 1
-        ops: list[Op] = []
-        last: Line | None = None
-        for line in source.lines(final=final):
-            if line.cut:  # never held whole: counted and said, and the lines after it still read
-                result.skipped += 1
-                result.notes.append(f"{source.path}: line {line.number}: {line.too_long()}; passed over")
-                last = line
-                result.lines += 1
-                continue
-            try:
-                obj = loads(line.raw)
-            except (ValueError, RecursionError):
-                if not line.complete:
-                    break  # a last line still being written: read again once its newline comes
-                result.skipped += 1  # a damaged line: counted, and the lines after it still read
-                obj = None
-            try:
-                ops += operations_for_line(obj, line.number, source.path)
-            except ValueError:  # a timestamp no clock has: counted, not silently dropped
-                result.skipped += 1
-            last = line
-            result.lines += 1
-            if len(ops) >= batch_lines:
-                append_ops(paths, ops, who)
-                source.commit(last.end, last.number)
-                result.operations += len(ops)
-                ops = []
-        if ops:
-            append_ops(paths, ops, who)
-            result.operations += len(ops)
-        if last is not None:
-            source.commit(last.end, last.number)
-        result.notes += source.notes
-        read_as[path] = seen_as  # all it held when looked at is in the spool (or waits for its newline)
+            _import_one(paths, path, final, batch_lines, who, known, read_as, result)
+        except SpoolError:
+            raise  # ours to fix (a full disk): nothing more is read until it is
+        except OSError as exc:
+            # This file's trouble (a link loop, one we may not read, an I/O error) is said,
+            # and the files after it are still read: one such file had stopped the whole tree.
+            result.notes.append(f"{path}: not read ({exc.strerror or exc}); passed over")
     if not final:
         _read_as[os.path.realpath(root)] = read_as
     return result
+
+
+def _import_one(paths: Any, path: str, final: bool, batch_lines: int, who: str,
+                known: dict[str, tuple[int, int, int, int]], read_as: dict[str, tuple[int, int, int, int]],
+                result: TranscriptResult) -> None:
+    """What is new in one transcript into the spool (``import_transcripts``, file by file)."""
+    from .records import append_ops
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return  # gone since the walk
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would hold the import (the consumer's too) for ever
+        result.notes.append(f"{path}: not a regular file; passed over")
+        return
+    seen_as = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if known.get(path) == seen_as:
+        read_as[path] = seen_as
+        return
+    source = SourceFile(path, paths.state)
+    result.files += 1
+    ops: list[Op] = []
+    last: Line | None = None
+    for line in source.lines(final=final):
+        if line.cut:  # never held whole: counted and said, and the lines after it still read
+            result.skipped += 1
+            result.notes.append(f"{source.path}: line {line.number}: {line.too_long()}; passed over")
+            last = line
+            result.lines += 1
+            continue
+        try:
+            obj = loads(line.raw)
+        except (ValueError, RecursionError):
+            if not line.complete:
+                break  # a last line still being written: read again once its newline comes
+            result.skipped += 1  # a damaged line: counted, and the lines after it still read
+            obj = None
+        try:
+            ops += operations_for_line(obj, line.number, source.path)
+        except ValueError:  # a timestamp no clock has: counted, not silently dropped
+            result.skipped += 1
+        last = line
+        result.lines += 1
+        if len(ops) >= batch_lines:
+            append_ops(paths, ops, who)
+            source.commit(last.end, last.number)
+            result.operations += len(ops)
+            ops = []
+    if ops:
+        append_ops(paths, ops, who)
+        result.operations += len(ops)
+    if last is not None:
+        source.commit(last.end, last.number)
+    result.notes += source.notes
+    read_as[path] = seen_as  # all it held when looked at is in the spool (or waits for its newline)
