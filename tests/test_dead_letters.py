@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -11,8 +14,9 @@ from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
 from codi_queue.producers.records import append_records
 from codi_queue.producers.validate import pack_records
+from codi_queue.schemas.envelope import Envelope, Record, new_op_id
 
-from .conftest import run_cli
+from .conftest import cli_env, run_cli
 
 
 def _two_dead_letters(home: Path, paths: Paths) -> None:
@@ -82,3 +86,20 @@ def test_a_dead_letter_row_written_by_hand_is_listed_as_it_is(home: Path, paths:
     res = run_cli(home, "dead-letters")
     assert res.returncode == 0, res.stderr
     assert "yesterday" in res.stdout and "1 dead letters" in res.stdout
+
+
+def test_filters_typed_with_bytes_that_are_not_utf8_find_what_the_text_rule_stored(home: Path, paths: Paths) -> None:
+    """``--op``/``--id`` are bound into the query: an argument that is not UTF-8 (Python hands
+    it over with surrogates) ended ``dead-letters`` and ``replay dead-letters`` in an internal
+    error. Names are stored under the text rule, so the filter is read by it too."""
+    unknown = Envelope(new_op_id(), "gone\ufffd", 1, time.time(), "test", msgspec.Raw(msgspec.msgpack.encode({})))
+    append_records(paths, [msgspec.msgpack.encode(Record(1, time.time(), [unknown]))])  # an op no one knows
+    Consumer(paths).run(once=True)
+    env = cli_env(home)
+    for args in (["dead-letters", "--op", b"gone\xff"], ["dead-letters", "--id", b"\xff"],
+                 ["replay", "dead-letters", "--id", b"\xff"], ["replay", "dead-letters", "--op", b"\xfe"]):
+        res = subprocess.run([sys.executable, "-m", "codi_queue", *args], env=env, capture_output=True, timeout=60)
+        err = res.stderr.decode("utf-8", "replace")
+        assert "internal error" not in err and res.returncode in (0, 1), (args, err)
+        if args[:2] == ["dead-letters", "--op"]:
+            assert "gone\ufffd" in res.stdout.decode() and "1 dead letters" in res.stdout.decode()

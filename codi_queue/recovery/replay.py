@@ -23,6 +23,7 @@ from ..producers.records import append_records
 from ..schemas.envelope import Envelope, Record, Rejected
 from ..schemas.registry import REJECTED_OP, STATE_TIER, TIERS
 from ..timestamps import normalize_timestamp
+from ..values import clean_text
 from .journal import encode_record, journal_dirs, records
 
 __all__ = ["ReplayResult", "replay_dead_letters", "replay_archive", "parse_time", "dead_letter_rows",
@@ -65,7 +66,11 @@ def dead_letter_rows(
         try:
             sql = f"SELECT {columns} FROM cq_dead_letters WHERE 1"
             args: list[Any] = []
-            for clause, value in (("op = ?", op), ("op_id = ?", op_id), ("last_failed >= ?", since)):
+            # Names and ids are stored under the text rule (clean_text): a filter typed with bytes
+            # that are not UTF-8 finds them the same way, and never fails to bind.
+            for clause, value in (("op = ?", None if op is None else clean_text(op)),
+                                  ("op_id = ?", None if op_id is None else clean_text(op_id)),
+                                  ("last_failed >= ?", since)):
                 if value is not None:
                     sql += f" AND {clause}"
                     args.append(value)
