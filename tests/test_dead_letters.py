@@ -96,7 +96,7 @@ def test_filters_typed_with_bytes_that_are_not_utf8_find_what_the_text_rule_stor
     append_records(paths, [msgspec.msgpack.encode(Record(1, time.time(), [unknown]))])  # an op no one knows
     Consumer(paths).run(once=True)
     env = cli_env(home)
-    for args in (["dead-letters", "--op", b"gone\xff"], ["dead-letters", "--id", b"\xff"],
+    for args in (["dead-letters", "--op", b"gone\xff"], ["dead-letters", "--op", b"\xff\xfe"],
                  ["replay", "dead-letters", "--id", b"\xff"], ["replay", "dead-letters", "--op", b"\xfe"]):
         res = subprocess.run([sys.executable, "-m", "codi_queue", *args], env=env, capture_output=True, timeout=60)
         err = res.stderr.decode("utf-8", "replace")
