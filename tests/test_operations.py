@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from codi_queue.paths import Paths, resolve, resolve_cached
 from codi_queue.producers.api import enqueue, enqueue_many
 from codi_queue.queue.spool import Spool
 
-from .conftest import ROOT, cli_env, run_cli, wait_until
+from .conftest import ROOT, cli_env, query, run_cli, wait_until
 
 
 def _paths_json(env: dict[str, str], *args: str) -> dict[str, object]:
@@ -198,3 +199,19 @@ def test_config_drives_retention_in_the_consumer(home: Path, paths: Paths) -> No
     assert os.listdir(paths.archive) == []
     Path(paths.config).write_text("[archive]\nmax_bytes = -1\n")
     assert run_cli(home, "config").returncode == 1
+
+
+def test_the_api_takes_a_home_as_any_path_and_refuses_other_types_by_name(tmp_path: Path) -> None:
+    """``home=pathlib.Path(...)`` is how Python code names a directory: it ended in
+    "AttributeError: 'PosixPath' object has no attribute 'startswith'"."""
+    home = tmp_path / "home"
+    assert enqueue("tool_event", {"tool_name": "via Path", "success": True}, home=home)
+    assert enqueue("tool_event", {"tool_name": "via str", "success": True}, home=str(home))
+    Consumer(resolve(str(home))).run(once=True)
+    assert [r[0] for r in query(resolve(str(home)), "sessions", "SELECT tool_name FROM tool_events ORDER BY rowid")] == [
+        "via Path", "via str"]
+    for bad, why in (({"home": 5}, "home must be a path (str or os.PathLike) or None, not int"),
+                     ({"home": b"/tmp/x"}, "home must be a path (str or os.PathLike) or None, not bytes"),
+                     ({"producer": 7}, "producer must be a str or None, not int")):
+        with pytest.raises(TypeError, match=re.escape(why)):
+            enqueue("tool_event", {"tool_name": "x", "success": True}, **bad)  # type: ignore[arg-type]
