@@ -124,8 +124,12 @@ def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
     """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never a mix.
 
     The temporary name is new each time (``O_EXCL``), so a file planted under
-    it is never written through.
+    it is never written through. Only a regular file (or a link, which is
+    replaced, never written through) is replaced: a path that names a device,
+    a FIFO or a socket is an OSError. ``status --prometheus /dev/null`` had
+    renamed a file of ours over the system's ``/dev/null``.
     """
+    _replaceable(path)
     tmp = f"{path}.tmp.{os.getpid()}.{os.urandom(4).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, mode)
     try:
@@ -138,11 +142,23 @@ def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
         raise
     os.close(fd)
     try:
+        _replaceable(path)  # again just before: the write took time
         os.replace(tmp, path)
     except BaseException:  # e.g. a directory by that name: leave nothing of ours behind
         os.unlink(tmp)
         raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _replaceable(path: str) -> None:
+    """Nothing, or the OSError that says ``path`` names something no file of ours may replace."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a device, FIFO or socket"
+        raise OSError(errno.EEXIST, f"{kind}, not a regular file: left as it is", path)
 
 
 def read_file(path: str, limit: int = 64 * 1024 * 1024) -> bytes:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +213,44 @@ def test_the_prometheus_file_is_0644_through_a_private_temporary_name(tmp_path: 
     assert res.returncode == 0, res.stderr
     assert oct(out.stat().st_mode & 0o777) == "0o644"
     assert os.listdir(out.parent) == ["codi.prom"]
+
+
+def _special_files(folder: Path) -> list[Path]:
+    """A FIFO and a socket (anyone may make them), and a character device like /dev/null when
+    this runs as root (the case found: ``status --prometheus /dev/null`` replaced the system's)."""
+    folder.mkdir()
+    made = [folder / "fifo"]
+    os.mkfifo(made[0])
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "sock"))
+    sock.close()
+    made.append(folder / "sock")
+    if os.geteuid() == 0:
+        os.mknod(folder / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        made.append(folder / "null")
+    return made
+
+
+def test_no_file_of_ours_is_renamed_over_a_device_fifo_or_socket(tmp_path: Path) -> None:
+    """Every atomic write (the Prometheus file named on the command line or in the config, state
+    files, a user's settings through their link) replaces only a regular file or a link."""
+    home = tmp_path / "home"
+    assert run_cli(home, "run", "--once").returncode == 0
+    specials = _special_files(tmp_path / "special")
+    kinds = {p: stat.S_IFMT(p.lstat().st_mode) for p in specials}
+    for target in specials:
+        res = run_cli(home, "status", "--prometheus", str(target))
+        assert res.returncode == 1 and "not a regular file: left as it is" in res.stderr, res.stderr
+        settings = tmp_path / f"settings-{target.name}.json"
+        settings.symlink_to(target)  # the user's link, followed to what it names
+        res = run_cli(home, "install-hooks", str(settings))
+        assert res.returncode == 1 and "internal error" not in res.stderr, res.stderr
+    (home / "config.toml").write_text(f'[observability]\nprometheus_textfile = "{specials[0]}"\n')
+    (home / "config.toml").chmod(0o600)
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 0 and "not a regular file: left as it is" in res.stderr, res.stderr
+    assert {p: stat.S_IFMT(p.lstat().st_mode) for p in specials} == kinds
+    assert sorted(os.listdir(tmp_path / "special")) == sorted(p.name for p in specials)  # no temporary left
 
 
 def test_a_group_writable_config_file_is_refused(tmp_path: Path) -> None:
