@@ -192,7 +192,11 @@ def load_config(paths: Paths) -> Config:
     if not isinstance(obs, dict) or set(obs) - {"prometheus_textfile"}:
         raise ConfigError(path, "observability", "expected a table with prometheus_textfile")
     if "prometheus_textfile" in obs:
-        config.prometheus_textfile = _path(path, "observability.prometheus_textfile", obs["prometheus_textfile"])
+        textfile = _path(path, "observability.prometheus_textfile", obs["prometheus_textfile"])
+        own = paths.holding(textfile)
+        if own is not None:  # a file written there would land among the spool's or the databases' own
+            raise ConfigError(path, "observability.prometheus_textfile", f"{textfile} lies in codi-queue's own {own}")
+        config.prometheus_textfile = textfile
     watch = data.get("watch", {})
     if not isinstance(watch, dict):
         raise ConfigError(path, "watch", "expected a table")
@@ -226,11 +230,9 @@ def _outside_home(path: str, key: str, source: str, paths: Paths) -> str:
     home by default): the consumer's own files (its log is JSON lines) would be fed back into
     it, each line it reads making the lines it writes next (2,667 log lines in 8 s, every one a
     tool_event row)."""
-    real = os.path.realpath(source)
-    for own in (paths.home, paths.logs, paths.state):
-        mine = os.path.realpath(own)
-        if real == mine or real.startswith(mine + os.sep):
-            raise ConfigError(path, key, f"{source} lies in codi-queue's own {own}: its files are never a source")
+    own = paths.holding(source)
+    if own is not None:
+        raise ConfigError(path, key, f"{source} lies in codi-queue's own {own}: its files are never a source")
     return source
 
 

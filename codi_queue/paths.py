@@ -119,6 +119,16 @@ class Paths:
     def sync_pull_file(self) -> str:
         return os.path.join(self.state, "sync-pull.json")
 
+    def holding(self, path: str) -> str | None:
+        """Which of our own directories (home, logs, state) holds ``path``, by real path, or None.
+        Nothing the user points us at (a source, an output file) may lie there."""
+        real = os.path.realpath(path)
+        for own in (self.home, self.logs, self.state):
+            mine = os.path.realpath(own)
+            if real == mine or real.startswith(mine + os.sep):
+                return own
+        return None
+
     def private_dirs(self, databases: bool = True) -> list[tuple[str, bool]]:
         """Every directory we keep state in, and whether it may be a symbolic link (only the home).
 

@@ -107,7 +107,7 @@ def _run(consumer: Consumer, args: argparse.Namespace, paths: Paths, pushing: st
         JSON,
         opt("--watch", action="store_true", help="refresh in place until Ctrl-C"),
         opt("--interval", type=seconds, default=2.0, help="seconds between refreshes with --watch"),
-        opt("--prometheus", metavar="FILE", help="write the Prometheus textfile format to FILE (- for stdout)"),
+        opt("--prometheus", metavar="FILE", help="write the Prometheus textfile format to FILE (- for stdout); an existing FILE must be one it wrote"),
     ],
 )
 def status(args: argparse.Namespace, paths: Paths) -> int:
@@ -121,9 +121,9 @@ def status(args: argparse.Namespace, paths: Paths) -> int:
         if args.prometheus == "-":
             sys.stdout.write(text)
         else:
-            from ..consumer.loop import write_textfile
+            from ..consumer.status import write_textfile
 
-            write_textfile(args.prometheus, text)
+            write_textfile(args.prometheus, text, paths)
         return EXIT_OK
 
     def render() -> str:

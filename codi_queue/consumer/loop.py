@@ -617,10 +617,11 @@ class Consumer:
         if removed:
             log.info("archive retention removed %d segments", len(removed))
         if self.config.prometheus_textfile:
-            from .status import collect, prometheus_text
+            from .status import collect, prometheus_text, write_textfile
 
             try:
-                write_textfile(self.config.prometheus_textfile, prometheus_text(collect(self.paths, count_backlog=False)))
+                write_textfile(self.config.prometheus_textfile, prometheus_text(collect(self.paths, count_backlog=False)),
+                               self.paths)
             except (OSError, apsw.Error) as exc:
                 self._report(f"could not write {self.config.prometheus_textfile}: {exc}")
 
@@ -657,15 +658,3 @@ class Consumer:
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
-
-
-def write_textfile(path: str, text: str) -> None:
-    """Atomically replace a Prometheus textfile (the collector must never read half of one).
-
-    Through a fresh private temporary name (never a fixed one another user
-    could plant a link at), 0644 whatever the umask: the collector runs as
-    another user.
-    """
-    from ..fsutil import write_atomic
-
-    write_atomic(path, text.encode("utf-8"), mode=0o644)

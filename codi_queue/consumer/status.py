@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +176,47 @@ def render_human(report: dict[str, Any], home: str) -> str:
     err = report["last_error"]
     lines.append("last error       " + (f"{err['message']}" if err else "none"))
     return "\n".join(lines)
+
+
+TEXTFILE_START = b"# HELP codi_queue_"  # how every file ``prometheus_text`` makes begins
+
+
+def write_textfile(path: str, text: str, paths: Paths) -> None:
+    """Atomically replace a Prometheus textfile (the collector must never read half of one).
+
+    Through a fresh private temporary name (never a fixed one another user
+    could plant a link at), 0644 whatever the umask: the collector runs as
+    another user. The path is the user's to name, so what it names is looked
+    at first: a link is followed to the file it names (a link to nothing is
+    refused); nothing in codi-queue's own directories; no existing file but
+    one this function wrote (``--prometheus`` pointed at a database had
+    replaced it with the metrics). OSError otherwise, saying why.
+    """
+    from ..fsutil import NOFOLLOW, write_atomic
+
+    target = os.path.realpath(path)
+    own = paths.holding(target)
+    if own is not None:
+        raise OSError(errno.EINVAL, f"lies in codi-queue's own {own}: not written there", path)
+    for tier, (db, _) in paths.databases().items():  # an adopted database lies outside the home
+        if target in {os.path.realpath(db + suffix) for suffix in ("", "-wal", "-shm", "-journal")}:
+            raise OSError(errno.EINVAL, f"is the {tier} database's: not written there", path)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise OSError(errno.ENOENT, "a link to nothing: not written through", path) from None
+    else:
+        if stat.S_ISREG(st.st_mode):  # anything else: write_atomic says what it is, and leaves it
+            fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+            try:
+                first = os.read(fd, len(TEXTFILE_START))
+            finally:
+                os.close(fd)
+            if first and first != TEXTFILE_START:
+                raise OSError(errno.EEXIST, "exists and is not a Prometheus file codi-queue wrote: left as it is "
+                                            "(name another file, or remove it)", path)
+    write_atomic(target, text.encode("utf-8"), mode=0o644)
 
 
 def prometheus_text(report: dict[str, Any]) -> str:

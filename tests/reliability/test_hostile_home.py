@@ -253,6 +253,47 @@ def test_no_file_of_ours_is_renamed_over_a_device_fifo_or_socket(tmp_path: Path)
     assert sorted(os.listdir(tmp_path / "special")) == sorted(p.name for p in specials)  # no temporary left
 
 
+def test_the_prometheus_file_never_replaces_a_file_it_did_not_write(tmp_path: Path) -> None:
+    """``status --prometheus`` pointed at a tier's database replaced the database with the
+    metrics (found by the sweep of every option: ``db check`` then said "file is not a
+    database"); any other file of the user's would have gone the same way."""
+    home = tmp_path / "home"
+    adopted = tmp_path / "claude" / "claude.db"
+    adopted.parent.mkdir()
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name": "A", "success": true}').returncode == 0
+    (home / "config.toml").write_text(f'[databases]\nsessions = "{adopted}"\n')
+    (home / "config.toml").chmod(0o600)
+    assert run_cli(home, "run", "--once").returncode == 0
+    precious = tmp_path / "notes.txt"
+    precious.write_text("mine\n")
+    (tmp_path / "to-db.prom").symlink_to(home / "db" / "project.db")
+    (tmp_path / "to-nothing.prom").symlink_to(tmp_path / "nothing")
+    for target, why in ((home / "db" / "project.db", "lies in codi-queue's own"),
+                        (tmp_path / "to-db.prom", "lies in codi-queue's own"),
+                        (home / "metrics.prom", "lies in codi-queue's own"),  # new, but among our files
+                        (adopted, "is the sessions database's"),
+                        (Path(f"{adopted}-wal"), "is the sessions database's"),  # empty, or not there
+                        (Path(f"{adopted}-shm"), "is the sessions database's"),
+                        (precious, "exists and is not a Prometheus file codi-queue wrote"),
+                        (tmp_path / "to-nothing.prom", "a link to nothing")):
+        res = run_cli(home, "status", "--prometheus", str(target))
+        assert res.returncode == 1 and why in res.stderr, (target, res.stderr)
+    assert precious.read_text() == "mine\n"
+    assert not (tmp_path / "nothing").exists() and not (home / "metrics.prom").exists()
+    check = run_cli(home, "db", "check")
+    assert check.returncode == 0 and check.stdout.count("integrity ok") == 5, check.stdout
+    # Its own file, again and through the user's link, is replaced as before.
+    out = tmp_path / "codi.prom"
+    (tmp_path / "linked.prom").symlink_to(out)
+    for name in (out, out, tmp_path / "linked.prom"):
+        assert run_cli(home, "status", "--prometheus", str(name)).returncode == 0
+    assert out.read_text().startswith("# HELP codi_queue_") and (tmp_path / "linked.prom").is_symlink()
+    # In the configuration, a textfile among codi-queue's own files is refused by its key.
+    (home / "config.toml").write_text(f'[observability]\nprometheus_textfile = "{home}/db/x.prom"\n')
+    res = run_cli(home, "run", "--once")
+    assert res.returncode == 1 and "observability.prometheus_textfile" in res.stderr, res.stderr
+
+
 def test_a_group_writable_config_file_is_refused(tmp_path: Path) -> None:
     home = tmp_path / "home"
     assert run_cli(home, "run", "--once").returncode == 0
