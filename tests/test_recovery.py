@@ -112,6 +112,25 @@ def test_replay_from_archive_restores_lost_rows_without_duplicates(home: Path, p
     ]
 
 
+def test_replaying_the_archive_again_and_again_sends_each_operation_once(home: Path, paths: Paths) -> None:
+    """Re-sent operations are archived again: a replay that re-sent every copy it met doubled the
+    journal each time (3 operations, four replays: 48 in the journal; twenty replays of a real
+    archive would need a million times its disk)."""
+    enqueue_many("tool_event", [{"tool_name": f"t{i}", "success": True} for i in range(3)], home=str(home))
+    Consumer(paths).run(once=True)
+    said = []
+    for _ in range(4):
+        res = run_cli(home, "replay", "archive")
+        assert res.returncode == 0, res.stderr
+        said.append(res.stdout)
+        Consumer(paths).run(once=True)
+    assert all(out.startswith("3 journal operations re-sent") for out in said), said
+    assert "; 9 more copies of them (left by earlier replays) not sent again" in said[-1]
+    rebuilt = run_cli(home, "rebuild", "--into", str(home.parent / "rebuilt"))
+    assert rebuilt.returncode == 0 and "from 15 journal operations" in rebuilt.stdout, rebuilt.stdout  # 3 + 4 x 3
+    assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(3,)]
+
+
 def test_replay_from_archive_honours_the_time_range(home: Path, paths: Paths) -> None:
     enqueue("tool_event", {"tool_name": "early", "success": True}, home=str(home))
     Consumer(paths, rotate_bytes=1).run(once=True)

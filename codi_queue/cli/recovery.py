@@ -108,6 +108,7 @@ def replay(args: argparse.Namespace, paths: Paths) -> int:
         say(f"damaged, skipped: {why}")
     print(f"{sent.sent} journal operations re-sent from {sent.dirs} queue directories (the archive, "
           "then segments and the inbox not archived yet); the consumer skips those already applied"
+          + (f"; {sent.repeats} more copies of them (left by earlier replays) not sent again" if sent.repeats else "")
           + (f"; {len(sent.skipped)} damaged spans skipped" if sent.skipped else ""))
     return EXIT_OK
 

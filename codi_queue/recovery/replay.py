@@ -10,6 +10,7 @@ files the new reason under it when it fails again.
 from __future__ import annotations
 
 import time
+from itertools import compress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from ..schemas.envelope import Envelope, Record, Rejected
 from ..schemas.registry import REJECTED_OP, STATE_TIER, TIERS
 from ..timestamps import normalize_timestamp
 from ..values import clean_text
-from .journal import encode_record, journal_dirs, records
+from .journal import FirstCopies, encode_record, journal_dirs, records
 
 __all__ = ["ReplayResult", "replay_dead_letters", "replay_archive", "parse_time", "dead_letter_rows",
            "list_dead_letters"]
@@ -33,6 +34,7 @@ __all__ = ["ReplayResult", "replay_dead_letters", "replay_archive", "parse_time"
 @dataclass
 class ReplayResult:
     sent: int = 0
+    repeats: int = 0  # copies of operations already re-sent in this pass (earlier replays archived them)
     skipped: list[str] = field(default_factory=list)  # why some could not be replayed
     dirs: int = 0  # queue directories read (archive, claimed segments, inbox)
 
@@ -157,20 +159,24 @@ def replay_archive(
     result = ReplayResult()
     dirs = journal_dirs(paths, archived=True, pending=True)
     result.dirs = len(dirs)
-    for n, qd in enumerate(dirs, 1):
-        batch: list[bytes] = []
-        for is_json, record in records(qd, result.skipped):
-            keep = [
-                e for e in record.ops
-                if (since is None or e.ts >= since) and (until is None or e.ts <= until) and (op is None or e.op == op)
-            ]
-            if keep:
-                batch.append(encode_record(Record(len(keep), keep[0].ts, keep), is_json))
-                result.sent += len(keep)
-        if batch:
-            append_records(paths, batch)
-        if progress:
-            progress(n)
+    with FirstCopies() as seen:
+        for n, qd in enumerate(dirs, 1):
+            batch: list[bytes] = []
+            for is_json, record in records(qd, result.skipped):
+                keep = [
+                    e for e in record.ops
+                    if (since is None or e.ts >= since) and (until is None or e.ts <= until) and (op is None or e.op == op)
+                ]
+                if keep:  # each operation once, however many copies earlier replays left
+                    keep = list(compress(keep, seen.first([e.id for e in keep])))
+                if keep:
+                    batch.append(encode_record(Record(len(keep), keep[0].ts, keep), is_json))
+                    result.sent += len(keep)
+            if batch:
+                append_records(paths, batch)
+            if progress:
+                progress(n)
+        result.repeats = seen.repeats
     return result
 
 
