@@ -129,6 +129,23 @@ class Paths:
                 return own
         return None
 
+    def output_dir(self, path: str, what: str) -> str:
+        """``path`` for a directory the user asked us to write (``backup --into``, ``rebuild
+        --into``), or CodiQueueError naming ``what``: never the home itself, nor in the spool,
+        archive, databases, state or logs (databases rebuilt into the live inbox were taken for
+        a broken one)."""
+        sqlite_path(path, what)
+        real = os.path.realpath(path)
+        for own in (self.spool, self.archive, self.db_dir, self.state, self.logs, self.home):
+            mine = os.path.realpath(own)
+            if real == mine or (own != self.home and real.startswith(mine + os.sep)):
+                from .errors import CodiQueueError
+
+                where = "is" if real == mine else "lies in"
+                raise CodiQueueError(f"{what}: {path} {where} codi-queue's own {own}: choose a new directory "
+                                     f"elsewhere, such as {os.path.join(self.home, 'backups', 'NAME')}")
+        return path
+
     def private_dirs(self, databases: bool = True) -> list[tuple[str, bool]]:
         """Every directory we keep state in, and whether it may be a symbolic link (only the home).
 

@@ -225,3 +225,25 @@ def test_nothing_to_back_up_or_restore_is_said_not_done(tmp_path: Path) -> None:
     (empty / "manifest.json").write_text('{"created": 1.0, "tiers": {}, "home": "/elsewhere"}')
     res = run_cli(home, "restore", str(empty))
     assert res.returncode == 1 and "holds no database: nothing to restore" in res.stderr
+
+
+def test_backups_and_rebuilds_are_never_written_among_codi_queue_s_own_files(tmp_path: Path, home: Path,
+                                                                           paths: Paths) -> None:
+    """``rebuild --into`` the live inbox wrote five databases among its chunks (the consumer
+    then took it for a broken inbox); ``backup --into`` the databases' or the segments'
+    directory, or the home itself, put foreign directories among ours."""
+    enqueue_many("tool_event", [{"tool_name": f"t{i}", "success": True} for i in range(3)], home=str(home))
+    assert run_cli(home, "run", "--once").returncode == 0
+    before = {d: sorted(os.listdir(d)) for d in (paths.spool, paths.db_dir, paths.state, paths.logs, str(home))}
+    for command in ("rebuild", "backup"):
+        for into in (home, Path(paths.spool) / "inbox", Path(paths.spool) / "segments" / "x", Path(paths.db_dir) / "x",
+                     Path(paths.archive) / "x", Path(paths.state) / "x", Path(paths.logs) / "x"):
+            res = run_cli(home, command, "--into", str(into))
+            assert res.returncode == 1 and "codi-queue's own" in res.stderr, (command, into, res.stderr)
+    assert {d: sorted(os.listdir(d)) for d in before} == before
+    # Elsewhere in the home (where backups go by default) and outside it, as before.
+    for command, into in (("backup", home / "backups" / "mine"), ("rebuild", tmp_path / "rebuilt")):
+        res = run_cli(home, command, "--into", str(into))
+        assert res.returncode == 0, res.stderr
+    assert query(paths.with_db_dir(str(tmp_path / "rebuilt")), "sessions", "SELECT count(*) FROM tool_events") == [(3,)]
+    assert run_cli(home, "run", "--once").returncode == 0 and run_cli(home, "db", "check").returncode == 0

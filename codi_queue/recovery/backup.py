@@ -112,7 +112,7 @@ def unique_path(base: str) -> str:
 
 def backup(paths: Paths, into: str | None = None) -> BackupResult:
     if into is not None:
-        sqlite_path(into, "backup --into")
+        paths.output_dir(into, "backup --into")
     if into is not None and os.path.lexists(into) and (not os.path.isdir(into) or os.listdir(into)):
         raise SnapshotError(f"{into} already exists and is not an empty directory: back up into a new one")
     if not any(os.path.lexists(paths.database(t)) for t in ALL_TIERS):

@@ -24,7 +24,7 @@ from ..consumer.loop import Consumer
 from ..schemas.registry import ALL_TIERS
 from ..fsutil import ensure_private_dir, fsync_dir
 from ..errors import CodiQueueError
-from ..paths import Paths, sqlite_path
+from ..paths import Paths
 from ..schemas.registry import OPS, REJECTED_OP, STATE_TIER
 from .journal import journal_dirs, records
 
@@ -55,7 +55,14 @@ def count_journal(paths: Paths, tiers: tuple[str, ...]) -> RebuildResult:
 def rebuild_into(
     paths: Paths, into: str, tiers: tuple[str, ...] = ALL_TIERS, progress: Callable[[int], None] | None = None
 ) -> RebuildResult:
-    ensure_private_dir(sqlite_path(into, "rebuild --into"))
+    """Rebuild ``tiers`` from the journal into ``into``, a directory of the user's choosing."""
+    return _rebuild(paths, paths.output_dir(into, "rebuild --into"), tiers, progress)
+
+
+def _rebuild(
+    paths: Paths, into: str, tiers: tuple[str, ...], progress: Callable[[int], None] | None
+) -> RebuildResult:
+    ensure_private_dir(into)
     for tier in tiers:
         if os.path.exists(os.path.join(into, os.path.basename(paths.database(tier)))):
             raise FileExistsError(f"{into} already holds a {tier} database: rebuild into an empty directory")
@@ -104,7 +111,7 @@ def rebuild_in_place(
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with ConsumerLock(paths):
         work = os.path.join(paths.db_dir, f".rebuild-{stamp}")
-        result = rebuild_into(paths, work, tiers, progress)
+        result = _rebuild(paths, work, tiers, progress)
         for tier in tiers:
             live = paths.database_file(tier)
             fresh = paths.with_db_dir(work).database(tier)
