@@ -289,6 +289,10 @@ def test_settings_merge_keeps_what_is_there(tmp_path: Path) -> None:
     (None, "settings.json: not a regular file", 1),  # a FIFO: was waited on for ever
     (b"\xff\xfe{}", "settings.json: not a JSON settings file (", 2),
     (b'{"hooks": {"PreToolUse": [5, {"hooks": 7}]}}', "hooks.PreToolUse[1].hooks is not a list; refusing", 2),
+    # Rewritten, 1e400 became Infinity, which is not JSON: Claude Code could no longer read its settings.
+    (b'{"model": "x", "limit": 1e400}', "holds a number too large for a double", 2),
+    (b'{"limit": NaN}', "not a JSON settings file (NaN is not JSON)", 2),
+    (b"[" * 100_000 + b"]" * 100_000, "not a JSON settings file (nested too deeply to read)", 2),  # was an internal error
 ])
 def test_install_hooks_refuses_a_settings_file_it_cannot_read_as_settings(home: Path, tmp_path: Path,
                                                                            content: bytes | None, said: str,

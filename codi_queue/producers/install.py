@@ -96,20 +96,33 @@ def merge_settings(settings: dict[str, Any], command: str) -> dict[str, Any]:
     return merged
 
 
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def install_claude_hooks(settings_path: str, command: str, dry_run: bool = False) -> tuple[str, str | None]:
     """Merge our hooks into ``settings_path``; (unified diff, backup path or None)."""
     try:
         before_text = read_users_file(settings_path).decode("utf-8")
-        settings = json.loads(before_text) if before_text.strip() else {}
+        settings = json.loads(before_text, parse_constant=_not_json) if before_text.strip() else {}
     except FileNotFoundError:
         before_text, settings = "", {}
     except OSError as exc:
         raise OSError(f"{settings_path}: {exc.strerror or exc}") from None
     except ValueError as exc:  # not UTF-8, not JSON
         raise ValueError(f"{settings_path}: not a JSON settings file ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{settings_path}: not a JSON settings file (nested too deeply to read)") from None
     if not isinstance(settings, dict):
         raise ValueError(f"{settings_path} does not hold a JSON object")
-    after_text = json.dumps(merge_settings(settings, command), indent=2) + "\n"
+    merged = merge_settings(settings, command)
+    try:
+        # allow_nan=False: a number no double holds (1e400) was written back as Infinity, which is
+        # not JSON, and Claude Code could no longer read its settings.
+        after_text = json.dumps(merged, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        raise ValueError(f"{settings_path} holds a number too large for a double (1e400, say): rewritten, it "
+                         "would no longer be JSON; change that number, then install again") from None
     diff = "".join(
         difflib.unified_diff(
             before_text.splitlines(keepends=True), after_text.splitlines(keepends=True), settings_path, settings_path
