@@ -87,7 +87,14 @@ def test_a_consumer_whose_home_is_deleted_stops_so_one_can_lock_the_new_home(hom
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until(lambda: collect(paths)["consumer"]["running"], 30, "the consumer to start")
-        shutil.rmtree(home)
+
+        def removed() -> bool:
+            # The running consumer's next state file can land in a directory mid-removal ("Directory
+            # not empty"), as it can under rm -rf: removed again until it is gone.
+            shutil.rmtree(home, ignore_errors=True)
+            return not home.exists()
+
+        wait_until(removed, 30, "the home to be removed")
         enqueue("tool_event", {"tool_name": "after", "success": True}, home=paths.home)  # makes a new home
         _, err = proc.communicate(timeout=30)
     finally:
