@@ -123,11 +123,7 @@ class Paths:
         """Which of our own directories (home, logs, state) holds ``path``, by real path, or None.
         Nothing the user points us at (a source, an output file) may lie there."""
         real = os.path.realpath(path)
-        for own in (self.home, self.logs, self.state):
-            mine = os.path.realpath(own)
-            if real == mine or real.startswith(mine + os.sep):
-                return own
-        return None
+        return next((own for own in (self.home, self.logs, self.state) if _within(real, own)), None)
 
     def output_dir(self, path: str, what: str) -> str:
         """``path`` for a directory the user asked us to write (``backup --into``, ``rebuild
@@ -137,11 +133,10 @@ class Paths:
         sqlite_path(path, what)
         real = os.path.realpath(path)
         for own in (self.spool, self.archive, self.db_dir, self.state, self.logs, self.home):
-            mine = os.path.realpath(own)
-            if real == mine or (own != self.home and real.startswith(mine + os.sep)):
+            if real == os.path.realpath(own) or (own != self.home and _within(real, own)):
                 from .errors import CodiQueueError
 
-                where = "is" if real == mine else "lies in"
+                where = "is" if real == os.path.realpath(own) else "lies in"
                 raise CodiQueueError(f"{what}: {path} {where} codi-queue's own {own}: choose a new directory "
                                      f"elsewhere, such as {os.path.join(self.home, 'backups', 'NAME')}")
         return path
@@ -363,6 +358,12 @@ def _utf8(path: str) -> bool:
 
 
 NOT_UTF8 = "is not valid UTF-8, and SQLite opens databases only by UTF-8 paths"
+
+
+def _within(real: str, directory: str) -> bool:
+    """Whether the real path ``real`` is ``directory`` or lies below it (by its real path)."""
+    mine = os.path.realpath(directory)
+    return real == mine or real.startswith(mine + os.sep)
 
 
 def sqlite_path(path: str, what: str) -> str:

@@ -300,7 +300,7 @@ def test_tailer_killed_at_random_stores_each_line_without_a_timestamp_once(tmp_p
             for _ in range(rng.randint(20, 200)):
                 fp.write(json.dumps({"tool": f"t{total}", "success": True}) + "\n")
                 total += 1
-        time.sleep(rng.uniform(0.05, 0.6))
+        time.sleep(rng.uniform(0.05, 0.6))  # a random moment to kill it: the loop's timing, not a wait for a state
         consumer.send_signal(signal.SIGKILL)
         consumer.wait(timeout=30)
         kills += 1

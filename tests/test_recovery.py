@@ -131,6 +131,25 @@ def test_replaying_the_archive_again_and_again_sends_each_operation_once(home: P
     assert query(paths, "sessions", "SELECT count(*) FROM tool_events") == [(3,)]
 
 
+def test_a_replay_reads_a_record_with_invalid_text_as_the_consumer_did(home: Path, paths: Paths) -> None:
+    """A JSON record whose op id holds a lone surrogate escape (hostile bytes in the spool): the
+    consumer applies it under the text rule, but the journal read it with a decoder of its own
+    and the replay skipped it as "damaged"."""
+    from codi_queue.producers.records import append_records
+    from codi_queue.queue.frame import JsonRecord
+
+    enqueue("tool_event", {"tool_name": "good", "success": True}, home=str(home))
+    append_records(paths, [JsonRecord(b'[1,1.0,[["\\udcff-id","tool_event",1,1.0,"x",{"tool_name":"odd",'
+                                      b'"success":true}]]]')])
+    Consumer(paths, rotate_bytes=1).run(once=True)
+    for _ in range(2):
+        res = run_cli(home, "replay", "archive")
+        assert res.returncode == 0 and "internal error" not in res.stderr, res.stderr
+        assert res.stdout.startswith("2 journal operations re-sent"), res.stdout
+        Consumer(paths).run(once=True)
+    assert sorted(r[0] for r in query(paths, "sessions", "SELECT tool_name FROM tool_events")) == ["good", "odd"]
+
+
 def test_replay_from_archive_honours_the_time_range(home: Path, paths: Paths) -> None:
     enqueue("tool_event", {"tool_name": "early", "success": True}, home=str(home))
     Consumer(paths, rotate_bytes=1).run(once=True)

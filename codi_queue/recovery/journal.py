@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import msgspec
 
+from ..consumer.records import decode_record
 from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import SegmentReader, describe_pos
@@ -14,12 +14,6 @@ from ..queue.spool import QueueDir, Spool
 from ..schemas.envelope import Record
 
 __all__ = ["journal_dirs", "records", "encode_record", "FirstCopies"]
-
-_decoders = {
-    False: msgspec.msgpack.Decoder(Record).decode,
-    True: msgspec.json.Decoder(Record).decode,
-}
-
 
 def journal_dirs(paths: Paths, archived: bool = True, pending: bool = True) -> list[QueueDir]:
     return Spool(paths.spool, paths.archive).journal(archived, pending)
@@ -45,8 +39,10 @@ def records(qd: QueueDir, damage: list[str] | None = None) -> Iterator[tuple[boo
                 continue
             is_json = entry.kind == KIND_JSON_RECORD
             try:
-                yield is_json, _decoders[is_json](entry.payload)
-            except (msgspec.DecodeError, RecursionError) as exc:
+                # As the consumer decodes it (the text rule for a JSON record's invalid text): a replay
+                # had called "damaged" a record the consumer applied.
+                yield is_json, decode_record(entry.payload, is_json)[0]
+            except (msgspec.DecodeError, RecursionError, ValueError) as exc:
                 if damage is not None:
                     damage.append(f"{qd.path}: {describe_pos(entry.start)}: undecodable record: {exc}")
 
@@ -75,22 +71,27 @@ class FirstCopies:
         import apsw
 
         self._db = apsw.Connection("")  # a private temporary database, deleted when closed
-        self._db.execute("CREATE TABLE seen (id TEXT PRIMARY KEY) WITHOUT ROWID")
+        self._db.execute("CREATE TABLE seen (id BLOB PRIMARY KEY) WITHOUT ROWID")
         self.repeats = 0  # copies left out
 
     def first(self, ids: list[str]) -> list[bool]:
         """For each of ``ids``, whether no earlier call (nor an earlier place in ``ids``) had it."""
+        # Keys are the ids' bytes: SQLite text cannot hold a lone surrogate, whatever text a record held.
+        keys = [op_id.encode("utf-8", "surrogatepass") for op_id in ids]
         db = self._db
-        known = {r[0] for r in db.execute("SELECT seen.id FROM json_each(?) JOIN seen ON seen.id = json_each.value",
-                                          (json.dumps(ids),))}
+        known: set[bytes] = set()
+        for at in range(0, len(keys), 500):  # within SQLite's bound parameters
+            part = keys[at : at + 500]
+            known.update(r[0] for r in db.execute(
+                f"SELECT id FROM seen WHERE id IN ({', '.join('?' * len(part))})", part))
         out = []
-        for op_id in ids:
-            fresh = op_id not in known
+        for key in keys:
+            fresh = key not in known
             if fresh:
-                known.add(op_id)  # a second copy in the same list is a repeat too
+                known.add(key)  # a second copy in the same list is a repeat too
             out.append(fresh)
         with db:
-            db.executemany("INSERT INTO seen VALUES (?)", [(i,) for i, fresh in zip(ids, out) if fresh])
+            db.executemany("INSERT INTO seen VALUES (?)", [(k,) for k, fresh in zip(keys, out) if fresh])
         self.repeats += out.count(False)
         return out
 
