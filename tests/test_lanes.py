@@ -16,6 +16,7 @@ import msgspec
 from codi_queue.consumer.loop import Consumer
 from codi_queue.paths import Paths
 from codi_queue.producers import records
+from codi_queue.queue import spool as spool_module
 from codi_queue.producers.api import enqueue_many
 from codi_queue.queue.segment import SegmentReader
 from codi_queue.queue.spool import Spool, lane_inbox, lane_lock, read_dir_id, read_dir_lane
@@ -39,14 +40,14 @@ def held(path: str) -> Iterator[None]:
 @contextmanager
 def in_lane(paths: Paths, lane: int) -> Iterator[None]:
     """This process's API enqueues go to ``lane``."""
-    before = records._spools.pop(paths.spool, None)
-    records._spools[paths.spool] = Spool(paths.spool, paths.archive, lane)
+    before = spool_module._shared.pop(paths.spool, None)
+    spool_module._shared[paths.spool] = Spool(paths.spool, paths.archive, lane)
     try:
         yield
     finally:
-        records._spools.pop(paths.spool, None)
+        spool_module._shared.pop(paths.spool).close()
         if before is not None:
-            records._spools[paths.spool] = before
+            spool_module._shared[paths.spool] = before
 
 
 def _events(paths: Paths, tag: str, n: int) -> None:
@@ -230,5 +231,5 @@ def test_hostile_lane_files_and_locks_never_hang_mislead_or_get_written_through(
     assert "cannot append to spool" in Path(paths.error_log).read_text()
     os.remove(os.path.join(paths.spool, "ids.lock"))
     os.mkdir(os.path.join(paths.spool, "ids.lock"))
-    records._spools.pop(paths.spool, None)
+    spool_module._shared.pop(paths.spool).close()
     assert enqueue("tool_event", {"tool_name": "Bash", "success": True}, home=paths.home) is False

@@ -105,17 +105,15 @@ def _record(envelopes: Sequence[bytes], now: float) -> JsonRecord:
     return JsonRecord(b"[" + b",".join(fields[name] for name in RECORD_FIELDS) + b"]")
 
 
-_spools: dict[str, Any] = {}
+_shared_spool: Any = None  # queue.spool.shared_spool, imported at the first append
 
 
 def append_records(paths: Paths, records: Sequence[bytes]) -> None:
     """Durably append encoded records (MessagePack or ``JsonRecord``); raises ``SpoolError``."""
-    spool = _spools.get(paths.spool)
-    if spool is None:
-        from ..queue.spool import Spool
-
-        spool = _spools[paths.spool] = Spool(paths.spool, paths.archive)
-    spool.append(records)
+    global _shared_spool
+    if _shared_spool is None:
+        from ..queue.spool import shared_spool as _shared_spool
+    _shared_spool(paths.spool, paths.archive).append(records)
 
 
 def append_ops(paths: Paths, ops: Sequence[Op], producer: str) -> None:

@@ -53,7 +53,7 @@ from .durable_queue import (POS_SHIFT, acknowledge, check_head, open_queue, publ
                             read_acked_ops, read_info)
 
 
-__all__ = ["Spool", "QueueDir", "ID_DIGITS", "LANES", "lane_count", "lane_inbox", "lane_lock", "read_dir_id",
+__all__ = ["Spool", "shared_spool", "OPEN_SPOOLS", "QueueDir", "ID_DIGITS", "LANES", "lane_count", "lane_inbox", "lane_lock", "read_dir_id",
            "read_dir_lane", "dir_bytes", "list_ids", "is_dir_id", "inbox_problem", "publish_acked", "read_acked",
            "read_acked_ops"]
 
@@ -298,6 +298,15 @@ class Spool:
                 self._queue.close()
             self._queue, self._queue_inbox_id = None, None
 
+    def close(self) -> None:
+        """Close the descriptors kept between appends; the next append opens them again, in the
+        same lane (an append in flight on another thread finishes first)."""
+        with _THREADS:
+            self._forget_queue()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
     def _ensure_inbox_locked(self) -> None:
         ensure_private_dir(self.inbox, under=self.root)
         if read_dir_id(self.inbox) is None:
@@ -535,6 +544,40 @@ class Spool:
         seg = max(time.time_ns(), last + 1)
         write_atomic(marker, str(seg).encode())
         return f"{seg:0{ID_DIGITS}d}"
+
+
+# A process that appends keeps each spool's descriptors open between appends (the lane's lock,
+# the head chunk, its reader, the directory and ``acked``: five). A process that appends to many
+# homes (a test runner, an analyzer walking projects) would otherwise hold five per home for good
+# and run out at the usual limit of 1,024 descriptors, failing its own opens as well as ours.
+OPEN_SPOOLS = 8  # spools whose descriptors stay open, the most recently used
+KNOWN_SPOOLS = 1024  # spools remembered (closed): each keeps its lane for this process's order
+_shared: dict[str, Spool] = {}  # spool root → its Spool, the most recently used last
+_open: dict[str, None] = {}  # the roots whose descriptors are open, the most recently used last
+_SHARED = threading.Lock()
+
+
+def shared_spool(root: str, archive: str) -> Spool:
+    """This process's Spool for ``root``: the same object for every append (its lane, and with
+    it the order of this process's records, stays), with the descriptors of at most
+    ``OPEN_SPOOLS`` of them kept open."""
+    with _SHARED:
+        spool = _shared.pop(root, None)
+        if spool is None:
+            spool = Spool(root, archive)
+        _shared[root] = spool
+        _open.pop(root, None)
+        _open[root] = None
+        closing = None
+        if len(_open) > OPEN_SPOOLS:
+            oldest = next(iter(_open))
+            del _open[oldest]
+            closing = _shared.get(oldest)
+        if len(_shared) > KNOWN_SPOOLS:
+            del _shared[next(r for r in _shared if r not in _open)]  # closed already
+    if closing is not None:
+        closing.close()  # outside _SHARED: it waits for an append in flight on another thread
+    return spool
 
 
 class _SpoolLock:
