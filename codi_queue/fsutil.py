@@ -12,6 +12,10 @@ import os
 import stat
 
 __all__ = [
+    "exists",
+    "is_dir",
+    "is_file",
+    "lexists",
     "ensure_private_dir",
     "fsync_dir",
     "sync_data",
@@ -95,10 +99,10 @@ def ensure_private_dir(path: str, under: str | None = None) -> bool:
     """
     if under is not None:
         refuse_links_below(under, path)
-    if os.path.isdir(path):
+    if is_dir(path):
         return False
     parent = os.path.dirname(os.path.abspath(path))
-    if parent and not os.path.isdir(parent):
+    if parent and not is_dir(parent):
         ensure_private_dir(parent)
     elif parent and os.path.dirname(parent) != parent:
         try:
@@ -188,6 +192,44 @@ def write_users_file(path: str, data: bytes) -> None:
         mode = FILE_MODE
     os.makedirs(os.path.dirname(target), exist_ok=True)
     write_atomic(target, data, mode=mode)
+
+
+def _stat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except ValueError:  # a NUL in the name: nothing can be there
+        return None
+
+
+# os.path.exists, isfile and isdir answer False when the answer cannot be had: a directory we
+# may not search, a link loop, an I/O error. A configuration file, a watched source or a
+# database passed over as absent is an error said to nobody; these raise the OSError instead.
+def exists(path: str) -> bool:
+    """Whether ``path`` (through links) is there; an error other than its absence is raised."""
+    return _stat_or_none(path) is not None
+
+
+def lexists(path: str) -> bool:
+    """Whether anything, a link included, stands at ``path``; an error other than its absence is raised."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return False
+    return True
+
+
+def is_dir(path: str) -> bool:
+    """Whether ``path`` (through links) is a directory; an error other than its absence is raised."""
+    st = _stat_or_none(path)
+    return st is not None and stat.S_ISDIR(st.st_mode)
+
+
+def is_file(path: str) -> bool:
+    """Whether ``path`` (through links) is a regular file; an error other than its absence is raised."""
+    st = _stat_or_none(path)
+    return st is not None and stat.S_ISREG(st.st_mode)
 
 
 def read_private_file(path: str, home: str | None) -> bytes:

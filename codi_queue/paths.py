@@ -242,8 +242,10 @@ def _file_signature(path: str) -> bytes | None:
     # file is small; one that is not (a link to a device) is told apart by its first MiB.
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block a producer
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        return f"\0unreadable {exc.errno}".encode()  # not the absent file it may have been: resolve reports it
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return b"\0not a regular file"  # resolve reports it
@@ -296,20 +298,25 @@ def database_path(value: object, home: str) -> str:
 
 
 def _home_from(config: str) -> str | None:
-    if not os.path.exists(config):
-        return None
-    import tomllib
-
     from .errors import CodiQueueError
     from .fsutil import read_private_file
 
     try:
         # The file may name the home: one another user could write (or a FIFO that would
-        # hang every producer) is refused, as load_config refuses it.
-        home = tomllib.loads(read_private_file(config, None).decode("utf-8")).get("home")
+        # hang every producer) is refused, as load_config refuses it. Only its absence means
+        # the default home: a file we may not read (its directory unsearchable) may name another.
+        data = read_private_file(config, None)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     except CodiQueueError:
         raise
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:
+        raise CodiQueueError(f"{config}: {exc}") from None
+    import tomllib
+
+    try:
+        home = tomllib.loads(data.decode("utf-8")).get("home")
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CodiQueueError(f"{config}: {exc}") from None
     if home is None or home == "":
         return None

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from ..fsutil import is_dir
 from .command import JSON, command, count_in, opt, seconds
 from .exits import EXIT_FAILURE, EXIT_OK, say
 
@@ -113,7 +114,7 @@ def _run(consumer: Consumer, args: argparse.Namespace, paths: Paths, pushing: st
 def status(args: argparse.Namespace, paths: Paths) -> int:
     from ..consumer.status import collect, prometheus_text, render_human
 
-    if not os.path.isdir(paths.home):
+    if not is_dir(paths.home):
         say(f"no codi-queue home at {paths.home} ({paths.source}): nothing was ever enqueued or run there")
         return EXIT_FAILURE
     if args.prometheus:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..fsutil import is_dir, is_file
 from .command import command, opt
 from .exits import EXIT_INVALID, EXIT_OK, partial, say, where
 
@@ -41,7 +42,7 @@ def import_(args: argparse.Namespace, paths: Paths) -> int:
     if not op:
         say(f"cannot tell the operation of {args.file} from its name: pass --op")
         return EXIT_INVALID
-    if not os.path.isfile(args.file):
+    if not is_file(args.file):
         say(f"{args.file}: " + ("not a regular file" if os.path.lexists(args.file) else "no such file"))
         return EXIT_INVALID
     bar = progress_bar(os.path.basename(args.file), os.path.getsize(args.file))
@@ -67,7 +68,7 @@ def import_(args: argparse.Namespace, paths: Paths) -> int:
 def import_transcripts(args: argparse.Namespace, paths: Paths) -> int:
     from ..producers.transcripts import import_transcripts as run
 
-    if not os.path.isdir(args.dir):
+    if not is_dir(args.dir):
         say(f"{args.dir}: " + ("not a directory" if os.path.lexists(args.dir) else "no such directory"))
         return EXIT_INVALID
     result = run(paths, args.dir)
@@ -90,7 +91,7 @@ def import_transcripts(args: argparse.Namespace, paths: Paths) -> int:
 def mirror_state(args: argparse.Namespace, paths: Paths) -> int:
     from ..producers.statedirs import mirror_state_dirs
 
-    if not os.path.isdir(args.dir):
+    if not is_dir(args.dir):
         say(f"{args.dir}: " + ("not a directory" if os.path.lexists(args.dir) else "no such directory"))
         return EXIT_INVALID
     result = mirror_state_dirs(paths, args.dir, rescan=True)

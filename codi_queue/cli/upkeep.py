@@ -7,6 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from ..fsutil import exists
 from .command import JSON, command, opt
 from .exits import EXIT_FAILURE, EXIT_OK, say
 
@@ -76,7 +77,7 @@ def agent(args: argparse.Namespace, paths: Paths) -> int:
     unit = agent_for(paths, args.kind)
     if args.action == "status":
         pid = consumer_pid(paths)
-        print(f"agent file: {unit.path} ({'present' if os.path.exists(unit.path) else 'absent'})")
+        print(f"agent file: {unit.path} ({'present' if exists(unit.path) else 'absent'})")
         print(f"consumer:   {'running, pid ' + str(pid) if pid else 'not running'}")
         for failure in [] if args.dry_run else unit.apply([unit.status]):
             say(failure)
@@ -98,7 +99,7 @@ def agent(args: argparse.Namespace, paths: Paths) -> int:
         failures = [f for f in unit.apply(commands) if "bootout" not in f]
     else:
         failures = unit.apply(commands)
-        if os.path.exists(unit.path):
+        if exists(unit.path):
             os.remove(unit.path)
             print(f"removed {unit.path}")
     for failure in failures:

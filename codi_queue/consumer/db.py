@@ -16,7 +16,7 @@ from typing import Any
 import apsw
 
 from ..errors import SchemaTooNew
-from ..fsutil import FILE_MODE, ensure_private_dir
+from ..fsutil import FILE_MODE, ensure_private_dir, exists
 from ..schemas.migrations import MIGRATIONS, latest_version
 
 __all__ = [
@@ -156,7 +156,7 @@ def _adopt_table(conn: apsw.Connection, table: str, statement: str) -> None:
 def open_tier(path: str, tier: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> apsw.Connection:
     """A writer connection: created 0600, busy timeout, WAL, FULL sync, migrated."""
     ensure_private_dir(os.path.dirname(path))
-    if not os.path.exists(path):
+    if not exists(path):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
     conn = apsw.Connection(path)
     try:
@@ -179,7 +179,7 @@ def open_readonly(path: str) -> apsw.Connection | None:
     database), the file is read as immutable, and ``status`` still answers
     exactly when the disk is full, which is when it is needed.
     """
-    if not os.path.exists(path):
+    if not exists(path):
         return None
     conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     set_busy_timeout(conn)

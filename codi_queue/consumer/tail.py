@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from ..config import Config
 from ..errors import CodiQueueError
+from ..fsutil import exists, is_dir
 from ..paths import Paths
 
 __all__ = ["Tailers"]
@@ -66,7 +67,7 @@ class Tailers:
             return 0
 
     def _jsonl(self, file: str, op: str) -> int:
-        if not os.path.exists(file):
+        if not exists(file):  # not yet written; a file we may not reach is reported (_guard)
             return 0
         from ..producers.jsonl import import_file
 
@@ -78,7 +79,7 @@ class Tailers:
         return result.enqueued + len(result.rejected)
 
     def _transcripts(self, root: str) -> int:
-        if not os.path.isdir(root):
+        if not is_dir(root):
             return 0
         from ..producers.transcripts import import_transcripts
 
@@ -88,7 +89,7 @@ class Tailers:
         return result.operations
 
     def _state(self, root: str) -> int:
-        if not os.path.isdir(root):
+        if not is_dir(root):
             return 0
         from ..producers.statedirs import mirror_state_dirs
 

@@ -318,6 +318,8 @@ def _sweep(inflight: str, session: str | None, now: float, grace: float) -> list
                 _unlink(pre_path)
             continue
         mine = marker.get("session_id") == session and age >= grace
+        # In our own private directory, just listed: no error here can hide a marker, and none may
+        # cost the hook its own event (bug 45), so a plain os.path.exists.
         if not (mine or age > _STALE_S) or os.path.exists(path + _POST):
             continue
         try:

@@ -23,7 +23,7 @@ from ..consumer.db import set_busy_timeout
 from ..consumer.lock import ConsumerLock
 from ..schemas.registry import ALL_TIERS
 from ..errors import CodiQueueError
-from ..fsutil import FILE_MODE, ensure_private_dir, fsync_dir, read_file, write_atomic
+from ..fsutil import FILE_MODE, ensure_private_dir, exists, fsync_dir, is_dir, lexists, read_file, write_atomic
 from ..paths import DATABASE_SIDECARS, Paths, sqlite_path
 
 __all__ = ["BackupResult", "backup", "restore", "copy_database", "integrity", "CATCH_UP_MARGIN_S"]
@@ -78,7 +78,7 @@ def integrity(path: str) -> str:
 
 def copy_database(src_path: str, dest_path: str) -> int:
     """Copy with the backup API in one step (one consistent read); the destination's user_version."""
-    if os.path.exists(dest_path):
+    if exists(dest_path):
         raise FileExistsError(dest_path)
     os.close(os.open(dest_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
     src = apsw.Connection(src_path, flags=apsw.SQLITE_OPEN_READONLY)
@@ -104,7 +104,7 @@ def _why(exc: BaseException) -> str:
 def unique_path(base: str) -> str:
     """``base``, or ``base.2``, ``base.3``…: the first name nothing stands at (two runs in one second)."""
     path, n = base, 1
-    while os.path.lexists(path) or os.path.lexists(path + "-wal"):
+    while lexists(path) or lexists(path + "-wal"):
         n += 1
         path = f"{base}.{n}"
     return path
@@ -113,9 +113,9 @@ def unique_path(base: str) -> str:
 def backup(paths: Paths, into: str | None = None) -> BackupResult:
     if into is not None:
         paths.output_dir(into, "backup --into")
-    if into is not None and os.path.lexists(into) and (not os.path.isdir(into) or os.listdir(into)):
+    if into is not None and lexists(into) and (not is_dir(into) or os.listdir(into)):
         raise SnapshotError(f"{into} already exists and is not an empty directory: back up into a new one")
-    if not any(os.path.lexists(paths.database(t)) for t in ALL_TIERS):
+    if not any(lexists(paths.database(t)) for t in ALL_TIERS):
         raise SnapshotError(f"no database in {paths.home} yet (nothing has been applied there): nothing to back up")
     directory = into or unique_path(os.path.join(paths.home, "backups", time.strftime("%Y%m%d-%H%M%S")))
     ensure_private_dir(directory, under=None if into else paths.home)
@@ -126,13 +126,13 @@ def backup(paths: Paths, into: str | None = None) -> BackupResult:
         dest = ""
         try:
             src = paths.database_file(tier)
-            if not os.path.exists(src):
+            if not exists(src):
                 continue
             dest = unique_path(os.path.join(directory, os.path.basename(src)))  # two tiers may share a name
             version = copy_database(src, dest)
         except (apsw.Error, CodiQueueError, OSError) as exc:
             result.problems.append(f"{tier}: not backed up: {_why(exc)}")
-            if dest and os.path.lexists(dest):
+            if dest and lexists(dest):
                 os.unlink(dest)
             continue
         check = integrity(dest)
@@ -208,10 +208,10 @@ def restore(paths: Paths, snapshot: str, tiers: tuple[str, ...] | None = None) -
             live = os.path.realpath(paths.database_file(tier))
             staged = unique_path(f"{live}.restoring-{stamp}")
             copy_database(os.path.join(snapshot, manifest.tiers[tier].file), staged)
-            if os.path.exists(live):
+            if exists(live):
                 aside = unique_path(f"{live}.before-restore-{stamp}")  # never over a file an earlier restore kept
                 for suffix in ("", "-wal", "-shm"):
-                    if os.path.exists(live + suffix):
+                    if exists(live + suffix):
                         os.replace(live + suffix, aside + suffix)
                 moved[tier] = aside
             os.replace(staged, live)

@@ -22,7 +22,7 @@ from ..consumer.db import open_readonly
 from ..consumer.lock import ConsumerLock
 from ..consumer.loop import Consumer
 from ..schemas.registry import ALL_TIERS
-from ..fsutil import ensure_private_dir, fsync_dir
+from ..fsutil import ensure_private_dir, exists, fsync_dir
 from ..errors import CodiQueueError
 from ..paths import Paths
 from ..schemas.registry import OPS, REJECTED_OP, STATE_TIER
@@ -64,14 +64,14 @@ def _rebuild(
 ) -> RebuildResult:
     ensure_private_dir(into)
     for tier in tiers:
-        if os.path.exists(os.path.join(into, os.path.basename(paths.database(tier)))):
+        if exists(os.path.join(into, os.path.basename(paths.database(tier)))):
             raise FileExistsError(f"{into} already holds a {tier} database: rebuild into an empty directory")
     consumer = Consumer(paths.with_db_dir(into), batch_ops=50_000, tiers=tiers)
     stats = consumer.apply_journal(journal_dirs(paths), progress)
     result = RebuildResult(stats.operations)
     for tier in tiers:
         path = os.path.join(into, os.path.basename(paths.database(tier)))
-        if os.path.exists(path):
+        if exists(path):
             # A writer connection: closing the last one checkpoints and removes the WAL.
             conn = apsw.Connection(path)
             try:
@@ -115,7 +115,7 @@ def rebuild_in_place(
         for tier in tiers:
             live = paths.database_file(tier)
             fresh = paths.with_db_dir(work).database(tier)
-            if os.path.exists(live):
+            if exists(live):
                 old, new = _row_counts(live), _row_counts(fresh)
                 for table, n in sorted(old.items()):
                     if n > new.get(table, 0):
@@ -125,11 +125,11 @@ def rebuild_in_place(
                         )
                 aside = f"{live}.before-rebuild-{stamp}"
                 for suffix in ("", "-wal", "-shm"):
-                    if os.path.exists(live + suffix):
+                    if exists(live + suffix):
                         os.replace(live + suffix, aside + suffix)
                 result.replaced[tier] = aside
             for suffix in ("-wal", "-shm"):
-                if os.path.exists(fresh + suffix):
+                if exists(fresh + suffix):
                     os.replace(fresh + suffix, live + suffix)
             os.replace(fresh, live)
         fsync_dir(paths.db_dir)
