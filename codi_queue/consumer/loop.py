@@ -30,7 +30,7 @@ from ..fsutil import ensure_private_dir
 from ..paths import Paths
 from ..signals import calling_on
 from ..queue.frame import KIND_JSON_RECORD
-from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, describe_lost, describe_pos
+from ..queue.segment import QUARANTINE_INLINE, Entry, SegmentReader, cannot_read_now, describe_lost, describe_pos
 from ..queue.spool import QueueDir, Spool, dir_bytes
 from ..schemas.registry import ALL_TIERS, STATE_TIER
 from .apply import DeadLetter, apply_items, get_cursor, repay_owed
@@ -130,6 +130,7 @@ class Consumer:
         # pass tries again. Unreadable ones are never archived as if applied.
         self._stuck: dict[str, str] = {}
         self._unreadable: set[str] = set()
+        self._waiting: dict[str, str] = {}  # directories that cannot be read now, and why, as last said
         self._cursors: dict[str, dict[str, int]] = {}
         self.tailers = Tailers(paths, config, self._report) if config is not None else None
         self.metrics = Metrics(paths.metrics)
@@ -417,6 +418,8 @@ class Consumer:
         try:
             reader = SegmentReader(qd.path, live=qd.live, trust_info=qd.live and self._hint_overdue(qd.id))
         except OSError as exc:
+            if cannot_read_now(exc):
+                return self._waits(qd, exc, 0)
             if qd.live or isinstance(exc, FileNotFoundError):
                 raise
             # A link or a file where a segment should be: never read, moved out
@@ -448,21 +451,44 @@ class Consumer:
                         cursors[t] = 0
                 start = min(cursors[t] for t in tiers)
             if start >= reader.end:
-                return 0, True
-            if reader.trusted:
-                reader.make_durable()  # no producer vouched for these bytes: sync them before reading
+                return self._readable(qd, 0)
             handled = 0
-            batch = Batch(qd.id, cursors, tiers, start)
-            with _cyclic_gc_paused():
-                for entry in reader.entries(start):
-                    self._route(batch, entry, reader)
-                    if batch.full(self.batch_ops):
+            try:
+                if reader.trusted:
+                    reader.make_durable()  # no producer vouched for these bytes: sync them before reading
+                batch = Batch(qd.id, cursors, tiers, start)
+                with _cyclic_gc_paused():
+                    for entry in reader.entries(start):
+                        self._route(batch, entry, reader)
+                        if batch.full(self.batch_ops):
+                            handled += self._commit(batch)
+                            batch = Batch(qd.id, cursors, tiers, entry.end)
+                            if self.stopping:
+                                return handled, False
+                    if batch:
                         handled += self._commit(batch)
-                        batch = Batch(qd.id, cursors, tiers, entry.end)
-                        if self.stopping:
-                            return handled, False
-                if batch:
-                    handled += self._commit(batch)
+            except OSError as exc:
+                if not cannot_read_now(exc):
+                    raise
+                return self._waits(qd, exc, handled)  # what was read before it stays committed
+        return self._readable(qd, handled)
+
+    def _waits(self, qd: QueueDir, exc: OSError, handled: int) -> tuple[int, bool]:
+        """A directory that cannot be read now (a permission taken away, descriptors run out) is
+        not damage: its operations wait in it, never archived as applied, while the rest of the
+        spool goes on; it is read again on every pass. Said once per directory and reason."""
+        name = f": {exc.filename}" if isinstance(exc.filename, str) and exc.filename != qd.path else ""
+        why = (f"{qd.path} cannot be read now ({exc.strerror or exc}{name}): its operations wait there "
+               "until it can")
+        self._unreadable.add(qd.id)
+        if self._waiting.get(qd.id) != why:
+            self._report(why)
+        self._waiting[qd.id] = why
+        return handled, True
+
+    def _readable(self, qd: QueueDir, handled: int) -> tuple[int, bool]:
+        if self._waiting.pop(qd.id, None) is not None:
+            log.info("%s can be read again", qd.path)
         return handled, True
 
     def _route(self, batch: Batch, entry: Entry, reader: SegmentReader) -> None:

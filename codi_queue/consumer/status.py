@@ -15,7 +15,7 @@ from ..errorlog import error_count, last_error
 from ..errors import CodiQueueError
 from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
-from ..queue.segment import SegmentReader
+from ..queue.segment import SegmentReader, cannot_read_now
 from ..queue.spool import Spool
 from ..schemas.envelope import RecordHead, RecordOps
 from ..schemas.registry import OPS, STATE_TIER, TIERS
@@ -286,20 +286,25 @@ def _pending(paths: Paths, conns: dict[str, Any]) -> tuple[int, float | None]:
         except OSError:
             continue  # claimed, archived or quarantined while we looked
         with reader:
-            for entry in reader.entries(low):
-                if entry.payload is None:
-                    continue
-                json = entry.kind == KIND_JSON_RECORD
-                try:
-                    head = (_decode_json_head if json else _decode_head)(entry.payload)
-                    n = head.n if entry.end > high else _unapplied(entry.payload, json, entry.end, cursors)
-                except (msgspec.DecodeError, RecursionError):
-                    continue  # damaged records are the consumer's to report
-                count += n
-                # Each lane's inbox is in order; lanes are not. A time no producer writes (NaN, before
-                # 1970, ahead of now: a record written by hand) dates nothing: it made the lag read 0.
-                if n and 0 <= head.ts <= now and (oldest is None or head.ts < oldest):
-                    oldest = head.ts
+            try:
+                for entry in reader.entries(low):
+                    if entry.payload is None:
+                        continue
+                    json = entry.kind == KIND_JSON_RECORD
+                    try:
+                        head = (_decode_json_head if json else _decode_head)(entry.payload)
+                        n = head.n if entry.end > high else _unapplied(entry.payload, json, entry.end, cursors)
+                    except (msgspec.DecodeError, RecursionError):
+                        continue  # damaged records are the consumer's to report
+                    count += n
+                    # Each lane's inbox is in order; lanes are not. A time no producer writes (NaN, before
+                    # 1970, ahead of now: a record written by hand) dates nothing: it made the lag read 0.
+                    if n and 0 <= head.ts <= now and (oldest is None or head.ts < oldest):
+                        oldest = head.ts
+            except OSError as exc:
+                if not cannot_read_now(exc):
+                    raise
+                continue  # its operations wait there, counted once it can be read (the consumer says so)
     return count, oldest
 
 

@@ -23,6 +23,7 @@ what we write.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import importlib
 import importlib.util
@@ -43,7 +44,7 @@ from . import frame
 
 __all__ = ["durable_queue_class", "open_queue", "CHUNK_RECORDS", "read_info", "checked_info", "recover_head", "NOFOLLOW",
            "POS_SHIFT", "ACKED_FILE", "chunk_files", "check_head", "publish_acked", "publish_written", "read_written", "acknowledge", "read_acked",
-           "read_acked_ops", "read_acked_state"]
+           "read_acked_ops", "read_acked_state", "cannot_read_now"]
 
 POS_SHIFT = 40  # a position is chunk << 40 | byte offset (as in segment.py)
 ACKED_FILE = "acked"  # the acknowledged position producers publish after their sync
@@ -627,10 +628,23 @@ def acknowledge(data_fd: int, acked_fd: int, pos: int, ops: int) -> bool:
     return True
 
 
+# Errors that say nothing of the bytes, only that they cannot be read now: a permission taken
+# away, descriptors or memory run out. Never damage (its operations would be counted lost and
+# passed over for good): they are raised, and the directory is read again once they pass.
+_NOT_NOW = frozenset({errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+
+
+def cannot_read_now(exc: BaseException) -> bool:
+    """Whether ``exc`` leaves the bytes as they were, only out of reach for now."""
+    return isinstance(exc, OSError) and exc.errno in _NOT_NOW
+
+
 def _acked_bytes(dir_fd: int) -> bytes:
     try:
         fd = os.open(ACKED_FILE, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
-    except OSError:
+    except OSError as exc:
+        if cannot_read_now(exc):
+            raise  # not "nothing acknowledged": the acknowledged records would wait unsaid
         return b""
     try:
         return os.pread(fd, 16, 0)

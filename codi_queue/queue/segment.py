@@ -39,9 +39,9 @@ from typing import NamedTuple
 from ..errors import CorruptRecord
 from ..fsutil import DIR_FLAGS, NOFOLLOW
 from . import frame
-from .durable_queue import checked_info, read_acked_state, recover_head
+from .durable_queue import cannot_read_now, checked_info, read_acked_state, recover_head
 
-__all__ = ["Entry", "SegmentReader", "POS_SHIFT", "describe_pos", "QUARANTINE_INLINE"]
+__all__ = ["Entry", "SegmentReader", "POS_SHIFT", "describe_pos", "QUARANTINE_INLINE", "cannot_read_now"]
 
 POS_SHIFT = 40
 _OFFSET_MASK = (1 << POS_SHIFT) - 1
@@ -197,6 +197,11 @@ class SegmentReader:
                 self.warnings.append(f"{self.path}: no info file; scanning every chunk to its end")
             return [(n, None) for n in present]
         except (CorruptRecord, OSError, ValueError, TypeError, KeyError) as exc:
+            if cannot_read_now(exc) and (self.live or getattr(exc, "filename", None) != "info"):
+                # A chunk (recover_head reads the head chunk) we may not read now: not a reason
+                # to say nothing (live) or to scan chunks that cannot be read either. An info we
+                # may not read in a claimed segment is passed over: its chunks are scanned.
+                raise
             if self.live:
                 return []  # the consumer moves such an inbox aside under the lock
             self.warnings.append(f"{self.path}: info unreadable ({exc}); scanning every chunk to its end")
@@ -288,6 +293,8 @@ class SegmentReader:
         try:
             fd = _open_regular(name, self._dfd)
         except OSError as exc:
+            if cannot_read_now(exc):
+                raise
             end = base + limit if limit else (chunk + 1) << POS_SHIFT
             if offset < end - base and limit != 0:
                 why = "is missing" if isinstance(exc, FileNotFoundError) else f"is not a regular file, not read ({exc.strerror or exc})"
