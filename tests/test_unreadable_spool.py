@@ -30,6 +30,7 @@ from codi_queue.producers.api import enqueue
 from codi_queue.queue.spool import Spool, read_dir_id
 
 from .conftest import cli_env, query
+from .test_lanes import in_lane
 
 
 def _events(paths: Paths, tag: str, n: int) -> None:
@@ -101,6 +102,50 @@ def test_a_live_inbox_that_cannot_be_read_now_is_said_not_passed_over_in_silence
     assert _stored(paths) == ["a0", "a1", "a2"]
 
 
+def _refuse_directory(monkeypatch: pytest.MonkeyPatch, directory: str) -> None:
+    """The directory behaves as one whose permissions were taken away (mode 000): its own
+    entry can be looked at, nothing in it can be listed or opened."""
+    real_open, real_scandir = os.open, os.scandir
+
+    def denied(path: Any) -> PermissionError:
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    def opening(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        where = os.readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None else ""
+        full = os.path.join(where, path) if isinstance(path, str) else ""
+        if full == directory or full.startswith(directory + os.sep):
+            raise denied(full)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    def scanning(path: Any = ".") -> Any:
+        if path == directory:
+            raise denied(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "open", opening)
+    monkeypatch.setattr(os, "scandir", scanning)
+
+
+def test_a_lane_inbox_out_of_reach_is_said_once_and_the_other_lanes_go_on(
+        paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+    _events(paths, "a", 3)
+    inbox = os.path.join(paths.spool, "inbox")
+    with in_lane(paths, 1):
+        _events(paths, "b", 2)
+    _refuse_directory(monkeypatch, inbox)
+    consumer = Consumer(paths)
+    consumer.run(once=True)
+    assert _stored(paths) == ["b0", "b1"]  # lane 1 was drained; before, every pass failed at lane 0
+    said = _said(paths, "")
+    assert [e["message"] for e in said] == [f"{inbox} cannot be read now (Permission denied): its operations "
+                                            "wait there until it can"]
+    consumer.drain(max_passes=2)  # the same consumer does not say it again
+    assert len(_said(paths, "")) == 1
+    monkeypatch.undo()
+    Consumer(paths).run(once=True)
+    assert _stored(paths) == ["a0", "a1", "a2", "b0", "b1"]
+
+
 def test_a_chunk_whose_permission_was_taken_away(paths: Paths, home: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root reads a file whatever its mode (the tests above take the permission away for it)")
@@ -114,5 +159,13 @@ def test_a_chunk_whose_permission_was_taken_away(paths: Paths, home: Path) -> No
         assert _stored(paths) == []
     finally:
         os.chmod(chunk, 0o600)
+    inbox = os.path.dirname(chunk)
+    os.chmod(inbox, 0)
+    try:
+        out = subprocess.run([sys.executable, "-m", "codi_queue", "run", "--once"], env=cli_env(home),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and f"{inbox} cannot be read now (Permission denied)" in out.stderr, out.stderr
+    finally:
+        os.chmod(inbox, 0o700)
     Consumer(paths).run(once=True)
     assert _stored(paths) == ["a0", "a1", "a2"]

@@ -131,6 +131,7 @@ class Consumer:
         self._stuck: dict[str, str] = {}
         self._unreadable: set[str] = set()
         self._waiting: dict[str, str] = {}  # directories that cannot be read now, and why, as last said
+        self._inboxes_waiting: dict[str, str] = {}  # the same for lane inboxes whose id cannot be read
         self._cursors: dict[str, dict[str, int]] = {}
         self.tailers = Tailers(paths, config, self._report) if config is not None else None
         self.metrics = Metrics(paths.metrics)
@@ -326,8 +327,15 @@ class Consumer:
         while not self.stopping and (max_passes is None or passes < max_passes):
             passes += 1
             handled = 0
-            for rescued in self.spool.rescue_inboxes():
+            out_of_reach: dict[str, OSError] = {}
+            for rescued in self.spool.rescue_inboxes(out_of_reach):
                 self._report(rescued)
+            said, self._inboxes_waiting = self._inboxes_waiting, {}
+            for path, exc in out_of_reach.items():  # listed by no pass (their id cannot be read): said here
+                why = _waiting_reason(path, exc)
+                if said.get(path) != why:
+                    self._report(why)
+                self._inboxes_waiting[path] = why
             dirs = list(self.spool.queue_dirs())
             self._pending_ids = [qd.id for qd in dirs]
             self._unreadable.clear()
@@ -477,9 +485,7 @@ class Consumer:
         """A directory that cannot be read now (a permission taken away, descriptors run out) is
         not damage: its operations wait in it, never archived as applied, while the rest of the
         spool goes on; it is read again on every pass. Said once per directory and reason."""
-        name = f": {exc.filename}" if isinstance(exc.filename, str) and exc.filename != qd.path else ""
-        why = (f"{qd.path} cannot be read now ({exc.strerror or exc}{name}): its operations wait there "
-               "until it can")
+        why = _waiting_reason(qd.path, exc)
         self._unreadable.add(qd.id)
         if self._waiting.get(qd.id) != why:
             self._report(why)
@@ -680,6 +686,11 @@ class Consumer:
     def _report(self, message: str) -> None:
         log.warning("%s", message)
         record_error(self.paths.error_log, "consumer", message)
+
+
+def _waiting_reason(path: str, exc: OSError) -> str:
+    name = f": {exc.filename}" if isinstance(exc.filename, str) and exc.filename != path else ""
+    return f"{path} cannot be read now ({exc.strerror or exc}{name}): its operations wait there until it can"
 
 
 def _in_main_thread() -> bool:

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 from ..errors import CorruptRecord, SpoolError, UnsafePath
 from ..fsutil import (DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, unsafe_ancestor,
                       write_atomic)
-from .durable_queue import (POS_SHIFT, acknowledge, check_head, open_queue, publish_acked, publish_written, read_acked,
+from .durable_queue import (POS_SHIFT, acknowledge, cannot_read_now, check_head, open_queue, publish_acked, publish_written, read_acked,
                             read_acked_ops, read_info)
 
 
@@ -346,11 +346,19 @@ class Spool:
         """Every record still on disk: archived, claimed, then the inboxes (each lane in the order it was written)."""
         return (self.archived_dirs() if archived else []) + (list(self.queue_dirs()) if pending else [])
 
-    def rescue_inboxes(self) -> list[str]:
-        """``rescue_inbox`` for every lane: what was wrong with each inbox moved aside."""
+    def rescue_inboxes(self, out_of_reach: dict[str, OSError] | None = None) -> list[str]:
+        """``rescue_inbox`` for every lane: what was wrong with each inbox moved aside. An inbox
+        that cannot be read now (``cannot_read_now``) goes into ``out_of_reach`` (its path → the
+        error) and the other lanes are looked at; without it, the error is raised."""
         found = []
         for lane in self.lanes():
-            why = self._lane(lane).rescue_inbox()
+            try:
+                why = self._lane(lane).rescue_inbox()
+            except OSError as exc:
+                if out_of_reach is None or not cannot_read_now(exc):
+                    raise
+                out_of_reach[lane_inbox(self.root, lane)] = exc
+                continue
             if why is not None:
                 found.append(why)
         return found
