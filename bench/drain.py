@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import Row, tmpdir  # noqa: E402
+from bench.common import Row, discard, tmpdir  # noqa: E402
 
 MIX = [
     ("tool_event", lambda i: {"tool_name": "Bash", "success": i % 7 != 0, "duration_ms": i % 900, "session_id": f"s{i % 50}"}),
@@ -46,6 +46,7 @@ def drain_rate(total: int) -> tuple[float, int]:
     t0 = time.perf_counter()
     stats = consumer.run(once=True)
     dt = time.perf_counter() - t0
+    discard(home)
     return stats.operations / dt, stats.operations
 
 
@@ -78,6 +79,7 @@ def ceiling_rate(total: int) -> float:
     dt = time.perf_counter() - t0
     for conn in conns.values():
         conn.close()
+    discard(home)
     del apsw, msgspec
     return per * len(MIX) / dt
 

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import Row, ms, tmpdir  # noqa: E402
+from bench.common import Row, discard, ms, tmpdir  # noqa: E402
 
 
 def _du(path: str) -> int:
@@ -55,6 +55,7 @@ def depth(n: int) -> dict[str, float]:
         time.sleep(0.05)
     drain = time.perf_counter() - t0
     db = _du(os.path.join(home, "db"))
+    discard(home)
     return {"p50": statistics.median(lat), "drain_ops_s": (n + 200) / drain, "peak_kb": peak,
             "spool_bytes": spool, "db_bytes": db}
 

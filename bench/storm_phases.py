@@ -14,7 +14,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,8 +71,10 @@ def worker(home: str, n: int, out: str, go: str) -> None:
 
 
 def main() -> None:
-    tmp = tempfile.mkdtemp(prefix="codi-phases-")
-    os.chmod(tmp, 0o700)
+    sys.path.insert(0, ROOT)
+    from bench.common import tmpdir  # removed when this process exits
+
+    tmp = tmpdir("phases")
     go = os.path.join(tmp, "go")
     outs = [os.path.join(tmp, f"out{i}.json") for i in range(PRODUCERS)]
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", os.path.join(tmp, "home"), str(PER), o, go])
