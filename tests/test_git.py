@@ -197,6 +197,28 @@ def test_a_chained_pre_push_reading_refs_sees_them_and_still_blocks(tmp_path: Pa
     assert commit_repo == [(str(repo),)]  # the local repository, not the remote
 
 
+@pytest.mark.parametrize("tmpdir", ["missing", "a-file"])
+def test_a_pre_push_with_nowhere_to_keep_the_refs_never_blocks_or_lets_through_a_push(
+        tmp_path: Path, home: Path, paths: Paths, tmpdir: str) -> None:
+    """The hook keeps git's refs in a file under TMPDIR for its own record. When it could not make
+    one (TMPDIR missing, full, read-only) it exited 1: every push was refused for our sake."""
+    repo, remote, env = _push_setup(tmp_path, home, REFS_GUARD)
+    where = tmp_path / "tmp"
+    if tmpdir == "a-file":
+        where.write_text("")
+    env = dict(env, TMPDIR=str(where))
+    (repo / "f").write_text("x")
+    _git(repo, "add", ".", env=env)
+    _git(repo, "commit", "-qm", "x", env=env)
+    blocked = subprocess.run(["git", "-C", str(repo), "push", "-q", "origin", "main"], capture_output=True, text=True,
+                             env=env, timeout=60)
+    assert blocked.returncode != 0 and "refusing a push to main" in blocked.stderr  # the guard saw the refs
+    allowed = subprocess.run(["git", "-C", str(repo), "push", "-q", "origin", "main:topic"], capture_output=True,
+                             text=True, env=env, timeout=60)
+    assert allowed.returncode == 0, allowed.stderr
+    assert _git(remote, "branch", "--list").split() == ["topic"]
+
+
 def test_gits_own_sample_pre_push_still_works_when_chained(tmp_path: Path, home: Path) -> None:
     sample = _sample_pre_push()
     assert sample is not None, "git's sample hooks are part of the git package on the project's machines"

@@ -154,22 +154,33 @@ def _git_script(name: str, command: str) -> str:
     # the same stdin (pre-push refs arrive there; a hook reading them with
     # ``while read`` needs the final newline). Its exit status is ours:
     # pre-push may block a push, codi-queue never does, and a push the hook
-    # blocked is not recorded as one.
+    # blocked is not recorded as one. The refs are kept in a file for our own
+    # record; with nowhere to keep them (TMPDIR full, read-only or missing) the
+    # chained hook still gets every one of them through tee, which goes on
+    # writing to it when the file cannot be written, and the push is recorded
+    # without them or not at all: never blocked, or let through, for our sake.
     return f"""#!/bin/sh
 {_MARK} ({name}); the hook that was here before runs first, as {name}.pre-codi-queue
 status=0
 chained="$(dirname "$0")/{name}.pre-codi-queue"
 input=/dev/null
 if [ "{name}" = "pre-push" ]; then
-    input=$(mktemp "${{TMPDIR:-/tmp}}/codi-queue-pre-push.XXXXXX") || exit 1
-    trap 'rm -f "$input"' EXIT
-    cat >"$input"
+    input=$(mktemp "${{TMPDIR:-/tmp}}/codi-queue-pre-push.XXXXXX" 2>/dev/null) || input=""
+    if [ -n "$input" ]; then
+        trap 'rm -f "$input"' EXIT
+    fi
 fi
 if [ -x "$chained" ]; then
-    if [ "{name}" = "pre-push" ]; then "$chained" "$@" <"$input"; else "$chained" "$@"; fi
+    if [ "{name}" = "pre-push" ] && [ -n "$input" ]; then
+        tee "$input" 2>/dev/null | "$chained" "$@"
+    else
+        "$chained" "$@"
+    fi
     status=$?
+elif [ "{name}" = "pre-push" ] && [ -n "$input" ]; then
+    cat >"$input" 2>/dev/null
 fi
-if [ $status -eq 0 ]; then
+if [ $status -eq 0 ] && [ -n "$input" ]; then
     {command} {name} "$@" <"$input" >/dev/null 2>&1 || true
 fi
 exit $status
