@@ -49,6 +49,24 @@ def test_status_piped_into_a_closed_reader_is_quiet(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
 
 
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_text_stdout_cannot_show_is_escaped_not_an_internal_error(tmp_path: Path, encoding: str) -> None:
+    """A locale whose encoding lacks a character of the user's own text (a home named with one):
+    `status` and `paths` ended in "internal error: UnicodeEncodeError" (bug 73)."""
+    home = tmp_path / "h\u2713\U0001f600me"
+    assert run_cli(home, "enqueue", "tool_event", '{"tool_name": "Bash", "success": true}').returncode == 0
+    env = dict(cli_env(home), PYTHONIOENCODING=encoding)
+    for args in (["status"], ["paths"], ["config"], ["run", "--once"], ["paths", "--json"]):
+        res = subprocess.run([sys.executable, "-m", "codi_queue", *args], env=env, capture_output=True, timeout=60)
+        assert res.returncode == 0 and b"internal error" not in res.stderr, (args, res)
+        if args == ["paths"]:
+            assert b"h\\u2713\\U0001f600me" in res.stdout, res.stdout
+        if args == ["paths", "--json"]:
+            import json
+
+            assert json.loads(res.stdout)["home"] == str(home)
+
+
 def test_each_edge_is_one_line_and_exit_1(tmp_path: Path) -> None:
     home = tmp_path / "home"
     assert run_cli(home, "run", "--once").returncode == 0

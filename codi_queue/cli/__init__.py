@@ -25,6 +25,7 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """The edge: library errors become one line on stderr and a documented exit status, never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    _escape_what_stdout_cannot_show()
     try:
         fast = _fast_path(argv)
         if fast is not None:
@@ -52,6 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - the edge: one line, an exit status, the details in the log
         return _fail(exc, argv)
+
+
+def _escape_what_stdout_cannot_show() -> None:
+    """What we print holds the user's text (paths, names, reasons). Where stdout's encoding
+    cannot show a character (a Latin-1 locale, PYTHONIOENCODING=ascii) it is escaped, as Python
+    escapes it on stderr, instead of ending the command in an internal error."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and getattr(sys.stdout, "errors", None) == "strict":
+        reconfigure(errors="backslashreplace")
 
 
 def _fail(exc: BaseException, argv: list[str]) -> int:
