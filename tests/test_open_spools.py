@@ -18,7 +18,7 @@ from codi_queue.paths import resolve
 from codi_queue.producers.api import enqueue
 from codi_queue.queue import spool as spool_module
 
-from .conftest import ROOT, query
+from .conftest import ROOT, query, wait_until
 
 PROBE = textwrap.dedent("""
     import os, resource, sys
@@ -87,3 +87,37 @@ def test_threads_enqueueing_across_more_homes_than_stay_open_lose_nothing(tmp_pa
         Consumer(paths).run(once=True)
         stored += [r[0] for r in query(paths, "sessions", "SELECT tool_use_id FROM tool_events")]
     assert sorted(stored) == sorted(f"{t}-{n}" for t in range(4) for n in range(150))
+
+
+def test_a_child_forked_while_another_thread_looks_up_a_spool_can_enqueue(tmp_path: Path) -> None:
+    """The lock around the spools a process keeps is held for a moment by each append's lookup;
+    a child forked at that moment inherited it held, and its first enqueue waited for ever."""
+    import os
+    import signal
+
+    last: list[int] = []
+
+    def reaped() -> bool:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            last.append(status)
+        return bool(done)
+
+    spool_module._SHARED.acquire()  # as another thread's lookup holds it when the fork comes
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: one enqueue, then out without running the parent's cleanups
+            code = 1  # also on an exception
+            try:
+                code = 0 if enqueue("tool_event", {"tool_name": "Bash", "success": True}, home=str(tmp_path / "h")) else 1
+            finally:
+                os._exit(code)
+    finally:
+        spool_module._SHARED.release()
+    try:
+        wait_until(reaped, 60, "the forked child's enqueue to return")
+    finally:
+        if not last:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(last[0]) == 0

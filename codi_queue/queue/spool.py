@@ -565,6 +565,14 @@ _open: dict[str, None] = {}  # the roots whose descriptors are open, the most re
 _SHARED = threading.Lock()
 
 
+def _fresh_shared_lock() -> None:
+    global _SHARED
+    _SHARED = threading.Lock()  # a child forked while another thread held it would wait for ever
+
+
+os.register_at_fork(after_in_child=_fresh_shared_lock)
+
+
 def shared_spool(root: str, archive: str) -> Spool:
     """This process's Spool for ``root``: the same object for every append (its lane, and with
     it the order of this process's records, stays), with the descriptors of at most
