@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from codi_queue.consumer.loop import Consumer
-from codi_queue.consumer.status import collect
+from codi_queue.consumer.status import collect, prometheus_text, render_human
 from codi_queue.paths import Paths
 from codi_queue.producers.api import enqueue
 from codi_queue.queue.spool import Spool, read_dir_id
@@ -97,6 +97,9 @@ def test_a_live_inbox_that_cannot_be_read_now_is_said_not_passed_over_in_silence
     assert len(said) == 1 and said[0]["message"].startswith(os.path.join(paths.spool, "inbox")), said
     status = collect(paths)  # answers, and says why
     assert "cannot be read now" in status["last_error"]["message"], status
+    assert status["out_of_reach"] == [f"{os.path.join(paths.spool, 'inbox')}: Permission denied (q00000)"]
+    assert "out of reach     " in render_human(status, paths.home)
+    assert "codi_queue_out_of_reach_directories 1\n" in prometheus_text(status)
     monkeypatch.undo()
     Consumer(paths).run(once=True)
     assert _stored(paths) == ["a0", "a1", "a2"]
@@ -141,6 +144,7 @@ def test_a_lane_inbox_out_of_reach_is_said_once_and_the_other_lanes_go_on(
                                             "wait there until it can"]
     consumer.drain(max_passes=2)  # the same consumer does not say it again
     assert len(_said(paths, "")) == 1
+    assert collect(paths)["out_of_reach"] == [f"{inbox}: Permission denied"]
     monkeypatch.undo()
     Consumer(paths).run(once=True)
     assert _stored(paths) == ["a0", "a1", "a2", "b0", "b1"]

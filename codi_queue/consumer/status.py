@@ -16,7 +16,7 @@ from ..errors import CodiQueueError
 from ..paths import Paths
 from ..queue.frame import KIND_JSON_RECORD
 from ..queue.segment import SegmentReader, cannot_read_now
-from ..queue.spool import Spool
+from ..queue.spool import Spool, lane_inbox
 from ..schemas.envelope import RecordHead, RecordOps
 from ..schemas.registry import OPS, STATE_TIER, TIERS
 from .db import checked_cursor, open_readonly
@@ -53,7 +53,8 @@ def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
     unreadable: dict[str, str] = {}
     conns = {t: _open(paths, t, unreadable) for t in (*TIERS, STATE_TIER)}
     try:
-        pending, oldest = _pending(paths, conns)
+        out_of_reach: list[str] = []
+        pending, oldest = _pending(paths, conns, out_of_reach)
         dead = owed = 0
         applied: dict[str, int] = {}
         for tier, conn in conns.items():
@@ -85,6 +86,9 @@ def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
             continue
     return {
         "pending": pending,
+        # queue directories that cannot be read now (a permission taken away): their operations
+        # wait there, not counted in pending until they can be read
+        "out_of_reach": out_of_reach,
         "lanes": spool.lanes(),  # the inboxes producers are writing (lane 0 is spool/inbox)
         "oldest_pending_age_s": None if oldest is None else round(max(0.0, time.time() - oldest), 3),
         "dead_letters": dead,
@@ -160,6 +164,8 @@ def render_human(report: dict[str, Any], home: str) -> str:
         f"wal              {report['wal_bytes']} bytes",
         f"archive          {report['archive']['segments']} segments, {report['archive']['bytes']} bytes",
     ]
+    lines += [f"out of reach     {what}: its operations wait there, not counted above"
+              for what in report.get("out_of_reach") or ()]
     lines += [f"applied          {t}: {n}" for t, n in sorted(report["applied"].items())]
     lines += [f"tier unavailable {t}: {why}" for t, why in sorted(report["tiers_unavailable"].items())]
     lines += [f"not watched      {what} (polled every {UNWATCHED_POLL_S} s)" for what in report.get("unwatched") or ()]
@@ -234,6 +240,9 @@ def prometheus_text(report: dict[str, Any]) -> str:
         + metric("consumer_up", "gauge", "1 if the consumer holds its lock.", [("", int(report["consumer"]["running"]))])
         + metric("config_refused", "gauge", "1 if the config file is refused (the consumer will not start).",
                  [("", int(bool(report.get("config_error"))))])
+        + metric("out_of_reach_directories", "gauge",
+                 "Queue directories that cannot be read now (their operations wait, not counted as pending).",
+                 [("", len(report.get("out_of_reach") or ()))])
         + metric("unwatched_directories", "gauge", "Directories the kernel will not watch for the consumer (polled).",
                  [("", len(report.get("unwatched") or ()))])
         + metric("throughput_ops_per_second", "gauge", "Operations applied per second over the last minute.",
@@ -267,7 +276,7 @@ def _cursors(conns: dict[str, Any], seg: str) -> dict[str, int]:
     return cursors
 
 
-def _pending(paths: Paths, conns: dict[str, Any]) -> tuple[int, float | None]:
+def _pending(paths: Paths, conns: dict[str, Any], out_of_reach: list[str]) -> tuple[int, float | None]:
     """Operations acknowledged but not applied, and the enqueue time of the oldest.
 
     Past every tier's cursor a record counts whole (its head says how many); between the
@@ -278,13 +287,22 @@ def _pending(paths: Paths, conns: dict[str, Any]) -> tuple[int, float | None]:
     count = 0
     oldest: float | None = None
     now = time.time()
-    for qd in Spool(paths.spool, paths.archive).queue_dirs():
+    spool = Spool(paths.spool, paths.archive)
+    for lane in spool.lanes():  # an inbox whose id cannot be read is listed by no pass below
+        try:
+            os.scandir(lane_inbox(spool.root, lane)).close()
+        except OSError as exc:
+            if cannot_read_now(exc):
+                out_of_reach.append(_out_of_reach(lane_inbox(spool.root, lane), exc))
+    for qd in spool.queue_dirs():
         cursors = _cursors(conns, qd.id)
         low, high = min(cursors.values(), default=0), max(cursors.values(), default=0)
         try:
             reader = SegmentReader(qd.path, live=qd.live, trust_info=True)  # all that info names
-        except OSError:
-            continue  # claimed, archived or quarantined while we looked
+        except OSError as exc:
+            if cannot_read_now(exc):
+                out_of_reach.append(_out_of_reach(qd.path, exc))
+            continue  # else claimed, archived or quarantined while we looked
         with reader:
             try:
                 for entry in reader.entries(low):
@@ -304,8 +322,13 @@ def _pending(paths: Paths, conns: dict[str, Any]) -> tuple[int, float | None]:
             except OSError as exc:
                 if not cannot_read_now(exc):
                     raise
-                continue  # its operations wait there, counted once it can be read (the consumer says so)
+                out_of_reach.append(_out_of_reach(qd.path, exc))
     return count, oldest
+
+
+def _out_of_reach(path: str, exc: OSError) -> str:
+    name = f" ({exc.filename})" if isinstance(exc.filename, str) and exc.filename != path else ""
+    return f"{path}: {exc.strerror or exc}{name}"
 
 
 _TIER_OF = {name: spec.tier for name, spec in OPS.items()}
