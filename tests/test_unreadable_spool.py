@@ -173,3 +173,27 @@ def test_a_chunk_whose_permission_was_taken_away(paths: Paths, home: Path) -> No
         os.chmod(inbox, 0o700)
     Consumer(paths).run(once=True)
     assert _stored(paths) == ["a0", "a1", "a2"]
+
+
+def test_a_rebuild_that_cannot_read_a_directory_now_replaces_nothing(paths: Paths,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild passing over a directory it could not read would put databases without its
+    operations in place of the ones that hold them."""
+    from codi_queue.errors import CodiQueueError
+    from codi_queue.recovery.rebuild import rebuild_in_place
+
+    _events(paths, "a", 3)
+    spool = Spool(paths.spool, paths.archive)
+    seg = read_dir_id(os.path.join(paths.spool, "inbox"))
+    assert seg is not None and spool.claim(seg)
+    Consumer(paths).run(once=True)  # applied and archived
+    archived = spool.archived_dirs()
+    assert len(archived) == 1
+    before = Path(paths.database("sessions")).read_bytes()
+    _refuse_chunks_in(monkeypatch, archived[0].path)
+    with pytest.raises(CodiQueueError, match="cannot be read now .*nothing was rebuilt or replaced"):
+        rebuild_in_place(paths)
+    monkeypatch.undo()
+    assert Path(paths.database("sessions")).read_bytes() == before
+    assert [n for n in os.listdir(paths.db_dir) if n.startswith(".rebuild-")] == []
+    assert _stored(paths) == ["a0", "a1", "a2"]

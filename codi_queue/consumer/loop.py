@@ -381,6 +381,8 @@ class Consumer:
                     self._drain_dir(qd)
                 except FileNotFoundError:
                     continue  # the live consumer archived it meanwhile; it is listed again below
+                if qd.id in self._waiting:  # a rebuild without its operations would replace what holds them
+                    raise CodiQueueError(f"{self._waiting[qd.id]}; nothing was rebuilt or replaced")
                 if progress:
                     progress(n)
         finally:

@@ -111,7 +111,11 @@ def rebuild_in_place(
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with ConsumerLock(paths):
         work = os.path.join(paths.db_dir, f".rebuild-{stamp}")
-        result = _rebuild(paths, work, tiers, progress)
+        try:
+            result = _rebuild(paths, work, tiers, progress)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)  # half a rebuild is no use to anyone; the error says why
+            raise
         for tier in tiers:
             live = paths.database_file(tier)
             fresh = paths.with_db_dir(work).database(tier)
