@@ -172,3 +172,24 @@ def test_a_huge_unknown_operation_name_is_cut_in_the_message(home: Path) -> None
     res = run_cli(home, "enqueue", "x" * 20_000, "{}")
     assert res.returncode == 2 and "unknown operation 'xxx" in res.stderr
     assert len(res.stderr) < 2_000, len(res.stderr)  # the name once, cut, not 20 kB twice
+
+
+def test_status_says_when_the_last_error_was_recorded(tmp_path: Path) -> None:
+    """The last error stays the last one after its cause is gone: its age tells a user whether
+    it is news. A time the log does not hold as its writer does (text, NaN) adds nothing."""
+    import time
+
+    from codi_queue.consumer.status import collect, render_human
+
+    home = tmp_path / "home"
+    assert run_cli(home, "run", "--once").returncode == 0
+    paths = resolve(str(home))
+    report = collect(paths)
+    for ts, shown in ((time.time() - 300, " (5 min ago, "), (time.time() - 30, "s ago, "), ("soon", None),
+                      (float("nan"), None), (1e300, None)):
+        report["last_error"] = {"message": "disk full", "ts": ts}
+        line = render_human(report, str(home)).splitlines()[-1]
+        if shown is None:
+            assert line == "last error       disk full", line
+        else:
+            assert line.startswith("last error       disk full") and shown in line, line

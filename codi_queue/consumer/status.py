@@ -180,8 +180,17 @@ def render_human(report: dict[str, Any], home: str) -> str:
     if report.get("config_error"):
         lines.append(f"config refused   {report['config_error']} (the consumer will not start until it is fixed)")
     err = report["last_error"]
-    lines.append("last error       " + (f"{err['message']}" if err else "none"))
+    lines.append("last error       " + (f"{err['message']}{_ago(err.get('ts'))}" if err else "none"))
     return "\n".join(lines)
+
+
+def _ago(ts: Any) -> str:
+    """When an error was recorded: the last error stays the last one after its cause is gone."""
+    if type(ts) not in (int, float) or not 0 <= ts <= time.time() + 60:
+        return ""  # a time the error log does not hold as its writer does: nothing to say
+    seconds = max(0, int(time.time() - ts))
+    age = f"{seconds}s" if seconds < 120 else f"{seconds // 60} min" if seconds < 7200 else f"{seconds // 3600} h"
+    return f" ({age} ago, {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))})"
 
 
 TEXTFILE_START = b"# HELP codi_queue_"  # how every file ``prometheus_text`` makes begins
