@@ -49,13 +49,13 @@ if TYPE_CHECKING:
 from ..errors import CorruptRecord, SpoolError, UnsafePath
 from ..fsutil import (DIR_FLAGS, FILE_MODE, NOFOLLOW, check_private, ensure_private_dir, fsync_dir, unsafe_ancestor,
                       write_atomic)
-from .durable_queue import (POS_SHIFT, acknowledge, cannot_read_now, check_head, open_queue, publish_acked, publish_written, read_acked,
-                            read_acked_ops, read_info)
+from .durable_queue import (POS_SHIFT, acknowledge, cannot_read_now, check_head, open_queue, publish_acked,
+                            publish_written, read_acked, read_acked_ops, read_info)
 
 
-__all__ = ["Spool", "shared_spool", "OPEN_SPOOLS", "QueueDir", "ID_DIGITS", "LANES", "lane_count", "lane_inbox", "lane_lock", "read_dir_id",
-           "read_dir_lane", "dir_bytes", "list_ids", "is_dir_id", "inbox_problem", "publish_acked", "read_acked",
-           "read_acked_ops"]
+__all__ = ["Spool", "shared_spool", "OPEN_SPOOLS", "QueueDir", "ID_DIGITS", "LANES", "lane_count", "lane_inbox",
+           "lane_lock", "read_dir_id", "read_dir_lane", "dir_bytes", "list_ids", "is_dir_id", "inbox_problem",
+           "publish_acked", "read_acked", "read_acked_ops"]
 
 ID_DIGITS = 20
 ID_FILE = "id"
