@@ -62,9 +62,18 @@ class Paths:
         link, which would carry our writes out of it. One configured elsewhere is the user's
         to set up, links and all. Any of those files that is there must be a regular file:
         SQLite would wait for ever reading a FIFO, and a directory is no database."""
-        from .fsutil import refuse_links_below
+        from .fsutil import check_private, refuse_links_below, unsafe_ancestor
 
         path = self.database(tier)
+        if self.databases()[tier][1] != "default":
+            # Configured elsewhere: its folder is held to the home's rules at every open, as
+            # check_safe holds it at start (where one that cannot be reached is passed over).
+            folder = os.path.dirname(path)
+            why = check_private(folder, follow=True) or unsafe_ancestor(folder)
+            if why:
+                from .errors import UnsafePath
+
+                raise UnsafePath(folder, why)
         for name in (path, *(path + suffix for suffix in DATABASE_SIDECARS)):
             refuse_links_below(self.home, name)
             try:
@@ -164,8 +173,17 @@ class Paths:
         from .fsutil import check_private, unsafe_ancestor
 
         below_home = os.path.abspath(self.home) + os.sep
+        own = self.private_dirs(databases=False)
         for path, follow in self.private_dirs(databases):
-            why = check_private(path, follow=follow)
+            try:
+                why = check_private(path, follow=follow)
+            except OSError:
+                if (path, follow) in own:
+                    raise
+                # A database folder that cannot be reached (behind a directory we may not search):
+                # that tier is set aside when it is opened (database_file checks it then), the rest
+                # go on; it had stopped every command and the whole consumer.
+                continue
             if not why and not os.path.abspath(path).startswith(below_home):  # the home's own are checked once
                 why = unsafe_ancestor(path)
             if why:

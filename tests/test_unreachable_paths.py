@@ -106,3 +106,40 @@ def test_no_module_takes_an_unreachable_path_for_a_missing_one() -> None:
                 if where not in allowed:
                     found.append(f"{where[0]}:{node.lineno} os.path.{node.attr}")
     assert found == []
+
+
+def test_a_database_that_cannot_be_reached_sets_its_tier_aside_not_every_command(
+        home: Path, paths: Paths, tmp_path: Path) -> None:
+    """An adopted database behind a path that cannot be reached (a link loop here; for a user, a
+    directory above it they may not search) stopped every command and the whole consumer at
+    the check of its folder. It now sets that tier aside, named by status, and the others go on;
+    its folder is still held to the home's rules whenever it is opened."""
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    os.makedirs(home, exist_ok=True)
+    Path(paths.config).write_text(f'[databases]\nsessions = "{loop / "claude.db"}"\n')
+    env = dict(os.environ, CODI_QUEUE_HOME=str(home), PYTHONPATH=str(ROOT))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "codi_queue", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    assert cli("enqueue", "task", '{"task_id": "t1", "title": "x", "status": "pending"}').returncode == 0
+    assert cli("enqueue", "tool_event", '{"tool_name": "Bash", "success": true}').returncode == 0
+    run = cli("run", "--once")
+    assert run.returncode == 1 and "sessions: OSError" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    status = cli("status")
+    assert status.returncode == 0 and "tier unavailable sessions" in status.stdout, status
+    assert "Too many levels of symbolic links" in status.stdout and "applied          tasks: 1" in status.stdout
+    assert "pending          1" in status.stdout  # the tool event waits for its tier
+    # Once reachable, a folder others can write is still refused, at the open as at the start.
+    os.remove(loop)
+    loop.mkdir()
+    os.chmod(loop, 0o777)
+    run = cli("run", "--once")
+    assert run.returncode == 1 and "writable by group or others" in run.stderr, run.stderr
+    assert not (loop / "claude.db").exists()
+    from codi_queue.errors import UnsafePath
+
+    with pytest.raises(UnsafePath, match="writable by group or others"):
+        paths.database_file("sessions")

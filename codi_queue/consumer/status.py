@@ -36,7 +36,7 @@ _decode_json_head = msgspec.json.Decoder(RecordHead).decode
 def _open(paths: Paths, tier: str, problems: dict[str, str]) -> Any:
     try:
         return open_readonly(paths.database_file(tier))
-    except (apsw.Error, CodiQueueError) as exc:  # reported, not fatal: status must answer whatever one database is like
+    except (apsw.Error, CodiQueueError, OSError) as exc:  # reported, not fatal: status must answer whatever one database is like
         problems[tier] = f"{type(exc).__name__}: {exc}"
         return None
 
@@ -82,8 +82,8 @@ def collect(paths: Paths, count_backlog: bool = True) -> dict[str, Any]:
     for tier in (*TIERS, STATE_TIER):
         try:
             wal += os.path.getsize(paths.database(tier) + "-wal")
-        except FileNotFoundError:
-            continue
+        except OSError:
+            continue  # none, or a database that cannot be reached (named under tiers unavailable)
     return {
         "pending": pending,
         # queue directories that cannot be read now (a permission taken away): their operations
