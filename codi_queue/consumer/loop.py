@@ -41,6 +41,7 @@ from .metrics import Metrics
 from .pushed import retention_hold
 from .records import decode_record
 from .tail import Tailers
+from .turns import BREAK_S, HOLD_S, WriteTurns
 from .wake import UNWATCHED_POLL_S, Waker
 
 __all__ = ["Consumer", "ConsumerStats"]
@@ -51,6 +52,10 @@ log = logging.getLogger("codi_queue.consumer")
 # autocheckpoint, and the WAL grows without bound. Past this size the
 # consumer checkpoints with TRUNCATE, which waits out the current readers.
 WAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
+# How long that checkpoint may wait for readers. It holds the write lock while it waits, so this
+# stays under the busy timeouts of the platform's own writers (3-5 s): past it, the checkpoint
+# copies what it can without waiting and is tried again on a later pass.
+CHECKPOINT_WAIT_MS = 1000
 TIER_RETRY_S = 60.0  # how often a tier that could not be opened or adopted is tried again
 # How long the consumer waits for producers to publish an acknowledged position
 # that lags info (normally a millisecond: the fsyncs) before syncing the head itself.
@@ -117,6 +122,8 @@ class Consumer:
         self._lock: ConsumerLock | None = None  # held while run() runs
         self._unwatched: list[str] = []  # what the waker could not watch, as last reported
         self._conns: dict[str, apsw.Connection] = {}
+        self._turns: dict[str, WriteTurns] = {}  # each connection's turns at its write lock
+        self._wal_held: set[str] = set()  # tiers whose WAL readers keep from being truncated, as said
         # Tiers whose database could not be opened or adopted, and why: the
         # others go on applying; their operations wait in the spool.
         self.unavailable: dict[str, str] = {}
@@ -247,12 +254,15 @@ class Consumer:
                 continue
             path = self.paths.database(tier)
             try:
-                self._conns[tier] = open_tier(self.paths.database_file(tier), tier, self.busy_timeout_ms)
+                self._conns[tier] = conn = open_tier(self.paths.database_file(tier), tier, self.busy_timeout_ms)
+                # An adopted database has writers of its own: take turns with them from the start.
+                self._turns[tier] = WriteTurns(conn, shared=self.paths.configured_database(tier))
                 st = os.stat(path)
             except (apsw.Error, OSError, CodiQueueError) as exc:
-                conn = self._conns.pop(tier, None)
-                if conn is not None:
-                    conn.close()
+                self._turns.pop(tier, None)
+                failed = self._conns.pop(tier, None)
+                if failed is not None:
+                    failed.close()
                 if isinstance(exc, _PASSING) or isinstance(exc, OSError) and exc.errno in _PASSING_ERRNOS:
                     raise  # a lock or a full disk: the whole pass backs off and retries soon
                 why = f"{type(exc).__name__}: {exc}"
@@ -291,7 +301,7 @@ class Consumer:
                 continue
             self._report(f"{tier} database {path} was deleted or replaced while open: recreating it from the journal")
             conn.close()
-            del self._conns[tier]
+            del self._conns[tier], self._turns[tier]
             self._cursors.clear()
             self._open_databases()
             st = os.stat(path)
@@ -306,6 +316,7 @@ class Consumer:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
+        self._turns.clear()
 
     def _reopen_databases(self) -> None:
         self._close_databases()
@@ -364,10 +375,19 @@ class Consumer:
                 continue
             if size <= WAL_CHECKPOINT_BYTES:
                 continue
-            row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            with self._turns[tier](may_hold=CHECKPOINT_WAIT_MS / 1000):
+                conn.set_busy_timeout(CHECKPOINT_WAIT_MS)
+                try:
+                    row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    conn.set_busy_timeout(self.busy_timeout_ms)
             if row is None or row[0]:
-                self._report(f"{tier}: WAL is {size} bytes and readers kept it from being checkpointed; retrying")
+                if tier not in self._wal_held:  # said once, not at every pass while readers stay
+                    self._report(f"{tier}: WAL is {size} bytes and readers kept it from being checkpointed; "
+                                 "retrying")
+                self._wal_held.add(tier)
             else:
+                self._wal_held.discard(tier)
                 log.info("%s: checkpointed and truncated a %d-byte WAL", tier, size)
 
     def apply_journal(self, dirs: list[QueueDir], progress: Callable[[int], None] | None = None) -> ConsumerStats:
@@ -599,7 +619,13 @@ class Consumer:
             extra = batch.damaged if tier == STATE_TIER else []
             if not items and not extra or tier not in self._conns:
                 continue
-            result = apply_items(self._conns[tier], seg, end, items, extra, keep=self._pending_ids)
+            turns = self._turns[tier]
+            shared = turns.shared
+            with turns:
+                result = apply_items(self._conns[tier], seg, end, items, extra, keep=self._pending_ids)
+            if turns.shared and not shared:
+                log.info("another program writes the %s database: the consumer leaves its write lock free for "
+                         "%.2f s after each %.1f s it holds it", tier, BREAK_S, HOLD_S)
             cursors[tier] = end  # committed: a retry after a later tier's failure skips these
             self.stats.operations += len(items)
             self.stats.applied += sum(result.applied.values())
@@ -663,7 +689,8 @@ class Consumer:
         """Summary rows a failed batch owes, recomputed even when no next batch comes."""
         for tier, conn in self._conns.items():
             try:
-                failed = repay_owed(conn)
+                with self._turns[tier]:
+                    failed = repay_owed(conn)
             except (apsw.Error, OSError) as exc:
                 failed = f"{type(exc).__name__}: {exc}"
             if failed:
