@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import drain, enqueue, host, lag, scale, startup, storm, sync  # noqa: E402
+from bench import drain, enqueue, host, lag, scale, shared_writes, startup, storm, sync  # noqa: E402
 from bench.common import ROOT, machine, print_table  # noqa: E402
 
 
@@ -21,7 +21,7 @@ def main() -> int:
     # PYTHONDONTWRITEBYTECODE (this one has it) never cache them otherwise.
     compileall.compile_dir(os.path.join(ROOT, "codi_queue"), quiet=1)
     rows = []
-    for module in (host, storm, startup, enqueue, drain, lag, scale, sync):
+    for module in (host, storm, startup, enqueue, drain, lag, scale, shared_writes, sync):
         rows += module.run(quick=quick)
     print(f"machine: {machine()}")
     print_table(rows)
