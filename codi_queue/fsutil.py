@@ -21,6 +21,7 @@ __all__ = [
     "sync_data",
     "write_atomic",
     "write_all",
+    "data_extents",
     "append_line",
     "read_file",
     "read_private_file",
@@ -122,6 +123,32 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def data_extents(fd: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    """The ranges of ``[lo, hi)`` of the file ``fd`` that hold data, in order: a hole (a sparse
+    file's unwritten range, gigabytes that read as zeros and take no disk) is left out. Where
+    the system cannot tell (no SEEK_DATA), the whole range."""
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if seek_data is None or seek_hole is None:
+        return [(lo, hi)] if lo < hi else []
+    out: list[tuple[int, int]] = []
+    pos = lo
+    while pos < hi:
+        try:
+            start = os.lseek(fd, pos, seek_data)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break  # nothing but a hole from here to the end of the file
+            if exc.errno == errno.EINVAL:
+                return [*out, (pos, hi)]  # a filesystem that cannot tell
+            raise
+        if start >= hi:
+            break
+        end = min(os.lseek(fd, start, seek_hole), hi)
+        out.append((start, end))
+        pos = end
+    return out
 
 
 def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:

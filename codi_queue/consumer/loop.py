@@ -585,32 +585,55 @@ class Consumer:
         reason = f"damaged spool bytes at {describe_pos(entry.start)}: {entry.damage}; {describe_lost(entry.lost)}"
         if len(entry.raw) >= QUARANTINE_INLINE:
             kept = self._keep_span(seg, entry, reader)
-            reason += f"; all {kept[1]} bytes kept in {kept[0]}" if kept else "; only the first 1 MiB could be kept"
+            reason += f"; all {kept[1]} bytes kept in {kept[0]}" if not isinstance(kept, str) else \
+                f"; only the first 1 MiB could be kept ({kept})"
         self._report(f"segment {seg}: {reason}")
         self.stats.damaged_spans += 1
         self.stats.lost_operations += entry.lost or 0
         return DeadLetter(f"damage:{seg}:{entry.start}", "?", reason, entry.raw, entry.start, "raw")
 
-    def _keep_span(self, seg: str, entry: Entry, reader: SegmentReader) -> tuple[str, int] | None:
+    def _keep_span(self, seg: str, entry: Entry, reader: SegmentReader) -> tuple[str, int] | str:
+        """The damaged span's bytes copied whole into ``spool/quarantine``: (file, bytes), or why not.
+
+        Only its data is written: a hole stays a hole (a sparse chunk's gigabytes of nothing took
+        as much disk again, and the time to write it). A copy never takes more than half the free
+        space: a full disk would stop every producer and the consumer itself. A copy that fails
+        part-way is removed, not left to fill the disk."""
         from ..fsutil import open_regular, write_all
 
         folder = os.path.join(self.paths.spool, "quarantine")
         path = os.path.join(folder, f"{seg}.{entry.start}-{entry.end}.bin")
+        span = reader.span_data(entry.start, entry.end)
+        if span is None:
+            return "its chunk could not be opened again"
+        made = False
         try:
-            ensure_private_dir(folder, under=self.paths.home)
-            fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            size = 0
-            try:
-                for block in reader.span_bytes(entry.start, entry.end):
-                    write_all(fd, block)
-                    size += len(block)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with span:
+                ensure_private_dir(folder, under=self.paths.home)
+                st = os.statvfs(folder)
+                free = st.f_bavail * st.f_frsize
+                if span.data_bytes > free // 2:
+                    return (f"its {span.data_bytes} bytes would take more than half of the {free} bytes free; "
+                            f"they stay in the segment's chunk, archived with it")
+                fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                made = True
+                try:
+                    for offset, block in span.blocks():
+                        os.lseek(fd, offset, os.SEEK_SET)
+                        write_all(fd, block)
+                    os.ftruncate(fd, span.size)  # the span's length, its holes kept as holes
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         except (OSError, UnsafePath) as exc:
+            if made:
+                try:
+                    os.unlink(path)
+                except OSError as gone:
+                    self._report(f"could not remove the partial copy {path}: {gone}")
             self._report(f"could not copy damaged bytes to {path}: {exc}")
-            return None
-        return path, size
+            return f"the copy failed: {exc}"
+        return path, span.size
 
     def _commit(self, batch: Batch) -> int:
         """Apply the batch, one transaction per tier; returns its size."""

@@ -503,16 +503,15 @@ def recover_head(info: dict[str, Any], dir_fd: int) -> dict[str, Any]:
             fd = os.open(f"q{hnum:05d}", os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=dir_fd)
         except FileNotFoundError:
             break
-        with os.fdopen(fd, "rb") as fp:
-            fp.seek(hoff)
-            tail = fp.read()
-        base = hoff
         rolled = False
-        for end, nops in frame.continuing(tail, 0, ops):
-            hoff, ops, hcnt, size, moved = base + end, ops + nops, hcnt + 1, size + 1, True
-            if hcnt == chunksize:  # persist-queue starts the next chunk file here
-                hnum, hcnt, hoff, rolled = hnum + 1, 0, 0, True
-                break
+        try:
+            for end, nops in frame.continuing(fd, hoff, ops):
+                hoff, ops, hcnt, size, moved = end, ops + nops, hcnt + 1, size + 1, True
+                if hcnt == chunksize:  # persist-queue starts the next chunk file here
+                    hnum, hcnt, hoff, rolled = hnum + 1, 0, 0, True
+                    break
+        finally:
+            os.close(fd)
         if not rolled:
             break
     if not moved:

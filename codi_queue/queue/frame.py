@@ -27,6 +27,7 @@ same ``Record`` Struct. persist-queue's own ``info`` dict is JSON
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -36,7 +37,7 @@ from .. import jsontext
 from ..errors import CorruptRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from typing import IO, Any, TypeAlias, Union
 
     import mmap
@@ -282,13 +283,17 @@ class Damage:
         self.start, self.end, self.reason = start, end, reason
 
 
-def scan(buf: Buffer, start: int = 0, limit: int | None = None, legacy: bool = False) -> Iterator[Frame | Damage]:
+def scan(buf: Buffer, start: int = 0, limit: int | None = None, legacy: bool = False,
+         data: Sequence[tuple[int, int]] | None = None) -> Iterator[Frame | Damage]:
     """Every intact frame in ``buf[start:limit]``, and a ``Damage`` for each span between.
 
     After a bad frame the scan resynchronises on the next version-2 header
     whose checksum matches (version-1 headers only when ``legacy``: a chunk
     written before version 2, whose payloads were not stuffed), so one
-    flipped bit costs one record, not the rest of the file.
+    flipped bit costs one record, not the rest of the file. ``data``: the
+    ranges of ``buf`` that hold data (``fsutil.data_extents``); the search
+    passes over the holes between them, which read as zeros and so hold no
+    header (every byte of a magic is non-zero), without touching them.
     """
     end = len(buf) if limit is None else min(limit, len(buf))
     pos = start
@@ -306,38 +311,61 @@ def scan(buf: Buffer, start: int = 0, limit: int | None = None, legacy: bool = F
             reason = "checksum mismatch"
         else:
             reason = got
-        nxt = _resync(buf, pos + 1, end, legacy)
+        nxt = _resync(buf, pos + 1, end, legacy, data)
         yield Damage(pos, nxt, reason)
         pos = nxt
 
 
-def continuing(buf: Buffer, start: int, seq: int) -> Iterator[tuple[int, int]]:
-    """(end, nops) of each intact record frame from ``start`` that continues the sequence ``seq``.
+def continuing(fd: int, start: int, seq: int) -> Iterator[tuple[int, int]]:
+    """(end, nops) of each intact record frame of the file ``fd`` from ``start`` that continues the
+    sequence ``seq``.
 
     What recovery trusts past a head pointer that may be stale: a run of
     checksummed frames, each numbered exactly where the previous one left
     off, with nothing in between. It stops at the first byte that is not.
+    Read a frame at a time (at most a header and ``MAX_PAYLOAD``), never what
+    follows the run: that may be anything, gigabytes of a killed append or of
+    a hole, and producers run this on every open. Read, not mapped: the live
+    inbox's bytes past its head may be cut off meanwhile (a failed append).
     """
-    pos, end = start, len(buf)
+    pos, end = start, os.fstat(fd).st_size
     while pos < end:
-        got = _check_header(buf, pos, end)
-        if isinstance(got, str) or got.seq != seq or got.kind == KIND_META or not _crc_ok(buf, pos, got):
+        head = os.pread(fd, HEADER.size, pos)
+        got = _check_header(head, 0, end - pos)
+        if isinstance(got, str) or got.seq != seq or got.kind == KIND_META:
+            return
+        body = os.pread(fd, got.size + got.length, pos)
+        if not _crc_ok(body, 0, got):  # also when the file was cut shorter meanwhile
             return
         pos += got.size + got.length
         seq += got.nops
         yield pos, got.nops
 
 
-def _resync(buf: Buffer, pos: int, end: int, legacy: bool) -> int:
+def _resync(buf: Buffer, pos: int, end: int, legacy: bool, data: Sequence[tuple[int, int]] | None = None) -> int:
     while True:
+        stop = end
+        if data is not None:
+            import bisect  # only after damage: not a cost of the hook path
+
+            # The data range holding pos, or the next one: a magic never lies in a hole.
+            i = bisect.bisect_right(data, (pos, end)) - 1
+            if i < 0 or data[i][1] <= pos:
+                i += 1
+            if i >= len(data) or data[i][0] >= end:
+                return end
+            pos, stop = max(pos, data[i][0]), min(data[i][1], end)
         if legacy:  # version-1 "CQ" headers, and version-2 ones appended after an upgrade
-            found = buf.find(b"CQ", pos, end)
+            found = buf.find(b"CQ", pos, stop)
             candidates = [] if found < 0 else [found - 1, found]
         else:
-            found = buf.find(MAGIC, pos, end)
+            found = buf.find(MAGIC, pos, stop)
             candidates = [] if found < 0 else [found]
         if found < 0:
-            return end
+            if stop >= end:
+                return end
+            pos = stop
+            continue
         for cand in candidates:
             if cand < pos:
                 continue

@@ -37,11 +37,11 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from ..errors import CorruptRecord
-from ..fsutil import DIR_FLAGS, NOFOLLOW
+from ..fsutil import DIR_FLAGS, NOFOLLOW, data_extents
 from . import frame
 from .durable_queue import cannot_read_now, checked_info, read_acked_state, recover_head
 
-__all__ = ["Entry", "SegmentReader", "POS_SHIFT", "describe_pos", "QUARANTINE_INLINE", "cannot_read_now"]
+__all__ = ["Entry", "SegmentReader", "SpanData", "POS_SHIFT", "describe_pos", "QUARANTINE_INLINE", "cannot_read_now"]
 
 POS_SHIFT = 40
 _OFFSET_MASK = (1 << POS_SHIFT) - 1
@@ -308,7 +308,9 @@ class SegmentReader:
             if offset < avail:
                 with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                     released = 0
-                    for item in frame.scan(buf, offset, avail, legacy=_is_legacy(buf)):
+                    # A hole (a sparse file's gigabytes of nothing) is stepped over, never read.
+                    data = data_extents(fp.fileno(), offset, avail)
+                    for item in frame.scan(buf, offset, avail, legacy=_is_legacy(buf), data=data):
                         if item.start - released >= _RELEASE_EVERY:
                             upto = item.start - item.start % mmap.PAGESIZE
                             buf.madvise(mmap.MADV_DONTNEED, released, upto - released)
@@ -334,23 +336,46 @@ class SegmentReader:
             elif held is not None:
                 yield held
 
-    def span_bytes(self, start: int, end: int, block: int = 1 << 20) -> Iterator[bytes]:
-        """The stored bytes of ``[start, end)`` (within one chunk), for copying a damaged span aside."""
+    def span_data(self, start: int, end: int) -> SpanData | None:
+        """The stored bytes of ``[start, end)`` (within one chunk), for copying a damaged span aside;
+        None if its chunk cannot be opened."""
         chunk = start >> POS_SHIFT
         stop = end if end >> POS_SHIFT == chunk else (chunk << POS_SHIFT) | _OFFSET_MASK
         try:
             fd = _open_regular(f"q{chunk:05d}", self._dfd)
         except OSError:
-            return
-        with os.fdopen(fd, "rb") as fp:
-            fp.seek(start & _OFFSET_MASK)
-            left = (stop & _OFFSET_MASK) - (start & _OFFSET_MASK)
-            while left > 0:
-                data = fp.read(min(block, left))
+            return None
+        return SpanData(fd, start & _OFFSET_MASK, stop & _OFFSET_MASK)
+
+
+class SpanData:
+    """A span of a chunk file as its ranges that hold data (holes left out, they read as zeros)."""
+
+    def __init__(self, fd: int, lo: int, hi: int) -> None:
+        self.fd, self.lo = fd, lo
+        self.size = hi - lo  # what the span covers, holes included
+        self.extents = data_extents(fd, lo, hi)
+        self.data_bytes = sum(b - a for a, b in self.extents)  # what copying it writes
+
+    def blocks(self, block: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+        """(offset within the span, bytes) of its data, block by block."""
+        for a, b in self.extents:
+            pos = a
+            while pos < b:
+                data = os.pread(self.fd, min(block, b - pos), pos)
                 if not data:
-                    return
-                left -= len(data)
-                yield data
+                    return  # cut shorter meanwhile
+                yield pos - self.lo, data
+                pos += len(data)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> SpanData:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def _reach(bounds: list[tuple[int, int | None]], acked: int | None) -> list[tuple[int, int | None]]:
