@@ -92,6 +92,9 @@ def _release_reserve(folder: str) -> bool:
 
 
 def _lines(path: str) -> list[bytes]:
+    """The log's lines, of its last ``2 * _MAX_BYTES`` at most: it is rotated past ``_MAX_BYTES``,
+    so a larger file was not written by this module alone (a hole of gigabytes reads as one
+    line of zeros), and ``status`` must not read all of it into memory."""
     from .fsutil import NOFOLLOW
 
     try:
@@ -99,7 +102,15 @@ def _lines(path: str) -> list[bytes]:
     except OSError:
         return []
     with os.fdopen(fd, "rb") as fp:
-        return fp.read().splitlines()
+        try:
+            size = os.fstat(fd).st_size
+            start = max(0, size - 2 * _MAX_BYTES)
+            fp.seek(start)
+            data = fp.read(2 * _MAX_BYTES)
+        except OSError:
+            return []  # not a file that can be read (a directory): no errors to show
+    lines = data.splitlines()
+    return lines[1:] if start and lines else lines  # the first may be the end of a line cut in two
 
 
 def last_error(path: str) -> dict[str, Any] | None:

@@ -10,10 +10,12 @@ byte (bug 75 in docs/reliability.md).
 from __future__ import annotations
 
 import errno
+import json
 import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,18 @@ def test_a_copy_that_fails_part_way_is_removed(home: Path, monkeypatch: pytest.M
     (reason,) = _dead_letter_reasons(paths)
     assert "only the first 1 MiB could be kept (the copy failed: [Errno 28] No space left on device)" in reason
     assert written and not list(Path(paths.spool, "quarantine").iterdir())
+
+
+def test_status_reads_only_the_end_of_an_error_log_of_any_size(home: Path) -> None:
+    assert enqueue("tool_event", {"tool_name": "t", "success": True}, home=str(home))
+    log = Path(resolve(str(home)).error_log)
+    log.parent.mkdir(mode=0o700, exist_ok=True)
+    log.touch(mode=0o600)
+    os.truncate(log, 16 * GIB)  # a hole: no disk, but 16 GiB to read whole
+    with open(log, "ab") as fp:  # as record_error appends (it would rotate a log this large first)
+        fp.write(b"\n" + json.dumps({"ts": time.time(), "source": "producer", "pid": 1, "message": "the newest error"}).encode()
+                 + b"\n")
+    proc = subprocess.run([sys.executable, "-m", "codi_queue", "status", "--json"], env=cli_env(home),
+                          capture_output=True, text=True, timeout=120, preexec_fn=_limit_memory)
+    assert proc.returncode == 0, proc.stderr  # it read the whole log: a MemoryError under 1 GiB
+    assert '"the newest error"' in proc.stdout
