@@ -9,6 +9,7 @@
     [watch.jsonl]                            # legacy JSONL file = operation
     "~/.claude/data/routing-metrics.jsonl" = "routing_metric"
     "~/.claude/data/git-activity.jsonl" = "auto"   # known file names map themselves
+    "~/.claude/data/tool-usage.jsonl" = { op = "auto", since = "2026-01-28T05:00:00Z" }
 
     [archive]                                # retention of applied segments (the replay journal)
     max_age_days = 30                        # 0 = keep forever
@@ -98,13 +99,15 @@ def redact_url(url: str) -> str:
 
 
 class Config:
-    __slots__ = ("path", "exists", "jsonl", "transcripts", "state_dirs", "archive_max_age_days",
+    __slots__ = ("path", "exists", "jsonl", "jsonl_since", "transcripts", "state_dirs", "archive_max_age_days",
                  "archive_max_bytes", "prometheus_textfile", "databases", "sync")
 
     def __init__(self, path: str, exists: bool) -> None:
         self.path = path
         self.exists = exists
         self.jsonl: dict[str, str] = {}
+        # file → lines dated at or before this are not enqueued (0: every line), when given
+        self.jsonl_since: dict[str, int] = {}
         self.transcripts: list[str] = []
         self.state_dirs: list[str] = []
         self.archive_max_age_days: float = ARCHIVE_MAX_AGE_DAYS
@@ -118,7 +121,8 @@ class Config:
             "file": self.path,
             "databases": {t: {"path": p, "from": src} for t, (p, src) in self.databases.items()},
             "file_exists": self.exists,
-            "watch": {"jsonl": dict(self.jsonl), "transcripts": list(self.transcripts), "state_dirs": list(self.state_dirs)},
+            "watch": {"jsonl": dict(self.jsonl), "jsonl_since": dict(self.jsonl_since), "transcripts": list(self.transcripts),
+                      "state_dirs": list(self.state_dirs)},
             "archive": {"max_age_days": self.archive_max_age_days, "max_bytes": self.archive_max_bytes},
             "observability": {"prometheus_textfile": self.prometheus_textfile},
             "sync": self.sync.as_dict() if self.sync else None,
@@ -211,18 +215,54 @@ def load_config(paths: Paths) -> Config:
     jsonl = watch.get("jsonl", {})
     if not isinstance(jsonl, dict):
         raise ConfigError(path, "watch.jsonl", "expected a table of path = operation")
-    for file, op in jsonl.items():
+    for file, value in jsonl.items():
         key = f"watch.jsonl.{file!r}"
-        if not isinstance(op, str):
-            raise ConfigError(path, key, "expected an operation name")
+        op, since = _jsonl_value(path, key, value)
         if op == "auto":
             op = op_for_file(file) or ""
             if not op:
                 raise ConfigError(path, key, "'auto' works only for the known legacy file names")
         if op not in OPS:
             raise ConfigError(path, key, unknown_operation(op, OPS).reason)
-        config.jsonl[_outside_home(path, key, _path(path, key, file), paths)] = op
+        source = _outside_home(path, key, _path(path, key, file), paths)
+        config.jsonl[source] = op
+        if since is not None:
+            config.jsonl_since[source] = since
     return config
+
+
+def _jsonl_value(path: str, key: str, value: Any) -> tuple[str, int | None]:
+    """A watched file's operation, and where its lines start: ``"op"``, or ``{ op = "op", since =
+    WHEN }`` (lines dated after WHEN) or ``{ op = "op", all = true }`` (every line), for a file
+    whose table the platform's own tools already fill (docs/compatibility.md)."""
+    if isinstance(value, str):
+        return value, None
+    if not isinstance(value, dict):
+        raise ConfigError(path, key, "expected an operation name, or a table with op and since or all")
+    unknown = set(value) - {"op", "since", "all"}
+    if unknown:
+        raise ConfigError(path, key, f"unknown keys {sorted(unknown)} (known: op, since, all)")
+    op = value.get("op")
+    if not isinstance(op, str):
+        raise ConfigError(path, f"{key}.op", "expected an operation name")
+    every = value.get("all", False)
+    if not isinstance(every, bool):
+        raise ConfigError(path, f"{key}.all", "expected true or false")
+    if "since" in value:
+        if every:
+            raise ConfigError(path, key, "since and all = true contradict each other")
+        import datetime
+
+        from .timestamps import normalize_timestamp
+
+        when = value["since"]
+        if isinstance(when, (datetime.date, datetime.time)):  # a bare TOML date or date-time
+            when = when.isoformat()
+        try:
+            return op, normalize_timestamp(when)
+        except ValueError as exc:
+            raise ConfigError(path, f"{key}.since", str(exc)) from None
+    return op, 0 if every else None
 
 
 def _outside_home(path: str, key: str, source: str, paths: Paths) -> str:

@@ -11,7 +11,7 @@ TYPE_CHECKING = False  # typing costs milliseconds on every enqueue; mypy reads 
 if TYPE_CHECKING:
     from typing import Any, TypeGuard
 
-__all__ = ["normalize_timestamp", "SECONDS_BELOW", "is_seconds"]
+__all__ = ["normalize_timestamp", "SECONDS_BELOW", "is_seconds", "iso"]
 
 # The accepted range is [1970, year 5138) in seconds. Numbers at or past its
 # end are read as milliseconds (1e11 ms is 1973); ISO 8601 is never reread as
@@ -65,3 +65,10 @@ def _parse_iso(text: str) -> int:
     if not 0 <= seconds < _MS_FROM:
         raise ValueError(f"{text[:40]!r} is not {_RANGE}")
     return seconds
+
+
+def iso(seconds: int) -> str:
+    """Unix seconds as ISO 8601 in UTC, as a user may type it back (``import --since``)."""
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

@@ -28,10 +28,16 @@ def _report_rejected(rejected: list[Any], limit: int = 100) -> None:
     description="Enqueue every new line of a legacy JSONL file (a re-import is a no-op); lines that cannot "
                 "be operations go to the dead-letter store with file and line.",
     examples=["codi-queue import ~/.claude/data/routing-metrics.jsonl",
-              "codi-queue import notes.jsonl --op session_outcome"],
+              "codi-queue import notes.jsonl --op session_outcome",
+              "codi-queue import ~/.claude/data/tool-usage.jsonl --since 2026-01-28T05:00:00Z"],
     options=[
         opt("file"),
         opt("--op", help="operation for every line (default: from the legacy file name)"),
+        opt("--since", metavar="WHEN",
+            help="enqueue only lines dated after WHEN (unix seconds or ISO 8601): the ones before it are "
+                 "already in the table, stored by the platform's own tools"),
+        opt("--all", action="store_true", dest="every_line",
+            help="enqueue every line even though the table holds rows the platform's own tools wrote"),
     ],
 )
 def import_(args: argparse.Namespace, paths: Paths) -> int:
@@ -45,16 +51,46 @@ def import_(args: argparse.Namespace, paths: Paths) -> int:
     if not is_file(args.file):
         say(f"{args.file}: " + ("not a regular file" if os.path.lexists(args.file) else "no such file"))
         return EXIT_INVALID
+    since: int | None = None
+    if args.since is not None:
+        from ..timestamps import normalize_timestamp
+
+        try:
+            since = normalize_timestamp(args.since)
+        except ValueError as exc:
+            say(f"--since {args.since!r}: {exc}")
+            return EXIT_INVALID
+    elif not args.every_line:
+        held = _stored_by_the_platform(paths, op)
+        if held:
+            say(held)
+            return EXIT_INVALID
     bar = progress_bar(os.path.basename(args.file), os.path.getsize(args.file))
-    result = import_file(paths, args.file, op, final=True, progress=bar)
+    result = import_file(paths, args.file, op, final=True, progress=bar, since=since)
     for note in result.notes:
         say(note)
     _report_rejected(result.rejected)
     print(
         f"{args.file}: {result.lines} new lines, {result.enqueued} enqueued as {op}, "
         f"{len(result.rejected)} rejected (to the dead-letter store)"
+        + (f", {result.before_since} dated at or before {args.since} left out" if since is not None else "")
     )
     return partial(len(result.rejected), result.enqueued)
+
+
+def _stored_by_the_platform(paths: Paths, op: str) -> str | None:
+    """Why importing ``op``'s legacy file may store its lines twice, or None."""
+    from ..consumer.db import stored_by_others
+    from ..schemas.registry import OPS
+    from ..timestamps import iso
+
+    spec = OPS[op]
+    held = stored_by_others(paths.database_file(spec.tier), spec.table)
+    if held is None:
+        return None
+    since = f"--since {iso(held.newest)} to enqueue only the lines dated after its newest row, or " \
+        if held.newest is not None else ""
+    return f"{held.describe()}. Pass {since}--all to enqueue every line."
 
 
 @command(

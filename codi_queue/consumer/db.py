@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import apsw
 
@@ -23,6 +23,9 @@ __all__ = [
     "open_tier",
     "checked_cursor",
     "open_readonly",
+    "rows_not_ours",
+    "StoredByOthers",
+    "stored_by_others",
     "immediate",
     "migrate",
     "schema_version",
@@ -234,3 +237,63 @@ def checked_cursor(value: object) -> int | None:
     only an outside write puts one there). Every reader of cq_cursor goes through this: one
     taken as it came had made ``run`` and ``status`` end in an internal error."""
     return value if type(value) is int and 0 <= value <= CURSOR_MAX else None
+
+
+def rows_not_ours(conn: apsw.Connection, table: str) -> tuple[int, int | None, int | None]:
+    """How many rows of ``table`` (a name from the schema definitions) codi-queue did not write (no
+    operation id: the platform's own tools wrote them into a database we adopted), and the
+    oldest and newest of their times as unix seconds (their tools stored seconds, milliseconds
+    or ISO text alike); (0, None, None) when there are none or no such table."""
+    columns = {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
+    if not columns:
+        return 0, None, None
+    where = "op_id IS NULL" if "op_id" in columns else "1"
+    n = int(conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE {where}').get)
+    if not n or "timestamp" not in columns:
+        return n, None, None
+    from ..timestamps import normalize_timestamp
+
+    times: list[int] = []
+    for kinds in ("'integer', 'real'", "'text'"):
+        row = conn.execute(f'SELECT MIN(timestamp), MAX(timestamp) FROM "{table}" '
+                           f"WHERE {where} AND typeof(timestamp) IN ({kinds})").fetchone()
+        for value in row or ():
+            try:
+                times.append(normalize_timestamp(value))
+            except ValueError:
+                continue  # a value no clock wrote: it dates nothing
+    return n, min(times, default=None), max(times, default=None)
+
+
+class StoredByOthers(NamedTuple):
+    """Rows of an operation's table that codi-queue did not write (see ``stored_by_others``)."""
+
+    table: str
+    database: str
+    rows: int
+    oldest: int | None
+    newest: int | None
+
+    def describe(self) -> str:
+        from ..timestamps import iso
+
+        span = f" from {iso(self.oldest)} to {iso(self.newest)}" if self.oldest is not None and \
+            self.newest is not None else ""
+        return (f"{self.table} in {self.database} already holds {self.rows} rows codi-queue did not write{span}: "
+                "the platform's own tools may have stored these lines there already (its backfill, or hooks that "
+                "write both the file and the table), and enqueueing them would store them again")
+
+
+def stored_by_others(database: str, table: str) -> StoredByOthers | None:
+    """What the platform's own tools keep in ``table`` of ``database`` (an adopted claude.db), or
+    None. Its backfill filled those tables from the legacy files, and its post-tool hook still
+    writes each event to both the file and the table, with no operation id to tell a line
+    already stored: a legacy file read into such a table would store it again."""
+    conn = open_readonly(database)
+    if conn is None:
+        return None
+    try:
+        n, oldest, newest = rows_not_ours(conn, table)
+    finally:
+        conn.close()
+    return StoredByOthers(table, database, n, oldest, newest) if n else None

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import apsw
+
 from ..config import Config
 from ..errors import CodiQueueError
 from ..fsutil import exists, is_dir
@@ -28,6 +30,9 @@ class Tailers:
         # file we may not read) is said once, not on every poll, and again if it comes back.
         self._said: set[str] = set()
         self._saying: set[str] = set()
+        # Watched files whose table the platform's own tools already fill, and why they are not
+        # read (None: read them), decided once per file (docs/compatibility.md).
+        self._held: dict[str, str | None] = {}
 
     def report(self, message: str) -> None:
         if message not in self._said and message not in self._saying:
@@ -62,21 +67,43 @@ class Tailers:
     def _guard(self, what: str, fn: Callable[[], int]) -> int:
         try:
             return fn()
-        except (OSError, ValueError, CodiQueueError) as exc:
+        except (OSError, ValueError, CodiQueueError, apsw.Error) as exc:  # apsw: a database read to decide
             self.report(f"{what}: {type(exc).__name__}: {exc}")
             return 0
 
     def _jsonl(self, file: str, op: str) -> int:
         if not exists(file):  # not yet written; a file we may not reach is reported (_guard)
             return 0
+        since = self.config.jsonl_since.get(file)
+        if since is None:
+            if file not in self._held:
+                self._held[file] = self._stored_by_the_platform(file, op)
+            held = self._held[file]
+            if held is not None:
+                self.report(held)
+                return 0
         from ..producers.jsonl import import_file
 
-        result = import_file(self.paths, file, op, final=False, producer=f"tail:{file}")
+        result = import_file(self.paths, file, op, final=False, producer=f"tail:{file}", since=since or None)
         for note in result.notes:
             self.report(note)
         for err in result.rejected:
             self.report(f"{file}: line {err.record}: {err.reason} (filed as a dead letter)")
         return result.enqueued + len(result.rejected)
+
+    def _stored_by_the_platform(self, file: str, op: str) -> str | None:
+        from ..schemas.registry import OPS
+        from ..timestamps import iso
+        from .db import stored_by_others
+
+        spec = OPS[op]
+        held = stored_by_others(self.paths.database_file(spec.tier), spec.table)
+        if held is None:
+            return None
+        since = f'{{ op = "{op}", since = "{iso(held.newest)}" }} to read only the lines dated after its newest ' \
+            "row, or to " if held.newest is not None else ""
+        return (f"not reading {file}: {held.describe()}. In [watch.jsonl], set it to {since}"
+                f'{{ op = "{op}", all = true }} to read every line')
 
     def _transcripts(self, root: str) -> int:
         if not is_dir(root):

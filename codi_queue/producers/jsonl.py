@@ -41,6 +41,7 @@ class ImportResult:
     enqueued: int = 0
     rejected: list[InvalidOperation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    before_since: int = 0  # lines dated at or before ``since``, not enqueued
 
 
 def _convert(op: str, line: Line, columns: tuple[str, ...]) -> tuple[Any, int]:
@@ -80,12 +81,16 @@ def import_file(
     final: bool = True,
     producer: str | None = None,
     progress: Callable[[int], None] | None = None,
+    since: int | None = None,
 ) -> ImportResult:
     """Enqueue every new line of ``path`` as ``op``; lines already imported are skipped.
 
     ``final`` treats a last line without a newline as complete (a one-off
     import: it becomes an operation or a rejection like any other); the
-    tailer passes False and waits for the newline.
+    tailer passes False and waits for the newline. ``since`` (unix seconds):
+    a valid line dated at or before it is counted, not enqueued (the
+    platform's own tools stored it already); a line with no date of its own
+    is enqueued.
     """
     spec = spec_or_raise(op)
     source = SourceFile(path, paths.state)
@@ -95,12 +100,12 @@ def import_file(
     for line in source.lines(final=final):
         batch.append(line)
         if len(batch) >= BATCH_LINES:
-            _flush(paths, source, op, spec.columns, batch, who, result)
+            _flush(paths, source, op, spec.columns, batch, who, result, since)
             if progress:
                 progress(source.offset)
             batch = []
     if batch:
-        _flush(paths, source, op, spec.columns, batch, who, result)
+        _flush(paths, source, op, spec.columns, batch, who, result, since)
     if progress:
         progress(source.offset)
     result.notes = source.notes
@@ -115,6 +120,7 @@ def _flush(
     batch: list[Line],
     who: str,
     result: ImportResult,
+    since: int | None = None,
 ) -> None:
     bodies: list[bytes] = []
     ids: list[str] = []
@@ -123,6 +129,9 @@ def _flush(
     for line in batch:
         try:
             item, stamp = _convert(op, line, columns)
+            if since is not None and 0 < stamp <= since:
+                result.before_since += 1
+                continue
             bodies.append(encode_body(item, op, line.number))
             ids.append(derived_op_id(stamp, line.number, source.path, line.raw))
         except InvalidOperation as err:
