@@ -9,6 +9,8 @@ Both create ``claude.db``; each table is (name, column definitions).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 _SESSIONS = """id TEXT PRIMARY KEY, project_path TEXT, started_at DATETIME NOT NULL, ended_at DATETIME,
     model TEXT NOT NULL, message_count INTEGER DEFAULT 0, tool_count INTEGER DEFAULT 0,
     input_tokens INTEGER DEFAULT 0, output_tokens INTEGER DEFAULT 0, cache_read_tokens INTEGER DEFAULT 0,
@@ -112,3 +114,26 @@ def build(conn: object, tables: list[tuple[str, str]]) -> None:
     execute("INSERT INTO command_events (timestamp, command, args, success, execution_time_ms) VALUES (?,?,?,?,?)",
             SEED["command_events"][0])
     execute("INSERT INTO daily_stats (date) VALUES (?)", SEED["daily_stats"][0])
+
+
+def claude_db(tmp_path: Path, schema: list[tuple[str, str]]) -> Path:
+    """The platform's ``claude.db`` (WAL, as its tools set it) with ``schema`` and the SEED rows."""
+    import sqlite3
+
+    data = tmp_path / "dot-claude" / "data"
+    data.mkdir(parents=True, mode=0o700)
+    path = data / "claude.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    build(conn, schema)
+    conn.commit()
+    conn.close()
+    return path
+
+
+def home_pointing_at(tmp_path: Path, tier: str, db: Path) -> Path:
+    """A fresh home whose ``tier`` is the database ``db`` (adopted)."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "config.toml").write_text(f'[databases]\n{tier} = "{db}"\n')
+    return home

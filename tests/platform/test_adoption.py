@@ -13,19 +13,7 @@ import pytest
 from codi_queue.paths import resolve
 
 from ..conftest import query, run_cli
-from .schemas import CCC, META_VENGINE, SEED, build
-
-
-def _claude_db(tmp_path: Path, schema: list[tuple[str, str]]) -> Path:
-    data = tmp_path / "dot-claude" / "data"
-    data.mkdir(parents=True, mode=0o700)
-    path = data / "claude.db"
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode = WAL")
-    build(conn, schema)
-    conn.commit()
-    conn.close()
-    return path
+from .schemas import CCC, META_VENGINE, SEED, claude_db, home_pointing_at
 
 
 def _snapshot(path: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -34,13 +22,6 @@ def _snapshot(path: Path) -> dict[str, list[tuple[object, ...]]]:
         return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in SEED}
     finally:
         conn.close()
-
-
-def _home_pointing_at(tmp_path: Path, tier: str, db: Path) -> Path:
-    home = tmp_path / "home"
-    home.mkdir(mode=0o700)
-    (home / "config.toml").write_text(f'[databases]\n{tier} = "{db}"\n')
-    return home
 
 
 OPS = [
@@ -54,9 +35,9 @@ OPS = [
 
 @pytest.mark.parametrize("schema", [CCC, META_VENGINE], ids=["command-center", "meta-vengine"])
 def test_an_existing_claude_db_is_adopted_on_first_run(tmp_path: Path, schema: list[tuple[str, str]]) -> None:
-    db = _claude_db(tmp_path, schema)
+    db = claude_db(tmp_path, schema)
     before = _snapshot(db)
-    home = _home_pointing_at(tmp_path, "sessions", db)
+    home = home_pointing_at(tmp_path, "sessions", db)
     paths = resolve(str(home))
     shown = json.loads(run_cli(home, "paths", "--json").stdout)
     assert shown["databases"]["sessions"] == str(db) and "config file" in shown["databases_from"]["sessions"]
@@ -131,7 +112,7 @@ def test_a_tier_that_cannot_be_adopted_waits_while_the_others_apply(tmp_path: Pa
     conn.executemany("INSERT INTO tasks (timestamp, task_id, title) VALUES (1, 'dup', ?)", [("a",), ("b",)])
     conn.commit()
     conn.close()
-    home = _home_pointing_at(tmp_path, "project", bad)
+    home = home_pointing_at(tmp_path, "project", bad)
     paths = resolve(str(home))
     assert run_cli(home, "enqueue", "task", '{"task_id":"t1","title":"x"}').returncode == 0
     assert run_cli(home, "enqueue", "tool_event", '{"tool_name":"Read","success":true}').returncode == 0
@@ -151,8 +132,8 @@ def test_a_tier_that_cannot_be_adopted_waits_while_the_others_apply(tmp_path: Pa
 
 
 def test_the_dashboards_summaries_follow_each_batch(tmp_path: Path) -> None:
-    db = _claude_db(tmp_path, CCC)
-    home = _home_pointing_at(tmp_path, "sessions", db)
+    db = claude_db(tmp_path, CCC)
+    home = home_pointing_at(tmp_path, "sessions", db)
     paths = resolve(str(home))
     t0 = 1768903200  # 2026-01-20T10:00:00Z
     ops = [
@@ -205,7 +186,7 @@ def test_a_summary_table_shaped_otherwise_never_holds_back_the_events(tmp_path: 
     conn.execute("CREATE TABLE tool_usage (tool_name TEXT PRIMARY KEY, weird INTEGER NOT NULL)")
     conn.commit()
     conn.close()
-    home = _home_pointing_at(tmp_path, "sessions", db)
+    home = home_pointing_at(tmp_path, "sessions", db)
     paths = resolve(str(home))
     for i in range(3):
         body = {"tool_name": "Edit", "success": True, "session_id": "s1", "timestamp": 1768903200 + i}
@@ -220,8 +201,8 @@ def test_rows_another_writer_shaped_oddly_never_hold_back_the_drain(tmp_path: Pa
     """token_economics rows another writer put in our table (a timestamp stored as text, an op_id
     stored as a number) meeting our operations for the same responses: the batch commits, the
     summaries report what they could not do, and the drain never stalls on it."""
-    db = _claude_db(tmp_path, CCC)
-    home = _home_pointing_at(tmp_path, "sessions", db)
+    db = claude_db(tmp_path, CCC)
+    home = home_pointing_at(tmp_path, "sessions", db)
     paths = resolve(str(home))
     assert run_cli(home, "run", "--once").returncode == 0  # adopts the database, creates token_economics
     conn = sqlite3.connect(db)
@@ -255,7 +236,7 @@ def test_a_sessions_start_and_end_are_found_by_index_not_by_scanning_it(tmp_path
     from codi_queue.consumer.db import open_tier
     from codi_queue.consumer.summaries import FIRST_START, LAST_END
 
-    db = _claude_db(tmp_path, schema) if schema is not None else tmp_path / "sessions.db"
+    db = claude_db(tmp_path, schema) if schema is not None else tmp_path / "sessions.db"
     conn = open_tier(str(db), "sessions")
     try:
         for sql in (FIRST_START, LAST_END):

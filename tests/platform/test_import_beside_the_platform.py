@@ -15,7 +15,7 @@ from pathlib import Path
 from codi_queue.paths import resolve
 
 from ..conftest import query, run_cli
-from .schemas import CCC, build
+from .schemas import CCC, claude_db, home_pointing_at
 
 # The platform's rows, as its backfill and hooks stored them: seconds, milliseconds and ISO text alike.
 PLATFORM_ROWS = [(1769000000, "Read"), (1769000100000, "Bash"), ("2026-01-21T13:00:00Z", "Edit")]
@@ -24,21 +24,14 @@ LINES = [(1769000000, "Read"), (1769000100, "Bash"), (1769000400, "Edit"), (1769
 
 
 def _setup(tmp_path: Path) -> tuple[Path, Path, Path]:
-    data = tmp_path / "dot-claude" / "data"
-    data.mkdir(parents=True, mode=0o700)
-    db = data / "claude.db"
+    db = claude_db(tmp_path, CCC)
     conn = sqlite3.connect(db)
-    conn.execute("PRAGMA journal_mode = WAL")
-    build(conn, CCC)
     conn.executemany("INSERT INTO tool_events (timestamp, tool_name, success) VALUES (?, ?, 1)", PLATFORM_ROWS)
     conn.commit()
     conn.close()
-    source = data / "tool-usage.jsonl"
+    source = db.parent / "tool-usage.jsonl"
     source.write_text("".join(json.dumps({"ts": ts, "tool": tool}) + "\n" for ts, tool in LINES))
-    home = tmp_path / "home"
-    home.mkdir(mode=0o700)
-    (home / "config.toml").write_text(f'[databases]\nsessions = "{db}"\n')
-    return home, db, source
+    return home_pointing_at(tmp_path, "sessions", db), db, source
 
 
 def _ours(home: Path) -> list[tuple[object, ...]]:

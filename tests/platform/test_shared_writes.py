@@ -24,24 +24,14 @@ from codi_queue.consumer.turns import BREAK_S, WriteTurns
 from codi_queue.paths import resolve
 
 from ..conftest import wait_until
-from .schemas import CCC, build
+from .schemas import CCC, claude_db, home_pointing_at
 
 PLATFORM_BUSY_TIMEOUT_S = 3.0  # the command center's API server (ccc-api-server.py); its scripts use 5
 
 
 def _adopted_home(tmp_path: Path) -> tuple[Path, Path]:
-    data = tmp_path / "dot-claude" / "data"
-    data.mkdir(parents=True, mode=0o700)
-    db = data / "claude.db"
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA journal_mode = WAL")
-    build(conn, CCC)
-    conn.commit()
-    conn.close()
-    home = tmp_path / "home"
-    home.mkdir(mode=0o700)
-    (home / "config.toml").write_text(f'[databases]\nsessions = "{db}"\n')
-    return home, db
+    db = claude_db(tmp_path, CCC)
+    return home_pointing_at(tmp_path, "sessions", db), db
 
 
 # A dashboard's read that lasts the whole drain: a TRUNCATE checkpoint waits on it while it holds the
