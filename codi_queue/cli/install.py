@@ -32,7 +32,7 @@ def install_hooks(args: argparse.Namespace, paths: Paths) -> int:
     # The home is resolved now and written into the hook: a hook process then
     # needs neither platformdirs nor the config file, and cannot drift elsewhere.
     try:
-        diff, backup = install_claude_hooks(args.settings, command_line("hook", paths.home), args.dry_run)
+        diff, backup, theirs = install_claude_hooks(args.settings, command_line("hook", paths.home), args.dry_run)
     except (ValueError, OSError) as exc:
         say(str(exc))
         return EXIT_INVALID if isinstance(exc, ValueError) else EXIT_FAILURE
@@ -42,7 +42,22 @@ def install_hooks(args: argparse.Namespace, paths: Paths) -> int:
         print(f"{args.settings}: hooks already installed")
     else:
         print(f"{args.settings}: hooks installed" + (f" (backup: {backup})" if backup else ""))
+    from ..schemas.registry import OPS
+
+    _twice(paths, OPS["tool_event"].tier, theirs, "each tool call", "remove them from the settings")
     return EXIT_OK
+
+
+def _twice(paths: Paths, tier: str, theirs: list[str], what: str, remedy: str) -> None:
+    """Say so when the platform's own hooks, which write claude.db themselves, run beside ours while
+    the tier they write lives in an adopted database: every event would be stored there twice."""
+    if not theirs or not paths.configured_database(tier):
+        return
+    say(f"note: {len(theirs)} of the platform's own hooks also run, and write {what} into "
+        f"{paths.database(tier)} themselves, where codi-queue's {tier} tier now writes it too: "
+        f"{what} would be stored twice. Once codi-queue records them, {remedy}:")
+    for hook in theirs:
+        say(f"  {hook}")
 
 
 @command(
@@ -54,12 +69,15 @@ def install_hooks(args: argparse.Namespace, paths: Paths) -> int:
     options=[opt("repo", nargs="?", default="."), DRY_RUN],
 )
 def install_git_hook(args: argparse.Namespace, paths: Paths) -> int:
-    from ..producers.install import command_line, install_git_hooks
+    from ..producers.install import command_line, install_git_hooks, platform_git_recorders
+    from ..schemas.registry import OPS
 
     try:
         for line in install_git_hooks(args.repo, command_line("git-hook", paths.home), args.dry_run):
             print(line)
+        theirs = platform_git_recorders(args.repo)
     except (ValueError, OSError) as exc:
         say(str(exc))
         return EXIT_INVALID if isinstance(exc, ValueError) else EXIT_FAILURE
+    _twice(paths, OPS["git_event"].tier, theirs, "each commit", "remove their recording from these hooks")
     return EXIT_OK

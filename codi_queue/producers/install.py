@@ -19,7 +19,8 @@ from typing import Any
 
 from ..fsutil import read_users_file, write_users_file
 
-__all__ = ["HOOK_EVENTS", "SYNC_EVENTS", "command_line", "merge_settings", "install_claude_hooks", "install_git_hooks", "GIT_HOOKS"]
+__all__ = ["HOOK_EVENTS", "SYNC_EVENTS", "command_line", "merge_settings", "install_claude_hooks", "install_git_hooks", "GIT_HOOKS",
+           "platform_recorders", "platform_git_recorders", "records_in_claude_db"]
 
 # The events ops/claude-hooks.json wires up, and whether they take a tool matcher.
 HOOK_EVENTS: dict[str, bool] = {
@@ -39,6 +40,31 @@ HOOK_EVENTS: dict[str, bool] = {
 SYNC_EVENTS = frozenset({"SessionEnd"})
 GIT_HOOKS = ("post-commit", "post-merge", "pre-push")
 _MARK = "# codi-queue git hook"
+
+# The platform's own hooks that write each event into claude.db themselves (meta-vengine's
+# settings.json runs hooks/sqlite-hook.py on every PostToolUse; hooks/post-tool.sh and
+# post-tool-enhanced.sh and its git post-commit hook write through scripts/sqlite_hooks.py).
+# Beside ours, with a tier in claude.db, every event they record would be stored there twice.
+PLATFORM_HOOK_SCRIPTS = ("sqlite-hook.py", "post-tool.sh", "post-tool-enhanced.sh", "sqlite_hooks")
+
+
+def platform_recorders(settings: Any) -> list[str]:
+    """``event: command`` of each hook in Claude Code ``settings`` that is one of the platform's own
+    recorders (``PLATFORM_HOOK_SCRIPTS``), in the order they appear."""
+    found: list[str] = []
+    hooks = settings.get("hooks") if isinstance(settings, dict) else None
+    for event, entries in (hooks.items() if isinstance(hooks, dict) else ()):
+        for entry in entries if isinstance(entries, list) else ():
+            for hook in entry.get("hooks", []) if isinstance(entry, dict) and isinstance(entry.get("hooks"), list) else ():
+                command = hook.get("command") if isinstance(hook, dict) else None
+                if isinstance(command, str) and records_in_claude_db(command):
+                    found.append(f"{event}: {command}")
+    return found
+
+
+def records_in_claude_db(text: str) -> bool:
+    """Whether a hook command or script is one of the platform's recorders that write claude.db."""
+    return any(name in text for name in PLATFORM_HOOK_SCRIPTS)
 
 
 # Hooks run on every tool call. pip's console-script wrapper costs an extra
@@ -100,8 +126,9 @@ def _not_json(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def install_claude_hooks(settings_path: str, command: str, dry_run: bool = False) -> tuple[str, str | None]:
-    """Merge our hooks into ``settings_path``; (unified diff, backup path or None)."""
+def install_claude_hooks(settings_path: str, command: str, dry_run: bool = False) -> tuple[str, str | None, list[str]]:
+    """Merge our hooks into ``settings_path``; (unified diff, backup path or None, the platform's own
+    recorders the settings also run: ``platform_recorders``)."""
     try:
         before_text = read_users_file(settings_path).decode("utf-8")
         settings = json.loads(before_text, parse_constant=_not_json) if before_text.strip() else {}
@@ -116,6 +143,7 @@ def install_claude_hooks(settings_path: str, command: str, dry_run: bool = False
     if not isinstance(settings, dict):
         raise ValueError(f"{settings_path} does not hold a JSON object")
     merged = merge_settings(settings, command)
+    theirs = platform_recorders(merged)
     try:
         # allow_nan=False: a number no double holds (1e400) was written back as Infinity, which is
         # not JSON, and Claude Code could no longer read its settings.
@@ -129,13 +157,13 @@ def install_claude_hooks(settings_path: str, command: str, dry_run: bool = False
         )
     )
     if dry_run or json.loads(after_text) == settings:
-        return diff if json.loads(after_text) != settings else "", None
+        return diff if json.loads(after_text) != settings else "", None, theirs
     backup = None
     if before_text:
         backup = f"{settings_path}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
         shutil.copy2(settings_path, backup)
     write_users_file(settings_path, after_text.encode())
-    return diff, backup
+    return diff, backup, theirs
 
 
 def _hooks_dir(repo: str) -> str:
@@ -185,6 +213,22 @@ if [ $status -eq 0 ] && [ -n "$input" ]; then
 fi
 exit $status
 """
+
+
+def platform_git_recorders(repo: str) -> list[str]:
+    """The git hooks of ``repo`` that run (or are chained by ours) one of the platform's own
+    recorders, which write the commit into claude.db themselves (``records_in_claude_db``)."""
+    hooks = _hooks_dir(repo)
+    found = []
+    for name in GIT_HOOKS:
+        for path in (os.path.join(hooks, name), os.path.join(hooks, name + ".pre-codi-queue")):
+            try:
+                text = _existing_hook(path)
+            except ValueError:
+                continue  # nothing that runs: nothing that records
+            if text is not None and _MARK not in text and records_in_claude_db(text):
+                found.append(path)
+    return found
 
 
 def _existing_hook(path: str) -> str | None:
