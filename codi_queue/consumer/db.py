@@ -281,7 +281,8 @@ class StoredByOthers(NamedTuple):
             self.newest is not None else ""
         return (f"{self.table} in {self.database} already holds {self.rows} rows codi-queue did not write{span}: "
                 "the platform's own tools may have stored these lines there already (its backfill, or hooks that "
-                "write both the file and the table), and enqueueing them would store them again")
+                "write both the file and the table, which store each new line there too while they run), and "
+                "enqueueing them would store them again")
 
 
 def stored_by_others(database: str, table: str) -> StoredByOthers | None:
