@@ -52,6 +52,9 @@ def import_(args: argparse.Namespace, paths: Paths) -> int:
         say(f"{args.file}: " + ("not a regular file" if os.path.lexists(args.file) else "no such file"))
         return EXIT_INVALID
     since: int | None = None
+    if args.since is not None and args.every_line:
+        say("--since and --all contradict each other: pass one")
+        return EXIT_INVALID
     if args.since is not None:
         from ..timestamps import normalize_timestamp
 

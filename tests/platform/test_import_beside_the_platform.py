@@ -80,6 +80,8 @@ def test_a_since_that_is_no_time_is_refused(tmp_path: Path) -> None:
     home, _, source = _setup(tmp_path)
     res = run_cli(home, "import", str(source), "--since", "last week")
     assert res.returncode == 2 and "--since 'last week'" in res.stderr
+    res = run_cli(home, "import", str(source), "--since", NEWEST, "--all")
+    assert res.returncode == 2 and "contradict" in res.stderr
 
 
 def _watching(home: Path, source: Path, value: str) -> None:
