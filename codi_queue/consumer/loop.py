@@ -256,7 +256,8 @@ class Consumer:
             try:
                 self._conns[tier] = conn = open_tier(self.paths.database_file(tier), tier, self.busy_timeout_ms)
                 # An adopted database has writers of its own: take turns with them from the start.
-                self._turns[tier] = WriteTurns(conn, shared=self.paths.configured_database(tier))
+                # Its breaks wait on the stop flag: a SIGTERM is answered at once, not after a break.
+                self._turns[tier] = WriteTurns(conn, shared=self.paths.configured_database(tier), sleep=self._stop.wait)
                 st = os.stat(path)
             except (apsw.Error, OSError, CodiQueueError) as exc:
                 self._turns.pop(tier, None)

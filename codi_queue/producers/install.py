@@ -19,8 +19,8 @@ from typing import Any
 
 from ..fsutil import read_users_file, write_users_file
 
-__all__ = ["HOOK_EVENTS", "SYNC_EVENTS", "command_line", "merge_settings", "install_claude_hooks", "install_git_hooks", "GIT_HOOKS",
-           "platform_recorders", "platform_git_recorders", "records_in_claude_db"]
+__all__ = ["HOOK_EVENTS", "SYNC_EVENTS", "command_line", "merge_settings", "install_claude_hooks", "install_git_hooks",
+           "GIT_HOOKS", "platform_recorders", "platform_git_recorders", "records_in_claude_db"]
 
 # The events ops/claude-hooks.json wires up, and whether they take a tool matcher.
 HOOK_EVENTS: dict[str, bool] = {
@@ -55,7 +55,8 @@ def platform_recorders(settings: Any) -> list[str]:
     hooks = settings.get("hooks") if isinstance(settings, dict) else None
     for event, entries in (hooks.items() if isinstance(hooks, dict) else ()):
         for entry in entries if isinstance(entries, list) else ():
-            for hook in entry.get("hooks", []) if isinstance(entry, dict) and isinstance(entry.get("hooks"), list) else ():
+            inner = entry.get("hooks") if isinstance(entry, dict) else None
+            for hook in inner if isinstance(inner, list) else ():
                 command = hook.get("command") if isinstance(hook, dict) else None
                 if isinstance(command, str) and records_in_claude_db(command):
                     found.append(f"{event}: {command}")
