@@ -42,7 +42,7 @@ import math
 import os
 from typing import Any
 
-from .errors import CodiQueueError, UnsafePath, unknown_operation
+from .errors import CodiQueueError, UnsafePath, shown, unknown_operation
 from .fsutil import read_private_file
 from .paths import TIER_NAMES, Paths, database_path
 
@@ -261,7 +261,7 @@ def _jsonl_value(path: str, key: str, value: Any) -> tuple[str, int | None]:
         try:
             return op, normalize_timestamp(when)
         except ValueError as exc:
-            raise ConfigError(path, f"{key}.since", str(exc)) from None
+            raise ConfigError(path, f"{key}.since", shown(str(exc), 200)) from None
     return op, 0 if every else None
 
 

@@ -56,12 +56,13 @@ def import_(args: argparse.Namespace, paths: Paths) -> int:
         say("--since and --all contradict each other: pass one")
         return EXIT_INVALID
     if args.since is not None:
+        from ..errors import shown
         from ..timestamps import normalize_timestamp
 
         try:
             since = normalize_timestamp(args.since)
         except ValueError as exc:
-            say(f"--since {args.since!r}: {exc}")
+            say(f"--since: {shown(str(exc), 200)}")
             return EXIT_INVALID
     elif not args.every_line:
         held = _stored_by_the_platform(paths, op)

@@ -79,7 +79,7 @@ def test_all_enqueues_every_line_and_a_fresh_database_needs_neither(tmp_path: Pa
 def test_a_since_that_is_no_time_is_refused(tmp_path: Path) -> None:
     home, _, source = _setup(tmp_path)
     res = run_cli(home, "import", str(source), "--since", "last week")
-    assert res.returncode == 2 and "--since 'last week'" in res.stderr
+    assert res.returncode == 2 and "--since: 'last week' is not unix seconds" in res.stderr
     res = run_cli(home, "import", str(source), "--since", NEWEST, "--all")
     assert res.returncode == 2 and "contradict" in res.stderr
 
