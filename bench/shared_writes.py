@@ -1,7 +1,7 @@
 """The platform's own writer beside a backlog drain into an adopted claude.db.
 
-The platform's scripts write claude.db directly with a busy timeout of 3 to
-5 s and lose the write when it runs out. A backlog is drained into an
+The platform's hooks and scripts write claude.db directly with a busy
+timeout of 5 s and lose the write when it runs out. A backlog is drained into an
 adopted claude.db while a process writes it as they do (connect, insert,
 commit, every 20 ms, `timeout=5`) and a dashboard holds 2 s reads back to
 back: how long the platform's writes waited, and how many were lost, with
@@ -33,7 +33,8 @@ WRITER = """
 import json, os, sqlite3, sys, time
 db, stop, report = sys.argv[1:4]
 waits, failed = [], 0
-while not os.path.exists(stop):
+deadline = time.monotonic() + 600  # never outlive a benchmark that failed before it said stop
+while not os.path.exists(stop) and time.monotonic() < deadline:
     t0 = time.perf_counter()
     conn = sqlite3.connect(db, timeout=5)
     try:
@@ -52,7 +53,8 @@ DASHBOARD = """
 import os, sqlite3, sys, time
 db, stop = sys.argv[1:3]
 conn = sqlite3.connect(db, isolation_level=None)
-while not os.path.exists(stop):
+deadline = time.monotonic() + 600
+while not os.path.exists(stop) and time.monotonic() < deadline:
     conn.execute("BEGIN"); conn.execute("SELECT COUNT(*) FROM tool_events").fetchone()
     time.sleep(2.0); conn.execute("COMMIT")
 """

@@ -53,7 +53,7 @@ log = logging.getLogger("codi_queue.consumer")
 # consumer checkpoints with TRUNCATE, which waits out the current readers.
 WAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
 # How long that checkpoint may wait for readers. It holds the write lock while it waits, so this
-# stays under the busy timeouts of the platform's own writers (3-5 s): past it, the checkpoint
+# stays well under the busy timeout of the platform's own writers (5 s): past it, the checkpoint
 # copies what it can without waiting and is tried again on a later pass.
 CHECKPOINT_WAIT_MS = 1000
 TIER_RETRY_S = 60.0  # how often a tier that could not be opened or adopted is tried again

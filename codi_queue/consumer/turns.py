@@ -1,9 +1,9 @@
 """Turns at a database's write lock, so the consumer never keeps the database's other writers out.
 
 An adopted database (the platform's ``claude.db``) has writers of its own:
-the platform's scripts and its dashboards' API server write it directly,
-each with a busy timeout of 3 to 5 seconds, and their write is lost when
-that runs out (their code swallows the error). SQLite's write lock is not a
+the platform's hooks and scripts write it directly, each with a busy
+timeout of 5 seconds (Python's default), and their write is lost when that
+runs out (their code swallows the error). SQLite's write lock is not a
 queue. A writer that finds it taken sleeps in its busy handler and tries
 again, at most 100 ms later with SQLite's own handler, so a consumer
 draining a backlog in back-to-back batches, free for a few milliseconds
@@ -43,8 +43,9 @@ class WriteTurns:
 
     __slots__ = ("conn", "shared", "held", "free_since", "began", "version", "clock", "sleep", "may_hold")
 
-    def __init__(self, conn: apsw.Connection, shared: bool, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Any] = time.sleep) -> None:
+    def __init__(self, conn: apsw.Connection, shared: bool, *, sleep: Callable[[float], Any],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``sleep(seconds)`` waits out a break: the consumer's stop flag, so a stop never waits."""
         self.conn = conn
         self.shared = shared  # others write this database: take turns
         self.held = 0.0  # how long the lock has been held since it was last left free for a break
